@@ -1,0 +1,1 @@
+"""Shared logic of the Vicuna workflow's scripts: one small module per idea."""
