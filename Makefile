@@ -1,0 +1,49 @@
+# make run   - create .venv, install, run the workflow's `all` on the tiny default config
+# make test  - the same install plus test tools, then the whole test suite
+# make lint  - ruff and snakemake --lint
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip install --quiet --disable-pip-version-check
+TORCH := $(shell grep '^torch==' requirements.txt)
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: install dev run test lint slurm-up slurm-down clean
+
+install: $(VENV)/.installed
+dev: $(VENV)/.dev-installed
+
+# torch first (a local CPU wheel here; the CUDA build of the same version on GPU machines),
+# so that nothing later pulls another torch; then OpenNMT-py without its stale torch pin.
+$(VENV)/.installed: requirements.txt requirements-nodeps.txt pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) --upgrade pip
+	$(PIP) $(TORCH)
+	$(PIP) -r requirements.txt
+	$(PIP) --no-deps -r requirements-nodeps.txt
+	$(PIP) --no-deps -e .
+	touch $@
+
+$(VENV)/.dev-installed: $(VENV)/.installed requirements-dev.txt
+	$(PIP) -r requirements-dev.txt
+	touch $@
+
+run: install
+	snakemake --profile profiles/local all
+
+test: dev
+	$(PY) -m pytest -ra
+
+lint: dev
+	ruff check .
+	snakemake --lint
+
+slurm-up:
+	bash tests/slurm/cluster.sh up
+
+slurm-down:
+	bash tests/slurm/cluster.sh down
+
+clean:
+	rm -rf synthetic llama dataAI inputs outputs logs benchmarks/results finetuned_* \
+		*-vicuna-onmt.pt vocab.txt replicate_vicuna.yaml translate_opts_*.yaml

@@ -1,0 +1,23 @@
+# Vicuna from LLaMA with OpenNMT-py: the tutorial "supervised finetuning of LLaMA 7B to
+# replicate Vicuna" as one dependency graph. The default config.yaml is a tiny CPU run;
+# configs/llama7b-vicuna.yaml is the tutorial's 7B run.
+
+configfile: "config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/synthetic.smk"
+include: "rules/data.smk"
+include: "rules/checkpoint.smk"
+include: "rules/finetune.smk"
+include: "rules/release.smk"
+include: "rules/inference.smk"
+
+
+# Batch predictions in both modes, and every artifact on the way.
+rule all:
+    input:
+        rules.extract_vocabulary.output.vocab,
+        rules.finetune_samples.output.samples,
+        expand(rules.simple_inference.output.predictions, mode=MODES),
+    default_target: True

@@ -1,0 +1,37 @@
+# The foundation model as an OpenNMT-py checkpoint, and its vocabulary.
+
+
+# Meta's params.json + consolidated.*.pth + tokenizer.model -> <model>-vicuna-onmt.pt
+rule convert_llama:
+    input:
+        params=f"{config['base']['model_dir']}/params.json",
+        weights=f"{config['base']['model_dir']}/consolidated.00.pth",
+        tokenizer=config["base"]["tokenizer_model"],
+    output:
+        checkpoint=BASE_CHECKPOINT,
+    params:
+        model_dir=config["base"]["model_dir"],
+    log:
+        "logs/convert_llama.log",
+    benchmark:
+        "benchmarks/results/convert_llama.tsv"
+    conda:
+        "../envs/vicuna.yaml"
+    shell:
+        "python {SCRIPTS}/convert_llama.py --model_dir {params.model_dir}"
+        " --tokenizer_model {input.tokenizer} --output {output.checkpoint} --force > {log} 2>&1"
+
+
+# The converted checkpoint's vocabulary, one token a line (pad <blank> at id 3).
+rule extract_vocabulary:
+    input:
+        checkpoint=rules.convert_llama.output.checkpoint,
+    output:
+        vocab="vocab.txt",
+    log:
+        "logs/extract_vocabulary.log",
+    conda:
+        "../envs/vicuna.yaml"
+    shell:
+        "python {SCRIPTS}/extract_vocabulary.py -model {input.checkpoint}"
+        " -out_file {output.vocab} -side src > {log} 2>&1"

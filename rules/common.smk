@@ -1,0 +1,57 @@
+# Config validation (before any job starts) and the paths every stage agrees on.
+import json
+import sys
+from pathlib import Path
+
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+validate(config, schema="../schemas/config.schema.yaml")
+
+SCRIPTS = Path(workflow.basedir) / "scripts"
+MODES = ["py", "ct2"]
+
+# Artifact names follow the tutorial: llama7B-vicuna-onmt.pt, finetuned_llama7B/...
+MODEL = config["model_name"]
+BASE_CHECKPOINT = f"{MODEL}-vicuna-onmt.pt"
+FINETUNED = f"finetuned_{MODEL}"
+SAVE_MODEL = f"{FINETUNED}/{MODEL}-vicuna-onmt"
+STEP_CHECKPOINT = f"{SAVE_MODEL}_step_{config['train']['train_steps']}"
+
+SOURCES = {**config["data"]["corpora"], "valid": config["data"]["valid"]}
+JSON_SOURCES = sorted(name for name, spec in SOURCES.items() if "json" in spec)
+URL_SOURCES = sorted(name for name, spec in SOURCES.items() if "url" in spec)
+
+
+def one_of(names):
+    """A wildcard constraint matching exactly these names (or nothing)."""
+    return "|".join(names) if names else "(?!)"
+
+
+def as_json(section):
+    """A config section as one shell-quotable JSON string (for a script's --*_json flag)."""
+    return json.dumps(section, sort_keys=True)
+
+
+def corpus_path(name):
+    return f"dataAI/{name}.txt"
+
+
+def check_config():
+    """Cross-key checks the schema cannot express; they name the key at fault."""
+    if "synthetic" in config:
+        model = config["synthetic"]["model"]
+        if model["dim"] % model["n_heads"]:
+            raise ValueError(f"synthetic.model.dim ({model['dim']}) must be divisible by "
+                             f"synthetic.model.n_heads ({model['n_heads']})")
+    train = config["train"]
+    if train["quantization"]["layers"] and not train["quantization"]["type"]:
+        raise ValueError("train.quantization.type must be set when train.quantization.layers "
+                         "is not empty (OpenNMT-py would silently quantize nothing)")
+    if train["save_checkpoint_steps"] > train["train_steps"]:
+        raise ValueError("train.save_checkpoint_steps must not exceed train.train_steps")
+
+
+check_config()

@@ -1,0 +1,64 @@
+# LoRA finetuning with onmt_train: LoRA on attention, 8-bit feed-forward, RMSNorm, rotary, SwiGLU.
+
+
+# The tutorial's replicate_vicuna.yaml, written from config.yaml's `train` section.
+rule finetune_config:
+    input:
+        params=rules.convert_llama.input.params,
+        vocab=rules.extract_vocabulary.output.vocab,
+        checkpoint=rules.convert_llama.output.checkpoint,
+        tokenizer=config["base"]["tokenizer_model"],
+        corpora=[corpus_path(name) for name in config["data"]["corpora"]],
+        valid=corpus_path("valid"),
+    output:
+        config="replicate_vicuna.yaml",
+    params:
+        corpora=" ".join(
+            f"--corpus {name}={corpus_path(name)}:{spec['weight']}"
+            for name, spec in config["data"]["corpora"].items()
+        ),
+        train=as_json(config["train"]),
+    log:
+        "logs/finetune_config.log",
+    conda:
+        "../envs/vicuna.yaml"
+    shell:
+        "python {SCRIPTS}/write_finetune_config.py --params_json {input.params}"
+        " --vocab {input.vocab} --base_checkpoint {input.checkpoint}"
+        " --tokenizer_model {input.tokenizer} {params.corpora} --valid {input.valid}"
+        f" --save_model {SAVE_MODEL} --tensorboard_dir {FINETUNED}/logs"
+        " --train_json {params.train:q} --output {output.config} > {log} 2>&1"
+
+
+# The first examples of each corpus as the model sees them (tokens, after the transforms).
+rule finetune_samples:
+    input:
+        config=rules.finetune_config.output.config,
+    output:
+        samples=directory(f"{FINETUNED}/samples"),
+    params:
+        n=config["data"]["n_samples"],
+    log:
+        "logs/finetune_samples.log",
+    conda:
+        "../envs/vicuna.yaml"
+    shell:
+        "python {SCRIPTS}/train.py -config {input.config} -n_sample {params.n}"
+        " -save_data {output.samples}/sample > {log} 2>&1"
+
+
+# onmt_train: LoRA step checkpoints, validation, TensorBoard logs.
+rule finetune:
+    input:
+        config=rules.finetune_config.output.config,
+    output:
+        checkpoint=f"{STEP_CHECKPOINT}.pt",
+        tensorboard=directory(f"{FINETUNED}/logs"),
+    log:
+        "logs/finetune.log",
+    benchmark:
+        "benchmarks/results/finetune.tsv"
+    conda:
+        "../envs/vicuna.yaml"
+    shell:
+        "python {SCRIPTS}/train.py -config {input.config} > {log} 2>&1"

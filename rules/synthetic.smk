@@ -1,0 +1,62 @@
+# Only in the tiny default (config key `synthetic`): the base model and data from nothing.
+if "synthetic" in config:
+    SYN = config["synthetic"]
+
+    # Raw alpaca and ShareGPT JSON, a held-out split, pretraining text, inference prompts.
+    rule synthetic_data:
+        output:
+            alpaca="synthetic/alpaca.json",
+            sharegpt="synthetic/sharegpt.json",
+            heldout="synthetic/heldout.json",
+            pretrain="synthetic/pretrain.txt",
+            examples="synthetic/input_examples.txt",
+            references="synthetic/references.txt",
+        params:
+            seed=SYN["seed"],
+            n_alpaca=SYN["n_alpaca"],
+            n_sharegpt=SYN["n_sharegpt"],
+            n_heldout=SYN["n_heldout"],
+            n_pretrain=SYN["n_pretrain"],
+            n_examples=SYN["n_examples"],
+        log:
+            "logs/synthetic_data.log",
+        conda:
+            "../envs/vicuna.yaml"
+        shell:
+            "python {SCRIPTS}/make_synthetic_data.py --seed {params.seed}"
+            " --n_alpaca {params.n_alpaca} --n_sharegpt {params.n_sharegpt}"
+            " --n_heldout {params.n_heldout} --n_pretrain {params.n_pretrain}"
+            " --n_examples {params.n_examples} --out_dir synthetic > {log} 2>&1"
+
+    # A LLaMA-style tokenizer and a tiny LLaMA, pretrained briefly, saved in Meta's format.
+    rule pretrain_base:
+        input:
+            pretrain=rules.synthetic_data.output.pretrain,
+            alpaca=rules.synthetic_data.output.alpaca,
+            sharegpt=rules.synthetic_data.output.sharegpt,
+        output:
+            tokenizer=config["base"]["tokenizer_model"],
+            params=f"{config['base']['model_dir']}/params.json",
+            weights=f"{config['base']['model_dir']}/consolidated.00.pth",
+        params:
+            model_dir=config["base"]["model_dir"],
+            vocab_size=SYN["vocab_size"],
+            model=SYN["model"],
+            pretrain=SYN["pretrain"],
+            seed=SYN["seed"],
+        log:
+            "logs/pretrain_base.log",
+        benchmark:
+            "benchmarks/results/pretrain_base.tsv"
+        conda:
+            "../envs/vicuna.yaml"
+        shell:
+            "python {SCRIPTS}/pretrain_base.py --pretrain_text {input.pretrain}"
+            " --tokenizer_texts {input.alpaca} {input.sharegpt} --vocab_size {params.vocab_size}"
+            " --dim {params.model[dim]} --n_layers {params.model[n_layers]}"
+            " --n_heads {params.model[n_heads]} --multiple_of {params.model[multiple_of]}"
+            " --norm_eps {params.model[norm_eps]} --steps {params.pretrain[steps]}"
+            " --batch_size {params.pretrain[batch_size]}"
+            " --learning_rate {params.pretrain[learning_rate]}"
+            " --seq_len {params.pretrain[seq_len]} --seed {params.seed} --threads {threads}"
+            " --tokenizer_model {output.tokenizer} --model_dir {params.model_dir} > {log} 2>&1"

@@ -1,0 +1,38 @@
+#!/usr/bin/env python
+"""Flatten raw alpaca or ShareGPT JSON (an array or JSON lines) into OpenNMT-py's text:
+one example a line, every "\\n" written as ｟newline｠."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from vicuna.files import write_json, write_lines
+from vicuna.flatten import FORMATS, RecordError, flatten
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--format", choices=sorted(FORMATS), required=True)
+    p.add_argument("--on_error", choices=["stop", "skip"], default="stop",
+                   help="stop at the first bad record, or skip and count it")
+    p.add_argument("--report", type=Path, help="write kept/skipped counts as JSON here")
+    p.add_argument("input", type=Path)
+    p.add_argument("output", type=Path)
+    a = p.parse_args()
+    try:
+        lines, skipped = flatten(a.input, a.format, a.on_error)
+    except (RecordError, FileNotFoundError) as e:
+        sys.exit(f"error: {e}")
+    write_lines(a.output, lines)
+    if a.report:
+        write_json(a.report, {"input": str(a.input), "kept": len(lines),
+                              "skipped": sum(skipped.values()), "skipped_by_reason": skipped})
+    print(f"wrote {a.output}: {len(lines)} examples, {sum(skipped.values())} skipped")
+    for reason, n in skipped.most_common():
+        print(f"  skipped {n}: {reason}")
+
+
+if __name__ == "__main__":
+    main()

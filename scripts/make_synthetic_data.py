@@ -1,0 +1,42 @@
+#!/usr/bin/env python
+"""Write the tiny default's synthetic instruction data: raw alpaca and ShareGPT JSON, a
+held-out split, the base model's pretraining text and the inference inputs."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from vicuna import prompt, synthetic
+from vicuna.files import write_json, write_lines
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--n_alpaca", type=int, required=True)
+    p.add_argument("--n_sharegpt", type=int, required=True)
+    p.add_argument("--n_heldout", type=int, required=True)
+    p.add_argument("--n_pretrain", type=int, required=True)
+    p.add_argument("--n_examples", type=int, required=True, help="held-out prompts to infer")
+    p.add_argument("--out_dir", type=Path, required=True)
+    a = p.parse_args()
+    if a.n_examples > a.n_heldout:
+        p.error(f"--n_examples ({a.n_examples}) cannot exceed --n_heldout ({a.n_heldout})")
+
+    sets = synthetic.generate(a.seed, a.n_alpaca, a.n_sharegpt, a.n_heldout, a.n_pretrain)
+    write_json(a.out_dir / "alpaca.json", sets["alpaca"])
+    write_json(a.out_dir / "sharegpt.json", sets["sharegpt"])
+    write_json(a.out_dir / "heldout.json", sets["heldout"])
+    write_lines(a.out_dir / "pretrain.txt", [prompt.to_line(t) for t in sets["pretrain"]])
+    # Inference inputs: held-out prompts up to "### Response:\n"; their answers for evaluation.
+    examples = sets["heldout"][: a.n_examples]
+    prompts = [prompt.to_line(prompt.alpaca(r["instruction"], r["input"], "")) for r in examples]
+    write_lines(a.out_dir / "input_examples.txt", prompts)
+    write_lines(a.out_dir / "references.txt", [prompt.to_line(r["output"]) for r in examples])
+    print(f"wrote {a.out_dir}: {len(sets['alpaca'])} alpaca, {len(sets['sharegpt'])} sharegpt, "
+          f"{len(sets['heldout'])} held-out, {len(examples)} inference inputs")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""Shared test fixtures: the repository, and one run of the workflow on the tiny default."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+LLAMA_TOKENIZER = SHARED / "fixtures" / "llama-tokenizer" / "tokenizer.model"
+BIN = Path(sys.executable).parent
+
+
+def env() -> dict[str, str]:
+    """The environment a user gets from `make`: the venv's bin first on PATH."""
+    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+
+
+def snakemake(workdir: Path, *args: str, configfile: Path = REPO / "config.yaml",
+              check: bool = True, timeout: int = 1200) -> subprocess.CompletedProcess:
+    cmd = [str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "-d", str(workdir),
+           f"--configfile={configfile}", *args]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env(), timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
+    return result
+
+
+def run_script(name: str, *args: str, cwd: Path | None = None,
+               check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / name), *args], cwd=cwd,
+                            capture_output=True, text=True, env=env())
+    if check and result.returncode != 0:
+        raise AssertionError(f"{name} failed:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}")
+    return result
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """The workflow's `all` on the default config, once per test session, in a fresh folder."""
+    workdir = tmp_path_factory.mktemp("tiny_run")
+    snakemake(workdir, "--profile", str(REPO / "profiles" / "local"), "--", "all")
+    return workdir
+
+
+@pytest.fixture(scope="session")
+def tiny_meta(tmp_path_factory) -> dict[str, Path]:
+    """A random tiny LLaMA in Meta's format, its tokenizer, and its OpenNMT-py conversion."""
+    import torch
+
+    from vicuna import llama, prompt, synthetic, tokenizer
+
+    root = tmp_path_factory.mktemp("tiny_meta")
+    sets = synthetic.generate(seed=7, n_alpaca=300, n_sharegpt=50, n_heldout=10, n_pretrain=300)
+    texts = [prompt.alpaca(**r) for r in sets["alpaca"]] + sets["pretrain"]
+    sp = tokenizer.train(texts, 320, root / "tokenizer.model")
+    torch.manual_seed(0)
+    args = llama.ModelArgs(dim=64, n_layers=2, n_heads=4, vocab_size=sp.get_piece_size(),
+                           multiple_of=16, norm_eps=1e-5)
+    model = llama.Transformer(args)
+    for p in model.parameters():  # larger than init scale, so positions matter in the logits
+        torch.nn.init.normal_(p, std=0.2)
+    llama.save_meta(model, root / "meta")
+    onmt = root / "tiny-onmt.pt"
+    run_script("convert_llama.py", "--model_dir", str(root / "meta"), "--tokenizer_model",
+               str(root / "tokenizer.model"), "--output", str(onmt))
+    return {"root": root, "meta": root / "meta", "tokenizer": root / "tokenizer.model",
+            "onmt": onmt}

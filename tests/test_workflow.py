@@ -1,0 +1,145 @@
+"""The workflow's `all` on the tiny default, run once (the `tiny_run` fixture): every artifact,
+the checks of the backbone issue, and the traps that only show in a trained model."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import pytest
+import sentencepiece as spm
+import torch
+import yaml
+
+from conftest import REPO, run_script, snakemake
+from vicuna import checkpoint, evaluate, inference
+
+pytestmark = pytest.mark.workflow
+
+STEP = "finetuned_llama-tiny/llama-tiny-vicuna-onmt_step_400"
+
+
+def lines(path) -> list[str]:
+    return path.read_text(encoding="utf-8").splitlines()
+
+
+def test_all_leaves_every_artifact_and_one_prediction_per_example(tiny_run):
+    for artifact in [
+        "synthetic/alpaca.json", "synthetic/sharegpt.json", "synthetic/heldout.json",
+        "synthetic/llama/tokenizer.model", "synthetic/llama/tiny/params.json",
+        "synthetic/llama/tiny/consolidated.00.pth", "dataAI/alpaca_clean.txt",
+        "dataAI/sharegpt.txt", "dataAI/valid.txt", "llama-tiny-vicuna-onmt.pt", "vocab.txt",
+        "replicate_vicuna.yaml", "finetuned_llama-tiny/llama-tiny-vicuna-onmt_step_200.pt",
+        f"{STEP}.pt", f"{STEP}.concat.pt", f"{STEP}.concat_CT2/model.bin",
+        "translate_opts_py.yaml", "translate_opts_ct2.yaml", "logs/finetune.log",
+        "benchmarks/results/finetune.tsv",
+    ]:
+        assert (tiny_run / artifact).is_file(), artifact
+    assert list((tiny_run / "finetuned_llama-tiny/logs").rglob("events.out.tfevents.*"))
+    assert list((tiny_run / "finetuned_llama-tiny/samples").rglob("*.src"))
+    n = len(lines(tiny_run / "synthetic/input_examples.txt"))
+    for mode in ["py", "ct2"]:
+        assert len(lines(tiny_run / f"outputs/predictions_{mode}.txt")) == n
+
+
+def test_nothing_to_do_after_all(tiny_run):
+    result = snakemake(tiny_run, "-n", "--", "all")
+    assert "Nothing to be done" in result.stdout + result.stderr
+
+
+def test_feed_forward_layers_were_trained_in_8_bit(tiny_run):
+    log = (tiny_run / "logs/finetune.log").read_text()
+    int8 = re.search(r"Non trainable parameters = \{.*'torch\.int8': (\d+)", log)
+    assert int8 and int(int8.group(1)) > 0  # an empty quant_type would leave 0
+
+
+@pytest.fixture(scope="module")
+def models(tiny_run):
+    base = checkpoint.load(tiny_run / "llama-tiny-vicuna-onmt.pt")
+    lora = checkpoint.load(tiny_run / f"{STEP}.pt")
+    return {
+        "base": checkpoint.build_model(base),
+        "unmerged": checkpoint.build_model(base, lora=lora),
+        "merged": checkpoint.build_model(checkpoint.load(tiny_run / f"{STEP}.concat.pt")),
+    }
+
+
+def test_merged_checkpoint_equals_base_plus_lora(models):
+    torch.manual_seed(0)
+    tokens = torch.randint(3, 700, (4, 60))
+    merged = checkpoint.logits(models["merged"], tokens)
+    unmerged = checkpoint.logits(models["unmerged"], tokens)
+    assert (merged - unmerged).abs().max().item() <= 1e-4
+
+
+@pytest.fixture(scope="module")
+def heldout(tiny_run, models):
+    sp = spm.SentencePieceProcessor(model_file=str(tiny_run / "synthetic/llama/tokenizer.model"))
+    valid = lines(tiny_run / "dataAI/valid.txt")
+    return {name: evaluate.heldout_loss(models[name], sp, valid) for name in ("base", "merged")}
+
+
+def test_heldout_loss_of_merged_model_matches_training_validation(tiny_run, heldout):
+    log = (tiny_run / "logs/finetune.log").read_text()
+    trained_ppl = float(re.findall(r"Validation perplexity: ([\d.]+)", log)[-1])
+    print(f"held-out loss: training {math.log(trained_ppl):.4f}, merged {heldout['merged']:.4f}")
+    assert heldout["merged"] == pytest.approx(math.log(trained_ppl), rel=0.05)
+
+
+def test_finetuning_lowers_the_heldout_loss(heldout):
+    print(f"held-out loss: base {heldout['base']:.3f}, finetuned {heldout['merged']:.3f}")
+    assert heldout["merged"] < heldout["base"]
+
+
+@pytest.fixture(scope="module")
+def ct2_float32(tiny_run, tmp_path_factory):
+    """A float32 release of the merged checkpoint with the workflow's decoding options."""
+    tmp = tmp_path_factory.mktemp("ct2_float32")
+    run_script("release_model.py", "--model", str(tiny_run / f"{STEP}.concat.pt"),
+               "--output", str(tmp / "model"), "--quantization", "float32")
+    opts = yaml.safe_load((tiny_run / "translate_opts_ct2.yaml").read_text())
+    opts.update(model=str(tmp / "model"), src_subword_model=str(tiny_run / opts["src_subword_model"]))
+    (tmp / "opts.yaml").write_text(yaml.safe_dump(opts))
+    prompts = lines(tiny_run / "synthetic/input_examples.txt")
+    answers, _ = inference.run("ct2", tmp / "opts.yaml", prompts)
+    return [a.text for a in answers]
+
+
+def test_greedy_py_predictions_equal_float32_ct2(tiny_run, ct2_float32):
+    py = lines(tiny_run / "outputs/predictions_py.txt")
+    int8 = lines(tiny_run / "outputs/predictions_ct2.txt")
+    agree = sum(a == b for a, b in zip(py, int8, strict=True))
+    print(f"int8_float16 release agrees with py on {agree}/{len(py)} greedy predictions")
+    assert py == ct2_float32
+
+
+def test_without_the_rotary_fix_py_would_disagree(tiny_run, ct2_float32, monkeypatch):
+    """The check above has teeth: OpenNMT-py's own cached decoding is off by one position."""
+    from onmt.translate.translator import GeneratorLM
+
+    from vicuna import onmt_fixes
+
+    onmt_fixes.apply()
+    monkeypatch.chdir(tiny_run)
+    monkeypatch.setattr(GeneratorLM, "_decode_and_generate",
+                        GeneratorLM._decode_and_generate.__wrapped__)
+    answers, _ = inference.run("py", "translate_opts_py.yaml",
+                               lines(tiny_run / "synthetic/input_examples.txt"))
+    same = sum(a.text == b for a, b in zip(answers, ct2_float32, strict=True))
+    print(f"without the fix, py agrees with ct2 float32 on {same}/{len(answers)}")
+    assert same < len(answers)
+
+
+def test_lint_is_clean(tiny_run):
+    result = snakemake(tiny_run, "--lint", check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Lints for" not in result.stdout + result.stderr
+
+
+def test_synthetic_data_is_the_same_bytes_for_the_same_seed(tiny_run, tmp_path):
+    config = yaml.safe_load((REPO / "config.yaml").read_text())["synthetic"]
+    args = [f"--{k}={config[k]}" for k in
+            ("seed", "n_alpaca", "n_sharegpt", "n_heldout", "n_pretrain", "n_examples")]
+    run_script("make_synthetic_data.py", *args, "--out_dir", str(tmp_path))
+    for name in ["alpaca.json", "sharegpt.json", "heldout.json", "pretrain.txt"]:
+        assert (tmp_path / name).read_bytes() == (tiny_run / "synthetic" / name).read_bytes()

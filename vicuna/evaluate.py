@@ -1,0 +1,27 @@
+"""Held-out loss of an OpenNMT-py model, counted as OpenNMT-py's validation does:
+the model reads <s> + tokens and predicts tokens + </s>; the loss is averaged over tokens."""
+
+from __future__ import annotations
+
+import math
+
+import sentencepiece as spm
+import torch
+
+from vicuna import checkpoint, prompt
+
+
+@torch.no_grad()
+def heldout_loss(model: torch.nn.Module, sp: spm.SentencePieceProcessor, lines: list[str]) -> float:
+    total, count = 0.0, 0
+    for line in lines:
+        ids = [sp.bos_id(), *sp.encode(prompt.from_line(line)), sp.eos_id()]
+        tokens = torch.tensor([ids])
+        logits = checkpoint.logits(model, tokens[:, :-1])[0]
+        total += torch.nn.functional.cross_entropy(logits, tokens[0, 1:], reduction="sum").item()
+        count += len(ids) - 1
+    return total / count
+
+
+def perplexity(loss: float) -> float:
+    return math.exp(loss)

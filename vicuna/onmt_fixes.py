@@ -1,0 +1,74 @@
+"""Workarounds for OpenNMT-py 3.5.1 under today's torch, each applied once, here.
+
+Call `apply()` before OpenNMT-py builds, loads or runs anything. Each fix has a test
+(tests/test_onmt_fixes.py) that fails if the trap comes back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+
+import torch
+
+_applied = False
+
+
+def allow_checkpoint_pickles() -> None:
+    """torch >= 2.6 loads with weights_only=True; OpenNMT-py checkpoints keep their options
+    in an argparse.Namespace, which must be allow-listed (nothing else in them needs it)."""
+    torch.serialization.add_safe_globals([argparse.Namespace])
+
+
+def freeze_generator_with_lora() -> None:
+    """With LoRA, OpenNMT-py marks only LoRA weights trainable *before* it attaches the output
+    layer, so the generator trains too, yet LoRA checkpoints are saved with generator=None and
+    what it learned is lost. Freeze it, so training optimizes what is actually saved."""
+    import onmt.model_builder as builder
+
+    original = builder.build_base_model
+    if getattr(original, "_vicuna_fixed", False):
+        return
+
+    @functools.wraps(original)
+    def build_base_model(model_opt, vocabs):
+        model = original(model_opt, vocabs)
+        if getattr(model_opt, "lora_layers", None) or getattr(model_opt, "lora_embedding", False):
+            for param in model.generator.parameters():
+                param.requires_grad = False
+        return model
+
+    build_base_model._vicuna_fixed = True  # type: ignore[attr-defined]
+    builder.build_base_model = build_base_model
+
+
+def fix_cached_rotary_position() -> None:
+    """In cached decoding, GeneratorLM passes `step + max(src_len)` as the position of the
+    token generated at `step`: one too far (the prompt fills positions 0..len-1, so the token
+    fed at step 1 sits at position len). Shift every step after the prompt back by one."""
+    from onmt.translate.translator import GeneratorLM
+
+    original = GeneratorLM._decode_and_generate
+    if getattr(original, "_vicuna_fixed", False):
+        return
+
+    @functools.wraps(original)
+    def _decode_and_generate(self, decoder_in, enc_out, batch, src_len, src_map=None,
+                             step=None, batch_offset=None, return_attn=False):
+        if step:  # 0 or None: the whole prompt at once, positions start at 0
+            step -= 1
+        return original(self, decoder_in, enc_out, batch, src_len, src_map=src_map, step=step,
+                        batch_offset=batch_offset, return_attn=return_attn)
+
+    _decode_and_generate._vicuna_fixed = True  # type: ignore[attr-defined]
+    GeneratorLM._decode_and_generate = _decode_and_generate
+
+
+def apply() -> None:
+    global _applied
+    if _applied:
+        return
+    allow_checkpoint_pickles()
+    freeze_generator_with_lora()
+    fix_cached_rotary_position()
+    _applied = True

@@ -1,0 +1,66 @@
+"""Prompt layouts, written once: the training files and the chatbot both use these functions.
+
+OpenNMT-py reads one example a line, so every "\\n" inside an example is stored as NEWLINE.
+"""
+
+from __future__ import annotations
+
+import re
+
+NEWLINE = "｟newline｠"
+
+TASK = (
+    "Below is an instruction that describes a task. "
+    "Write a response that appropriately completes the request."
+)
+TASK_WITH_INPUT = (
+    "Below is an instruction that describes a task, paired with an input that provides "
+    "further context. Write a response that appropriately completes the request."
+)
+
+# Characters that Python's str.splitlines() (and so many readers) treat as line breaks.
+# "\r\n", "\r" and the Unicode separators are real line breaks: keep them as NEWLINE.
+# The rest are control characters that would split an example silently: make them spaces.
+_BREAKS = re.compile("\r\n|[\r\n\u2028\u2029\x85]")
+_SPLITTERS = re.compile("[\x0b\x0c\x1c\x1d\x1e]")
+
+
+def alpaca(instruction: str, input: str, output: str) -> str:
+    """One alpaca record as text, with the two Alpaca templates to the character."""
+    if input:
+        return (
+            f"{TASK_WITH_INPUT}\n\n### Instruction:\n{instruction}\n\n"
+            f"### Input:\n{input}\n\n### Response:\n{output}"
+        )
+    return f"{TASK}\n\n### Instruction:\n{instruction}\n\n### Response:\n{output}"
+
+
+def conversation(rounds: list[tuple[str, str]], next_message: str | None = None) -> str:
+    """A multi-round conversation: the task line, then each round once, in order.
+
+    `rounds` are (human, gpt) pairs. With `next_message`, the text ends with an open
+    "### Response:\\n" for the model to complete: that is the chatbot's prompt.
+    """
+    turns = [f"### Instruction:\n{human}\n\n### Response:\n{gpt}" for human, gpt in rounds]
+    if next_message is not None:
+        turns.append(f"### Instruction:\n{next_message}\n\n### Response:\n")
+    return TASK + "\n\n" + "\n\n".join(turns)
+
+
+def to_line(text: str) -> str:
+    """Text -> one line of an OpenNMT-py corpus."""
+    return _SPLITTERS.sub(" ", _BREAKS.sub(NEWLINE, text))
+
+
+def from_line(line: str) -> str:
+    """One corpus or prediction line -> text."""
+    return line.rstrip("\n").replace(NEWLINE, "\n")
+
+
+def prompt_of(example: str) -> str:
+    """The prompt part of a flattened single-round example: everything up to its last response tag."""
+    tag = f"### Response:{NEWLINE}" if NEWLINE in example else "### Response:\n"
+    head, sep, _ = example.rpartition(tag)
+    if not sep:
+        raise ValueError("example has no '### Response:' tag")
+    return head + sep

@@ -1,0 +1,48 @@
+"""A LLaMA-style sentencepiece model: BPE, byte fallback, <unk>/<s>/</s> = 0/1/2, identity normalization.
+
+With sentencepiece's default normalization "\\n" would be silently dropped; with identity
+normalization and byte fallback it encodes to <0x0A>, as in LLaMA's tokenizer.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable
+from pathlib import Path
+
+import sentencepiece as spm
+
+from vicuna.files import atomic_path
+
+
+def train(texts: Iterable[str], vocab_size: int, output: str | Path) -> spm.SentencePieceProcessor:
+    # Train on the lines of each text: "\n" must never become a piece of its own,
+    # so that it falls back to the <0x0A> byte as in LLaMA.
+    sentences = [line for text in texts for line in text.split("\n") if line]
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(sentences),
+        model_writer=model,
+        model_type="bpe",
+        vocab_size=vocab_size,
+        byte_fallback=True,
+        split_digits=True,
+        character_coverage=1.0,
+        unk_id=0,
+        bos_id=1,
+        eos_id=2,
+        pad_id=-1,
+        normalization_rule_name="identity",
+        remove_extra_whitespaces=False,
+        num_threads=1,  # one thread: the same bytes for the same data
+        minloglevel=2,
+    )
+    with atomic_path(output) as tmp:
+        tmp.write_bytes(model.getvalue())
+    return spm.SentencePieceProcessor(model_file=str(output))
+
+
+def load(path: str | Path) -> spm.SentencePieceProcessor:
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: no sentencepiece model there")
+    return spm.SentencePieceProcessor(model_file=str(path))
