@@ -10,7 +10,7 @@ rule convert_llama:
     output:
         checkpoint=BASE_CHECKPOINT,
     params:
-        model_dir=config["base"]["model_dir"],
+        model_dir=lambda w, input: Path(input.params).parent,
     log:
         "logs/convert_llama.log",
     benchmark:
@@ -18,7 +18,7 @@ rule convert_llama:
     conda:
         "../envs/vicuna.yaml"
     shell:
-        "python {SCRIPTS}/convert_llama.py --model_dir {params.model_dir}"
+        "convert_llama.py --model_dir {params.model_dir}"
         " --tokenizer_model {input.tokenizer} --output {output.checkpoint} --force > {log} 2>&1"
 
 
@@ -33,5 +33,5 @@ rule extract_vocabulary:
     conda:
         "../envs/vicuna.yaml"
     shell:
-        "python {SCRIPTS}/extract_vocabulary.py -model {input.checkpoint}"
+        "extract_vocabulary.py -model {input.checkpoint}"
         " -out_file {output.vocab} -side src > {log} 2>&1"

@@ -1,6 +1,5 @@
 # Config validation (before any job starts) and the paths every stage agrees on.
 import json
-import sys
 from pathlib import Path
 
 from snakemake.utils import min_version, validate
@@ -10,7 +9,15 @@ min_version("9.0")
 
 validate(config, schema="../schemas/config.schema.yaml")
 
-SCRIPTS = Path(workflow.basedir) / "scripts"
+# Too light to send to a cluster: they write a small file from the config.
+localrules:
+    all,
+    finetune_config,
+    translate_opts,
+
+
+# The tutorial's tools are called by name: scripts/ goes first on the PATH of every job.
+shell.prefix(f"export PATH={Path(workflow.basedir) / 'scripts'}:$PATH; ")
 MODES = ["py", "ct2"]
 
 # Artifact names follow the tutorial: llama7B-vicuna-onmt.pt, finetuned_llama7B/...
@@ -20,7 +27,8 @@ FINETUNED = f"finetuned_{MODEL}"
 SAVE_MODEL = f"{FINETUNED}/{MODEL}-vicuna-onmt"
 STEP_CHECKPOINT = f"{SAVE_MODEL}_step_{config['train']['train_steps']}"
 
-SOURCES = {**config["data"]["corpora"], "valid": config["data"]["valid"]}
+VALID = "valid" in config["data"]
+SOURCES = {**config["data"]["corpora"], **({"valid": config["data"]["valid"]} if VALID else {})}
 JSON_SOURCES = sorted(name for name, spec in SOURCES.items() if "json" in spec)
 URL_SOURCES = sorted(name for name, spec in SOURCES.items() if "url" in spec)
 

@@ -18,7 +18,7 @@ rule flatten_dataset:
     conda:
         "../envs/vicuna.yaml"
     shell:
-        "python {SCRIPTS}/flatten_dataset.py --format {params.format}"
+        "flatten_dataset.py --format {params.format}"
         " --on_error {params.on_error} --report {output.report}"
         " {input} {output.text} > {log} 2>&1"
 
@@ -42,5 +42,5 @@ rule download_dataset:
     conda:
         "../envs/vicuna.yaml"
     shell:
-        "python {SCRIPTS}/download.py --url {params.url:q} --output {output.text}"
+        "download.py --url {params.url:q} --output {output.text}"
         " {params.checks} --manifest {output.manifest} > {log} 2>&1"

@@ -9,7 +9,7 @@ rule finetune_config:
         checkpoint=rules.convert_llama.output.checkpoint,
         tokenizer=config["base"]["tokenizer_model"],
         corpora=[corpus_path(name) for name in config["data"]["corpora"]],
-        valid=corpus_path("valid"),
+        valid=[corpus_path("valid")] if VALID else [],
     output:
         config="replicate_vicuna.yaml",
     params:
@@ -18,14 +18,15 @@ rule finetune_config:
             for name, spec in config["data"]["corpora"].items()
         ),
         train=as_json(config["train"]),
+        valid=f"--valid {corpus_path('valid')}" if VALID else "",
     log:
         "logs/finetune_config.log",
     conda:
         "../envs/vicuna.yaml"
     shell:
-        "python {SCRIPTS}/write_finetune_config.py --params_json {input.params}"
+        "write_finetune_config.py --params_json {input.params}"
         " --vocab {input.vocab} --base_checkpoint {input.checkpoint}"
-        " --tokenizer_model {input.tokenizer} {params.corpora} --valid {input.valid}"
+        " --tokenizer_model {input.tokenizer} {params.corpora} {params.valid}"
         f" --save_model {SAVE_MODEL} --tensorboard_dir {FINETUNED}/logs"
         " --train_json {params.train:q} --output {output.config} > {log} 2>&1"
 
@@ -43,7 +44,7 @@ rule finetune_samples:
     conda:
         "../envs/vicuna.yaml"
     shell:
-        "python {SCRIPTS}/train.py -config {input.config} -n_sample {params.n}"
+        "train.py -config {input.config} -n_sample {params.n}"
         " -save_data {output.samples}/sample > {log} 2>&1"
 
 
@@ -61,4 +62,4 @@ rule finetune:
     conda:
         "../envs/vicuna.yaml"
     shell:
-        "python {SCRIPTS}/train.py -config {input.config} > {log} 2>&1"
+        "train.py -config {input.config} > {log} 2>&1"

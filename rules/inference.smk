@@ -19,7 +19,7 @@ rule translate_opts:
     conda:
         "../envs/vicuna.yaml"
     shell:
-        "python {SCRIPTS}/write_translate_opts.py --mode {wildcards.mode} --model {input.model}"
+        "write_translate_opts.py --mode {wildcards.mode} --model {input.model}"
         " --tokenizer_model {input.tokenizer} --inference_json {params.inference:q}"
         " --output {output.options} > {log} 2>&1"
 
@@ -42,6 +42,6 @@ rule simple_inference:
     conda:
         "../envs/vicuna.yaml"
     shell:
-        "python {SCRIPTS}/simple_inference.py -input_file {input.examples}"
+        "simple_inference.py -input_file {input.examples}"
         " -inference_config_file {input.options} -inference_mode {wildcards.mode}"
         " -output_dir outputs > {log} 2>&1"

@@ -15,7 +15,7 @@ rule merge_lora:
     conda:
         "../envs/vicuna.yaml"
     shell:
-        "python {SCRIPTS}/lora_weights.py --action merge --base_model {input.base}"
+        "lora_weights.py --action merge --base_model {input.base}"
         " --lora_weights {input.lora} --output {output.checkpoint} > {log} 2>&1"
 
 
@@ -34,5 +34,5 @@ rule release_ct2:
     conda:
         "../envs/vicuna.yaml"
     shell:
-        "python {SCRIPTS}/release_model.py --model {input.checkpoint} --output {output.model}"
+        "release_model.py --model {input.checkpoint} --output {output.model}"
         " --format ctranslate2 --quantization {params.quantization} > {log} 2>&1"

@@ -23,7 +23,7 @@ if "synthetic" in config:
         conda:
             "../envs/vicuna.yaml"
         shell:
-            "python {SCRIPTS}/make_synthetic_data.py --seed {params.seed}"
+            "make_synthetic_data.py --seed {params.seed}"
             " --n_alpaca {params.n_alpaca} --n_sharegpt {params.n_sharegpt}"
             " --n_heldout {params.n_heldout} --n_pretrain {params.n_pretrain}"
             " --n_examples {params.n_examples} --out_dir synthetic > {log} 2>&1"
@@ -39,7 +39,7 @@ if "synthetic" in config:
             params=f"{config['base']['model_dir']}/params.json",
             weights=f"{config['base']['model_dir']}/consolidated.00.pth",
         params:
-            model_dir=config["base"]["model_dir"],
+            model_dir=lambda w, output: Path(output.params).parent,
             vocab_size=SYN["vocab_size"],
             model=SYN["model"],
             pretrain=SYN["pretrain"],
@@ -51,7 +51,7 @@ if "synthetic" in config:
         conda:
             "../envs/vicuna.yaml"
         shell:
-            "python {SCRIPTS}/pretrain_base.py --pretrain_text {input.pretrain}"
+            "pretrain_base.py --pretrain_text {input.pretrain}"
             " --tokenizer_texts {input.alpaca} {input.sharegpt} --vocab_size {params.vocab_size}"
             " --dim {params.model[dim]} --n_layers {params.model[n_layers]}"
             " --n_heads {params.model[n_heads]} --multiple_of {params.model[multiple_of]}"

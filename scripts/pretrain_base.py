@@ -24,7 +24,7 @@ def corpus_texts(paths: list[Path]) -> list[str]:
             for record in json.loads(path.read_text(encoding="utf-8")):
                 if "conversations" in record:
                     turns = [t["value"] for t in record["conversations"]]
-                    texts.append(prompt.conversation(list(zip(turns[::2], turns[1::2]))))
+                    texts.append(prompt.conversation(list(zip(turns[::2], turns[1::2], strict=True))))
                 else:
                     texts.append(prompt.alpaca(record["instruction"], record["input"],
                                                record["output"]))

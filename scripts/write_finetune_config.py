@@ -10,8 +10,8 @@ import sys
 
 import yaml
 
-from vicuna.finetune_config import finetune_config
 from vicuna.files import write_text
+from vicuna.finetune_config import finetune_config
 
 
 def corpus(spec: str) -> tuple[str, dict]:

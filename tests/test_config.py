@@ -6,7 +6,6 @@ import copy
 
 import pytest
 import yaml
-
 from conftest import REPO, snakemake
 
 DEFAULT = yaml.safe_load((REPO / "config.yaml").read_text())

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import LLAMA_TOKENIZER, run_script
+
 from vicuna import checkpoint, convert, llama
 
 

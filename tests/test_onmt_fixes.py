@@ -10,8 +10,8 @@ import sys
 import textwrap
 
 import pytest
-
 from conftest import run_script
+
 from vicuna import finetune_config, onmt_fixes, training
 
 

@@ -10,8 +10,8 @@ import pytest
 import sentencepiece as spm
 import torch
 import yaml
-
 from conftest import REPO, run_script, snakemake
+
 from vicuna import checkpoint, evaluate, inference
 
 pytestmark = pytest.mark.workflow

@@ -1,10 +1,30 @@
-"""Meta's LLaMA checkpoint -> OpenNMT-py checkpoint. The name mapping is spelled out once, as data."""
+"""A LLaMA checkpoint -> OpenNMT-py checkpoint. The name mappings are spelled out once, as data.
+
+Two layouts are read, told apart by their config file:
+- Meta's: params.json + consolidated.NN.pth (1 to 8 model-parallel shards, joined here);
+- Hugging Face's: config.json + model.safetensors / pytorch_model.bin, or their shards listed in
+  an *.index.json. Hugging Face permutes the rows of q and k for its half-split rotary layout;
+  they are permuted back to Meta's interleaved layout, so OpenNMT-py keeps rotary_interleave.
+
+Memory: tensors are read one at a time, straight from the file into the output tensor
+(plain reads, no mmap: the page cache does not count in the converter's resident memory), so
+the converter holds one copy of the output plus at most one tensor in flight, however many
+shards there are. Nothing is read before every shape has been checked against the config.
+"""
 
 from __future__ import annotations
 
 import json
+import pickle
+import struct
+import zipfile
 from argparse import Namespace
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Protocol
 
 import sentencepiece as spm
 import torch
@@ -32,9 +52,28 @@ TOP_NAMES = {
     "output": "generator",
 }
 # Model-parallel shards split these along dim 0 (output features) or 1 (input features);
-# norms are repeated in every shard.
+# norms are repeated in every shard. (LLaMA 1 and 2 split tok_embeddings along dim 1, Llama 3's
+# VocabParallelEmbedding along dim 0: the shapes tell which, see _meta_join_dim.)
 SHARD_DIM = {"wq": 0, "wk": 0, "wv": 0, "w1": 0, "w3": 0, "output": 0,
              "wo": 1, "w2": 1, "tok_embeddings": 1}
+# Stored by some Meta releases, derived by every implementation: skipped.
+META_SKIP = ("rope.freqs",)
+
+# Hugging Face name (inside model.layers.i.) -> Meta name (inside layers.i.)
+HF_LAYER_NAMES = {
+    "self_attn.q_proj": "attention.wq",
+    "self_attn.k_proj": "attention.wk",
+    "self_attn.v_proj": "attention.wv",
+    "self_attn.o_proj": "attention.wo",
+    "mlp.gate_proj": "feed_forward.w1",
+    "mlp.down_proj": "feed_forward.w2",
+    "mlp.up_proj": "feed_forward.w3",
+    "input_layernorm": "attention_norm",
+    "post_attention_layernorm": "ffn_norm",
+}
+HF_TOP_NAMES = {"model.embed_tokens": "tok_embeddings", "model.norm": "norm", "lm_head": "output"}
+HF_SKIP = ("rotary_emb.inv_freq",)  # buffers in checkpoints of older transformers
+HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")  # each alone, or sharded with .index.json
 
 
 def onmt_name(meta_name: str) -> str:
@@ -46,13 +85,115 @@ def onmt_name(meta_name: str) -> str:
     return f"{TOP_NAMES[stem]}.{param}"
 
 
+def meta_name_of_hf(hf_name: str) -> str | None:
+    """`model.layers.3.self_attn.q_proj.weight` -> `layers.3.attention.wq.weight`; None for a
+    tensor to skip; KeyError for one this converter does not know."""
+    if hf_name.endswith(HF_SKIP):
+        return None
+    stem, _, param = hf_name.rpartition(".")
+    if stem.startswith("model.layers."):
+        _, _, index, inner = stem.split(".", 3)
+        return f"layers.{index}.{HF_LAYER_NAMES[inner]}.{param}"
+    return f"{HF_TOP_NAMES[stem]}.{param}"
+
+
 def shard_dim(meta_name: str) -> int | None:
     stem = meta_name.rsplit(".", 1)[0]
     return SHARD_DIM.get(stem.rsplit(".", 1)[-1])
 
 
-def architecture(args: ModelArgs) -> dict:
-    """The OpenNMT-py options of a LLaMA. The finetune config restates them (override_opts)."""
+def hf_to_meta_rotary(w: torch.Tensor, heads: int) -> torch.Tensor:
+    """Undo Hugging Face's permutation of q or k rows (convert_llama_weights_to_hf's `permute`):
+    within each head it stores the even rotary components first, then the odd ones."""
+    rows, cols = w.shape
+    return w.reshape(heads, 2, rows // heads // 2, cols).transpose(1, 2).reshape(rows, cols)
+
+
+# ---------------------------------------------------------------------------------------------
+# The model's shape, from either config file
+
+
+@dataclass(frozen=True)
+class LlamaShape:
+    """What both layouts' configs say, with the FFN width explicit: Meta's params.json gives it
+    through multiple_of / ffn_dim_multiplier (ModelArgs.hidden_dim), Hugging Face's config.json
+    as intermediate_size. The attribute names are ModelArgs', so architecture() takes either."""
+
+    dim: int
+    n_layers: int
+    n_heads: int
+    kv_heads: int
+    hidden_dim: int
+    vocab_size: int
+    norm_eps: float
+    rope_theta: float
+    config: str = "config"  # the file it came from, for messages
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.n_heads
+
+    def check(self) -> LlamaShape:
+        if self.dim % self.n_heads or self.n_heads % self.kv_heads or self.head_dim % 2:
+            raise ValueError(f"{self.config}: {self.dim=}, {self.n_heads=}, {self.kv_heads=} do "
+                             "not make whole, even-sized heads shared by whole groups")
+        return self
+
+
+def meta_shape(params: dict, vocab_size: int, where: Path) -> LlamaShape:
+    """params.json -> LlamaShape; vocab_size is the embedding's when params.json says -1."""
+    if params.get("use_scaled_rope"):
+        raise ValueError(f"{where}: use_scaled_rope (Llama 3.1's rotary scaling) is not "
+                         "supported by OpenNMT-py 3.5.1")
+    try:
+        args = ModelArgs.from_params(params)
+        return LlamaShape(
+            dim=args.dim, n_layers=args.n_layers, n_heads=args.n_heads, kv_heads=args.kv_heads,
+            hidden_dim=args.hidden_dim,
+            vocab_size=args.vocab_size if args.vocab_size > 0 else vocab_size,
+            norm_eps=float(args.norm_eps), rope_theta=float(args.rope_theta), config=str(where),
+        ).check()
+    except (TypeError, ZeroDivisionError) as e:
+        raise ValueError(f"{where}: not a LLaMA params.json ({e})") from e
+
+
+def hf_shape(config: dict, where: Path) -> LlamaShape:
+    """config.json (transformers' LlamaConfig, 4.x or 5.x) -> LlamaShape, refusing what
+    OpenNMT-py 3.5.1 cannot express."""
+    if config.get("model_type", "llama") != "llama":
+        raise ValueError(f"{where}: model_type {config['model_type']!r}, only 'llama' is supported")
+    if config.get("hidden_act", "silu") != "silu":
+        raise ValueError(f"{where}: hidden_act {config['hidden_act']!r}, LLaMA's is 'silu'")
+    if config.get("attention_bias") or config.get("mlp_bias"):
+        raise ValueError(f"{where}: attention_bias / mlp_bias are not LLaMA's")
+    rope = config.get("rope_parameters") or {}  # transformers 5; 4.x has rope_theta/rope_scaling
+    scaling = config.get("rope_scaling") or {}
+    rope_type = rope.get("rope_type") or scaling.get("rope_type") or scaling.get("type")
+    if rope_type not in (None, "default"):
+        raise ValueError(f"{where}: rotary scaling {rope_type!r} is not supported by OpenNMT-py")
+    try:
+        heads = config["num_attention_heads"]
+        shape = LlamaShape(
+            dim=config["hidden_size"], n_layers=config["num_hidden_layers"], n_heads=heads,
+            kv_heads=config.get("num_key_value_heads") or heads,
+            hidden_dim=config["intermediate_size"], vocab_size=config["vocab_size"],
+            norm_eps=float(config.get("rms_norm_eps", 1e-6)),
+            rope_theta=float(rope.get("rope_theta", config.get("rope_theta", 10000.0))),
+            config=str(where),
+        ).check()
+    except KeyError as e:
+        raise ValueError(f"{where}: {e.args[0]} missing (not a LlamaConfig)") from e
+    if config.get("head_dim", shape.head_dim) != shape.head_dim:
+        raise ValueError(f"{where}: head_dim {config['head_dim']} is not hidden_size / "
+                         f"num_attention_heads = {shape.head_dim} (OpenNMT-py assumes it is)")
+    return shape
+
+
+def architecture(args: ModelArgs | LlamaShape) -> dict:
+    """The OpenNMT-py options of a LLaMA. The finetune config restates them (override_opts).
+    OpenNMT-py 3.5.1 builds the FFN with exactly `transformer_ff` rows (PositionwiseFeedForward
+    takes d_ff as is), so it gets the checkpoint's width: ModelArgs derives it from params.json,
+    LlamaShape holds it (intermediate_size for Hugging Face)."""
     return {
         "model_task": "lm",
         "encoder_type": "transformer_lm",
@@ -61,7 +202,7 @@ def architecture(args: ModelArgs) -> dict:
         "norm_eps": args.norm_eps,
         "pos_ffn_activation_fn": "silu",
         "max_relative_positions": -1,  # rotary
-        "rotary_interleave": True,  # Meta's layout rotates interleaved pairs
+        "rotary_interleave": True,  # Meta's layout rotates interleaved pairs (HF's is undone)
         "rotary_theta": int(args.rope_theta),
         "rotary_dim": 0,
         "position_encoding": False,
@@ -82,7 +223,11 @@ def architecture(args: ModelArgs) -> dict:
 
 def vocabulary(tokenizer_model: str | Path) -> list[str]:
     """The tokenizer's pieces, with id 3 as OpenNMT-py's pad token."""
-    sp = spm.SentencePieceProcessor(model_file=str(tokenizer_model))
+    try:
+        sp = spm.SentencePieceProcessor(model_file=str(tokenizer_model))
+    except (OSError, RuntimeError) as e:  # sentencepiece says RuntimeError, even for a missing file
+        raise ValueError(f"{tokenizer_model}: not a sentencepiece model "
+                         f"({str(e).splitlines()[0]})") from e
     pieces = [sp.id_to_piece(i) for i in range(sp.get_piece_size())]
     pieces[3] = PAD
     return pieces
@@ -108,95 +253,513 @@ def checkpoint_options(arch: dict, vocab_size: int) -> Namespace:
     return opt
 
 
+# ---------------------------------------------------------------------------------------------
+# Reading tensors lazily: an index of where each tensor lies, read on demand
+
+
+class Source(Protocol):
+    path: Path
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+
+    def read_into(self, out: torch.Tensor) -> None: ...
+
+
+def _contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
+    strides, step = [], 1
+    for size in reversed(shape):
+        strides.append(step)
+        step *= size
+    return tuple(reversed(strides))
+
+
+def _as_bytes(t: torch.Tensor) -> memoryview:
+    return memoryview(t.reshape(-1).view(torch.uint8).numpy())
+
+
+def _read_exact(path: Path, offset: int, out: torch.Tensor) -> None:
+    """Fill the contiguous tensor `out` with the bytes at `offset` of `path`."""
+    view = _as_bytes(out)
+    with open(path, "rb", buffering=0) as f:
+        f.seek(offset)
+        done = 0
+        while done < len(view):
+            n = f.readinto(view[done:])
+            if not n:
+                raise ValueError(f"{path}: truncated ({len(view) - done} bytes missing at "
+                                 f"offset {offset + done})")
+            done += n
+
+
+@dataclass(frozen=True)
+class FileTensor:
+    """A tensor stored in `path` from byte `offset`, with element strides `stride`."""
+
+    path: Path
+    offset: int
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+    stride: tuple[int, ...]
+
+    @property
+    def contiguous(self) -> bool:
+        return all(s == c for n, s, c in zip(self.shape, self.stride, _contiguous_strides(self.shape),
+                                             strict=True) if n > 1)
+
+    @property
+    def span(self) -> int:
+        """Storage elements from the first to the last one the tensor uses."""
+        if 0 in self.shape:
+            return 0
+        return 1 + sum((n - 1) * s for n, s in zip(self.shape, self.stride, strict=True))
+
+    def read_into(self, out: torch.Tensor) -> None:
+        assert tuple(out.shape) == self.shape and out.dtype == self.dtype
+        if self.contiguous and out.is_contiguous():
+            _read_exact(self.path, self.offset, out)
+        elif self.contiguous:
+            out.copy_(self.load())
+        else:  # e.g. a view saved with its whole storage: read the span, then pick
+            span = torch.empty(self.span, dtype=self.dtype)
+            _read_exact(self.path, self.offset, span)
+            out.copy_(span.as_strided(self.shape, self.stride))
+
+    def load(self) -> torch.Tensor:
+        out = torch.empty(self.shape, dtype=self.dtype)
+        self.read_into(out)
+        return out
+
+
+@dataclass(frozen=True)
+class LoadedTensor:
+    """A tensor already in memory (torch's legacy, pre-zip format cannot be read lazily)."""
+
+    path: Path
+    tensor: torch.Tensor
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.tensor.dtype
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.tensor.shape)
+
+    def read_into(self, out: torch.Tensor) -> None:
+        out.copy_(self.tensor)
+
+
+SAFETENSORS_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
+    "U8": torch.uint8, "BOOL": torch.bool,
+}
+
+
+def safetensors_index(path: Path) -> dict[str, FileTensor]:
+    """The tensors of a .safetensors file: an 8-byte little-endian header length, a JSON header
+    {name: {dtype, shape, data_offsets: [begin, end]}}, then the data. Only the header is read."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        n = struct.unpack("<Q", head)[0] if len(head) == 8 else -1
+        if not 0 < n <= size - 8:
+            raise ValueError(f"{path}: not a safetensors file")
+        try:
+            header = json.loads(f.read(n))
+        except ValueError as e:
+            raise ValueError(f"{path}: not a safetensors file (header: {e})") from e
+    tensors = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        dtype = SAFETENSORS_DTYPES.get(info["dtype"])
+        if dtype is None:
+            raise ValueError(f"{path}: tensor {name} has dtype {info['dtype']}, not supported")
+        shape = tuple(info["shape"])
+        begin, end = info["data_offsets"]
+        numel = 1
+        for s in shape:
+            numel *= s
+        if end - begin != numel * dtype.itemsize or 8 + n + end > size:
+            raise ValueError(f"{path}: tensor {name} does not fit the file (truncated?)")
+        tensors[name] = FileTensor(path, 8 + n + begin, dtype, shape, _contiguous_strides(shape))
+    return tensors
+
+
+_STORAGE_DTYPES = {
+    "HalfStorage": torch.float16, "BFloat16Storage": torch.bfloat16, "FloatStorage": torch.float32,
+    "DoubleStorage": torch.float64, "LongStorage": torch.int64, "IntStorage": torch.int32,
+    "ShortStorage": torch.int16, "CharStorage": torch.int8, "ByteStorage": torch.uint8,
+    "BoolStorage": torch.bool, "UntypedStorage": torch.uint8,
+}
+
+
+@dataclass(frozen=True)
+class _Storage:
+    path: Path
+    offset: int
+    dtype: torch.dtype
+    numel: int
+
+
+def _rebuild_tensor(storage: _Storage, storage_offset: int, size, stride, *_ignored) -> FileTensor:
+    t = FileTensor(storage.path, storage.offset + storage_offset * storage.dtype.itemsize,
+                   storage.dtype, tuple(size), tuple(stride))
+    if storage_offset + t.span > storage.numel:
+        raise ValueError(f"{storage.path}: a tensor reaches past its storage")
+    return t
+
+
+def _rebuild_parameter(data: FileTensor, *_ignored) -> FileTensor:
+    return data
+
+
+# The only globals a checkpoint of tensors needs; anything else is refused (as torch.load's
+# weights_only would), so reading a checkpoint runs no code from it.
+_PICKLE_GLOBALS = {
+    ("collections", "OrderedDict"): OrderedDict,
+    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+    ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
+}
+
+
+class _LazyUnpickler(pickle.Unpickler):
+    """torch.save's data.pkl, with each storage replaced by its place in the zip file."""
+
+    def __init__(self, file, path: Path, records: dict[str, tuple[int, int]]):
+        super().__init__(file)
+        self.path, self.records = path, records
+
+    def find_class(self, module: str, name: str):
+        if module == "torch" and name in _STORAGE_DTYPES:
+            return _STORAGE_DTYPES[name]
+        if (module, name) in _PICKLE_GLOBALS:
+            return _PICKLE_GLOBALS[module, name]
+        raise pickle.UnpicklingError(f"{self.path}: holds {module}.{name}, not only tensors")
+
+    def persistent_load(self, pid):
+        kind, dtype, key, _location, numel = pid
+        if kind != "storage" or str(key) not in self.records:
+            raise pickle.UnpicklingError(f"{self.path}: storage {key} is missing")
+        offset, nbytes = self.records[str(key)]
+        if numel * dtype.itemsize > nbytes:
+            raise ValueError(f"{self.path}: storage {key} is truncated")
+        return _Storage(self.path, offset, dtype, numel)
+
+
+def torch_index(path: Path) -> dict[str, Source]:
+    """The tensors of a torch.save file (Meta's .pth, Hugging Face's .bin). Its zip records are
+    stored uncompressed, so each tensor is read later from its offset; only data.pkl is read."""
+    if not zipfile.is_zipfile(path):  # torch < 1.6's format: no lazy reading
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except (RuntimeError, pickle.UnpicklingError, EOFError) as e:
+            raise ValueError(f"{path}: not a torch checkpoint ({str(e).splitlines()[0]})") from e
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in
+                                                  state.values()):
+            raise ValueError(f"{path}: not a state dict of tensors")
+        return {k: LoadedTensor(path, v) for k, v in state.items()}
+    try:
+        with zipfile.ZipFile(path) as zf, open(path, "rb") as raw:
+            pkl = [i for i in zf.infolist() if i.filename.endswith("/data.pkl") or
+                   i.filename == "data.pkl"]
+            if len(pkl) != 1:
+                raise ValueError(f"{path}: not a torch checkpoint (no data.pkl)")
+            prefix = pkl[0].filename[: -len("data.pkl")]
+            names = set(zf.namelist())
+            if f"{prefix}byteorder" in names and zf.read(f"{prefix}byteorder") != b"little":
+                raise ValueError(f"{path}: big-endian checkpoint, not supported")
+            records = {}
+            for info in zf.infolist():
+                if not info.filename.startswith(f"{prefix}data/"):
+                    continue
+                if info.compress_type != zipfile.ZIP_STORED:
+                    raise ValueError(f"{path}: compressed record {info.filename}")
+                raw.seek(info.header_offset)
+                local = raw.read(30)
+                if local[:4] != b"PK\x03\x04":
+                    raise ValueError(f"{path}: damaged zip record {info.filename}")
+                name_len, extra_len = struct.unpack("<HH", local[26:30])
+                offset = info.header_offset + 30 + name_len + extra_len
+                records[info.filename[len(prefix) + 5:]] = (offset, info.file_size)
+            with zf.open(pkl[0]) as f:
+                state = _LazyUnpickler(f, path, records).load()
+    except (zipfile.BadZipFile, EOFError) as e:
+        raise ValueError(f"{path}: damaged checkpoint ({e})") from e
+    if not isinstance(state, dict) or not all(isinstance(v, FileTensor) for v in state.values()):
+        raise ValueError(f"{path}: not a state dict of tensors")
+    return dict(state)
+
+
+def index_file(path: Path) -> dict[str, Source]:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing")
+    return safetensors_index(path) if path.suffix == ".safetensors" else torch_index(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# The two layouts -> one plan of output tensors
+
+
+@dataclass
+class Planned:
+    """One tensor of the output: its parts (one per shard), the dimension they are joined on,
+    and what to do to the joined tensor."""
+
+    meta_name: str
+    parts: list[Source]
+    dim: int | None = None
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        shape = list(self.parts[0].shape)
+        if self.dim is not None:
+            shape[self.dim] = sum(p.shape[self.dim] for p in self.parts)
+        return tuple(shape)
+
+    @property
+    def where(self) -> str:
+        if len(self.parts) == 1:
+            return str(self.parts[0].path)
+        return f"{self.parts[0].path.parent}/{{{','.join(p.path.name for p in self.parts)}}}"
+
+    def load(self) -> torch.Tensor:
+        out = torch.empty(self.shape, dtype=self.parts[0].dtype)
+        if self.dim is None:
+            self.parts[0].read_into(out)
+        else:
+            start = 0
+            for part in self.parts:  # dim 0: each part is a contiguous block of the output
+                part.read_into(out.narrow(self.dim, start, part.shape[self.dim]))
+                start += part.shape[self.dim]
+        if self.transform is not None:
+            out = self.transform(out)
+        return out
+
+
+def read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from e
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: not a JSON object")
+    return data
+
+
 def load_meta_params(model_dir: Path) -> dict:
     path = model_dir / "params.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: missing (Meta's checkpoint directory holds params.json)")
-    return json.loads(path.read_text(encoding="utf-8"))
+    return read_json(path)
 
 
 def meta_shards(model_dir: Path) -> list[Path]:
     shards = sorted(model_dir.glob("consolidated.*.pth"))
     if not shards:
-        raise FileNotFoundError(f"{model_dir}: no consolidated.*.pth shard")
+        raise FileNotFoundError(f"{model_dir / 'consolidated.00.pth'}: missing (no shard)")
     for i, shard in enumerate(shards):
         if shard.name != f"consolidated.{i:02d}.pth":
             raise FileNotFoundError(f"{model_dir / f'consolidated.{i:02d}.pth'}: missing shard")
     return shards
 
 
-def convert_meta(model_dir: str | Path, tokenizer_model: str | Path) -> dict:
-    """Read Meta's params.json + consolidated.*.pth, one shard at a time, into an OpenNMT-py
-    checkpoint dict. Shards are memory-mapped, so joining them holds one copy of each tensor."""
-    model_dir = Path(model_dir)
+def _meta_join_dim(name: str, parts: list[Source], dim: int) -> int | None:
+    joined = shard_dim(name) if len(parts) > 1 else None
+    if name == "tok_embeddings.weight" and joined == 1 and all(p.shape[1] == dim for p in parts):
+        joined = 0  # Llama 3: VocabParallelEmbedding splits the vocabulary
+    return joined
+
+
+def plan_meta(model_dir: Path) -> tuple[LlamaShape, dict[str, Planned]]:
     params = load_meta_params(model_dir)
     shards = meta_shards(model_dir)
-    vocab = vocabulary(tokenizer_model)
+    indexes = [index_file(s) for s in shards]
+    plan: dict[str, Planned] = {}
+    for name in indexes[0]:
+        if name.endswith(META_SKIP):
+            continue
+        parts = []
+        for shard, index in zip(shards, indexes, strict=True):
+            if name not in index:
+                raise ValueError(f"{shard}: tensor {name} is missing (it is in {shards[0].name})")
+            parts.append(index[name])
+        try:
+            onmt_name(name)
+        except KeyError:
+            raise ValueError(f"{shards[0]}: unexpected tensor {name} (not LLaMA's)") from None
+        planned = Planned(name, parts, _meta_join_dim(name, parts, params.get("dim", -1)))
+        for shard, part in zip(shards, parts, strict=True):
+            ok = part.dtype == parts[0].dtype and len(part.shape) == len(parts[0].shape) and all(
+                a == b for i, (a, b) in enumerate(zip(part.shape, parts[0].shape, strict=True))
+                if i != planned.dim)
+            if not ok:
+                raise ValueError(f"{shard}: {name} is {tuple(part.shape)} {part.dtype}, in "
+                                 f"{shards[0].name} {tuple(parts[0].shape)} {parts[0].dtype}")
+        plan[name] = planned
+    for shard, index in zip(shards[1:], indexes[1:], strict=True):
+        extra = set(index) - set(indexes[0])
+        if extra:
+            raise ValueError(f"{shard}: tensor {sorted(extra)[0]} is not in {shards[0].name}")
+    emb = plan.get("tok_embeddings.weight")
+    shape = meta_shape(params, emb.shape[0] if emb else -1, model_dir / "params.json")
+    return shape, plan
 
-    pieces: dict[str, list[torch.Tensor]] = {}
-    for shard in tqdm(shards, desc="shards", unit="shard", disable=len(shards) == 1):
-        state = torch.load(shard, map_location="cpu", mmap=True, weights_only=True)
-        for name, tensor in state.items():
-            if name.endswith("rope.freqs"):  # some Meta releases store rotary frequencies
+
+def hf_weight_files(model_dir: Path) -> dict[Path, list[str] | None]:
+    """Each weight file -> the tensor names its index assigns it (None: no index)."""
+    for stem in HF_WEIGHTS:
+        index = model_dir / f"{stem}.index.json"
+        if index.is_file():
+            weight_map = read_json(index).get("weight_map")
+            if not isinstance(weight_map, dict) or not weight_map:
+                raise ValueError(f"{index}: no weight_map")
+            files: dict[Path, list[str] | None] = {}
+            for name, file in weight_map.items():
+                files.setdefault(model_dir / file, []).append(name)
+            for file in files:
+                if not file.is_file():
+                    raise FileNotFoundError(f"{file}: missing shard (listed in {index.name})")
+            return files
+        if (model_dir / stem).is_file():
+            return {model_dir / stem: None}
+        stem_, ext = stem.split(".")
+        if any(model_dir.glob(f"{stem_}-*-of-*.{ext}")):
+            raise FileNotFoundError(f"{index}: missing (the checkpoint is sharded)")
+    raise FileNotFoundError(f"{model_dir / HF_WEIGHTS[0]}: missing (config.json but no "
+                            f"{', '.join(HF_WEIGHTS)} or their .index.json)")
+
+
+def plan_hf(model_dir: Path) -> tuple[LlamaShape, dict[str, Planned]]:
+    config_path = model_dir / "config.json"
+    config = read_json(config_path)
+    shape = hf_shape(config, config_path)
+    plan: dict[str, Planned] = {}
+    for file, listed in hf_weight_files(model_dir).items():
+        tensors = index_file(file)
+        for name in listed or []:
+            if name not in tensors:
+                raise ValueError(f"{file}: tensor {name} is missing (its index lists it here)")
+        for hf_name, tensor in tensors.items():
+            try:
+                name = meta_name_of_hf(hf_name)
+            except (KeyError, ValueError):
+                raise ValueError(f"{file}: unexpected tensor {hf_name} (not LLaMA's)") from None
+            if name is None:
                 continue
-            pieces.setdefault(name, []).append(tensor)
+            if name in plan:
+                raise ValueError(f"{file}: tensor {hf_name} is also in {plan[name].where}")
+            heads = {"wq": shape.n_heads, "wk": shape.kv_heads}.get(name.split(".")[-2])
+            transform = None if heads is None else partial(hf_to_meta_rotary, heads=heads)
+            plan[name] = Planned(name, [tensor], None, transform)
+    if "output.weight" not in plan and config.get("tie_word_embeddings") and \
+            "tok_embeddings.weight" in plan:  # the output layer is the embedding (read twice)
+        plan["output.weight"] = Planned("output.weight", plan["tok_embeddings.weight"].parts)
+    return shape, plan
 
-    model: dict[str, torch.Tensor] = {}
-    for name, parts in pieces.items():
-        if len(parts) != len(shards):
-            raise ValueError(f"{model_dir}: tensor {name} is in {len(parts)} of {len(shards)} shards")
-        dim = shard_dim(name)
-        model[onmt_name(name)] = parts[0].clone() if dim is None else torch.cat(parts, dim=dim)
 
-    emb = model["decoder.embeddings.make_embedding.emb_luts.0.weight"]
-    args = ModelArgs.from_params(params, vocab_size=emb.shape[0])
-    if emb.shape[0] != len(vocab):
+def detect_layout(model_dir: Path) -> str:
+    """"meta" (params.json) or "hf" (config.json); Meta's when both and it has its shards."""
+    if not model_dir.is_dir():
+        raise FileNotFoundError(f"{model_dir}: no such directory")
+    meta, hf = (model_dir / "params.json").is_file(), (model_dir / "config.json").is_file()
+    if meta and (not hf or any(model_dir.glob("consolidated.*.pth"))):
+        return "meta"
+    if hf:
+        return "hf"
+    raise ValueError(f"{model_dir}: unknown checkpoint layout: neither params.json (Meta's) "
+                     "nor config.json (Hugging Face's)")
+
+
+def read_plan(model_dir: str | Path) -> tuple[LlamaShape, dict[str, Planned]]:
+    """The model's shape and where each of its tensors lies; checked, nothing read yet."""
+    model_dir = Path(model_dir)
+    layout = detect_layout(model_dir)
+    shape, plan = (plan_meta if layout == "meta" else plan_hf)(model_dir)
+    check_shapes(plan, shape)
+    return shape, plan
+
+
+def read_shape(model_dir: str | Path) -> LlamaShape:
+    """The model's shape from either layout (vocabulary size included; reads no weights)."""
+    return read_plan(model_dir)[0]
+
+
+def check_shapes(plan: dict[str, Planned], shape: LlamaShape) -> None:
+    """Every tensor must have the shape the config implies: a wrong config trains for days
+    before anyone notices otherwise."""
+    d, hd, kv, ff = shape.dim, shape.head_dim, shape.kv_heads, shape.hidden_dim
+    expected = {
+        "tok_embeddings.weight": (shape.vocab_size, d),
+        "norm.weight": (d,),
+        "output.weight": (shape.vocab_size, d),
+    }
+    per_layer = {
+        "attention.wq.weight": (shape.n_heads * hd, d),
+        "attention.wk.weight": (kv * hd, d),
+        "attention.wv.weight": (kv * hd, d),
+        "attention.wo.weight": (d, shape.n_heads * hd),
+        "attention_norm.weight": (d,),
+        "feed_forward.w1.weight": (ff, d),
+        "feed_forward.w2.weight": (d, ff),
+        "feed_forward.w3.weight": (ff, d),
+        "ffn_norm.weight": (d,),
+    }
+    for i in range(shape.n_layers):
+        expected.update({f"layers.{i}.{k}": v for k, v in per_layer.items()})
+    config = Path(shape.config).name
+    for name, want in expected.items():
+        if name not in plan:
+            raise ValueError(f"{shape.config}: implies tensor {name}, the checkpoint has none")
+        got = plan[name].shape
+        if got != want:
+            hint, split = "", shard_dim(name)
+            if config == "params.json" and split is not None and len(got) == 2 and \
+                    got[1 - split] == want[1 - split] and want[split] % got[split] == 0:
+                hint = f" (is a shard missing? {len(plan[name].parts)} consolidated.*.pth found)"
+            raise ValueError(f"{plan[name].where}: {name} has shape {got}, {config} implies "
+                             f"{want}{hint}")
+    extra = set(plan) - set(expected)
+    if extra:
+        raise ValueError(f"{shape.config}: unexpected tensors {sorted(extra)[:5]} (more layers "
+                         f"than its {shape.n_layers}?)")
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def convert(model_dir: str | Path, tokenizer_model: str | Path,
+            progress: bool | None = None) -> dict:
+    """Meta's or Hugging Face's checkpoint in `model_dir` -> an OpenNMT-py checkpoint dict.
+    Everything is checked before the first weight is read; the weights are then read one tensor
+    at a time (see the module's docstring)."""
+    shape, plan = read_plan(model_dir)
+    vocab = vocabulary(tokenizer_model)
+    if shape.vocab_size != len(vocab):
         raise ValueError(
             f"{tokenizer_model}: the tokenizer has {len(vocab)} pieces but the model in "
-            f"{model_dir} has {emb.shape[0]} embeddings"
+            f"{model_dir} has {shape.vocab_size} embeddings"
         )
-    check_shapes(model, args, model_dir)
+    opt = checkpoint_options(architecture(shape), len(vocab))
+    model: dict[str, torch.Tensor] = {}
+    for name, planned in tqdm(plan.items(), desc="tensors", unit="tensor",
+                              disable=None if progress is None else not progress):
+        model[onmt_name(name)] = planned.load()
     weight = model.pop("generator.weight")
     generator = {"weight": weight, "bias": torch.zeros(weight.shape[0], dtype=weight.dtype)}
-    arch = architecture(args)
     return {
         "model": model,
         "generator": generator,
         "vocab": {"src": vocab, "tgt": vocab, "data_task": "lm", "decoder_start_token": "<s>"},
-        "opt": checkpoint_options(arch, len(vocab)),
+        "opt": opt,
         "optim": None,
     }
 
 
-def check_shapes(model: dict[str, torch.Tensor], args: ModelArgs, where: Path) -> None:
-    """Every tensor must have the shape params.json implies: a wrong config trains for days
-    before anyone notices otherwise."""
-    d, hd, kv = args.dim, args.head_dim, args.kv_heads
-    expected = {
-        "decoder.embeddings.make_embedding.emb_luts.0.weight": (args.vocab_size, d),
-        "decoder.layer_norm.weight": (d,),
-        "generator.weight": (args.vocab_size, d),
-    }
-    per_layer = {
-        "self_attn.linear_query.weight": (args.n_heads * hd, d),
-        "self_attn.linear_keys.weight": (kv * hd, d),
-        "self_attn.linear_values.weight": (kv * hd, d),
-        "self_attn.final_linear.weight": (d, args.n_heads * hd),
-        "layer_norm_1.weight": (d,),
-        "feed_forward.w_1.weight": (args.hidden_dim, d),
-        "feed_forward.w_2.weight": (d, args.hidden_dim),
-        "feed_forward.w_3.weight": (args.hidden_dim, d),
-        "feed_forward.layer_norm.weight": (d,),
-    }
-    for i in range(args.n_layers):
-        expected.update({f"decoder.transformer_layers.{i}.{k}": v for k, v in per_layer.items()})
-    for name, shape in expected.items():
-        if name not in model:
-            raise ValueError(f"{where}: tensor for {name} is missing")
-        if tuple(model[name].shape) != shape:
-            raise ValueError(
-                f"{where}: {name} has shape {tuple(model[name].shape)}, params.json implies {shape}"
-            )
-    extra = set(model) - set(expected)
-    if extra:
-        raise ValueError(f"{where}: unexpected tensors {sorted(extra)[:5]}")
+def nbytes(checkpoint: dict) -> int:
+    tensors = [*checkpoint["model"].values(), *checkpoint["generator"].values()]
+    return sum(t.numel() * t.element_size() for t in tensors)
+

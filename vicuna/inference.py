@@ -56,8 +56,18 @@ def py_engine(options_file: str | Path) -> Generate:
     set_random_seed(opt.seed, use_gpu(opt))
     engine = InferenceEnginePY(opt)
 
-    def generate(prompts: list[str]) -> list[Answer]:
-        scores, preds = engine.infer_list(prompts)
+    def generate(prompts: list[str], decoding: dict | None = None) -> list[Answer]:
+        # `decoding`: options-file decoding keys for this call only (the chatbot's sliders);
+        # the translator reads them from its attributes at each batch.
+        translator = engine.translator
+        saved = {attr: getattr(translator, attr) for attr in _TRANSLATOR_ATTRS.values()}
+        try:
+            for key, value in (decoding or {}).items():
+                setattr(translator, _TRANSLATOR_ATTRS[key], value)
+            scores, preds = engine.infer_list(prompts)
+        finally:
+            for attr, value in saved.items():
+                setattr(translator, attr, value)
         return [
             Answer(text=p[0], score=float(s[0]), tokens=len(p[0].split()))
             for p, s in zip(preds, scores, strict=True)
@@ -66,12 +76,38 @@ def py_engine(options_file: str | Path) -> Generate:
     return generate
 
 
+# options-file key -> the attribute of OpenNMT-py's Translator that holds it
+_TRANSLATOR_ATTRS = {
+    "max_length": "max_length",
+    "random_sampling_temp": "random_sampling_temp",
+    "random_sampling_topk": "sample_from_topk",
+    "random_sampling_topp": "sample_from_topp",
+}
+
+
 def ct2_engine(options_file: str | Path) -> Generate:
     """CTranslate2's Generator; the prompt is <s> + sentencepiece pieces, as in OpenNMT-py."""
+    opts = load_options(options_file)
+    generator, sp = load_ct2(opts)
+
+    def generate(prompts: list[str]) -> list[Answer]:
+        tokens = [prompt_tokens(sp, prompt.from_line(p)) for p in prompts]
+        results = generator.generate_batch(tokens, **ct2_decoding(opts))
+        answers = []
+        for r in results:
+            pieces = r.sequences[0]
+            answers.append(Answer(prompt.to_line(sp.decode_pieces(pieces)), float(r.scores[0]),
+                                  len(pieces)))
+        return answers
+
+    return generate
+
+
+def load_ct2(opts: dict):
+    """The options' CTranslate2 Generator and sentencepiece model (the batch engine and the chatbot)."""
     import ctranslate2
     import sentencepiece as spm
 
-    opts = load_options(options_file)
     device = opts.get("device", "auto")
     if device == "auto":
         device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
@@ -84,18 +120,12 @@ def ct2_engine(options_file: str | Path) -> Generate:
     sp = spm.SentencePieceProcessor(model_file=opts["src_subword_model"])
     if opts.get("seed") is not None:
         ctranslate2.set_random_seed(opts["seed"])
+    return generator, sp
 
-    def generate(prompts: list[str]) -> list[Answer]:
-        tokens = [["<s>", *sp.encode(prompt.from_line(p), out_type=str)] for p in prompts]
-        results = generator.generate_batch(tokens, **ct2_decoding(opts))
-        answers = []
-        for r in results:
-            pieces = r.sequences[0]
-            answers.append(Answer(prompt.to_line(sp.decode_pieces(pieces)), float(r.scores[0]),
-                                  len(pieces)))
-        return answers
 
-    return generate
+def prompt_tokens(sp, text: str) -> list[str]:
+    """What the model reads for a prompt text, in both modes: <s> + sentencepiece pieces."""
+    return ["<s>", *sp.encode(text, out_type=str)]
 
 
 def ct2_decoding(opts: dict) -> dict:

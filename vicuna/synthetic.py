@@ -19,6 +19,27 @@ WORDS = (
 ).split()
 
 
+# Pretraining layouts: (before the instruction, before the input, before the answer).
+# Every word of the chat template occurs here, but never the template itself: a token the
+# base never saw keeps its random embedding, which LoRA (attention only) cannot repair.
+LAYOUT_MARKERS = (
+    ("", "", ""),
+    ("Q: ", "", "A: "),
+    ("Instruction: ", "Input: ", "Answer: "),
+    ("Question:\n", "", "Response:\n"),
+    ("### Task\n", "### Input\n", "### Answer\n"),
+    ("Request: ", "Words: ", "Reply: "),
+)
+PREAMBLES = (
+    "Here is a small task.",
+    "Below is a question. Write the answer.",
+    "Below is an instruction that describes a task. Write a response that appropriately "
+    "completes the request.",
+    "Below is an instruction that describes a task, paired with an input that provides "
+    "further context. Write a response that appropriately completes the request.",
+)
+
+
 @dataclass(frozen=True)
 class Task:
     name: str
@@ -46,18 +67,22 @@ class Example:
     output: str
 
     def plain(self, rng: random.Random) -> str:
-        """The pretraining shape: the task in one of a few everyday layouts, never the chat
-        template. The layouts vary, so the base learns to find the input and the answer's
-        place wherever they are, and the skills carry over to the template after finetuning."""
-        instruction, given, answer = self.task.instruction, self.input, self.output
-        layouts = (
-            f"{instruction}\n{given}\n{answer}",
-            f"{instruction} {given}\n{answer}",
-            f"Q: {instruction} {given}\nA: {answer}",
-            f"Task: {instruction}\nInput: {given}\nAnswer: {answer}",
-            f"Question:\n{instruction}\n{given}\n\nAnswer:\n{answer}",
-        )
-        return rng.choice(layouts)
+        """The pretraining shape: the task in a randomly drawn everyday layout (an optional
+        preamble, optional markers, varied line breaks), never the chat template. Having seen
+        many layouts, the base finds the input and the answer's place in a new one, as a
+        foundation model does, so its skills carry over to the template after finetuning."""
+        sep = rng.choice(["\n", "\n\n", " "])
+        ask, given, reply = rng.choice(LAYOUT_MARKERS)
+        parts = []
+        if rng.random() < 0.5:
+            parts.append(rng.choice(PREAMBLES) + rng.choice(["\n", "\n\n"]))
+        parts.append(f"{ask}{self.task.instruction}")
+        if rng.random() < 0.5:
+            parts.append(f" {self.input}")
+        else:
+            parts.append(f"{sep}{given}{self.input}")
+        parts.append(rng.choice(["\n", "\n\n"]) + reply + self.output)
+        return "".join(parts)
 
 
 def example(rng: random.Random) -> Example:

@@ -1,0 +1,91 @@
+"""The chatbot's prompt within the context budget, at the budget's edges (vicuna.chat)."""
+
+import pytest
+from conftest import LLAMA_TOKENIZER
+
+from vicuna import chat, prompt
+
+HISTORY = [("first question", "first answer"), ("second question", "second answer"),
+           ("third question", "third answer")]
+MESSAGE = "new question"
+NEW = 10  # max new tokens
+
+
+def words(text: str) -> int:
+    """A deterministic stand-in for the model's tokenizer: one token a word."""
+    return len(text.split())
+
+
+def full(history: list[tuple[str, str]]) -> int:
+    """The context length that the prompt with `history` fills exactly."""
+    return words(prompt.conversation(history, MESSAGE)) + NEW
+
+
+def test_exactly_full_drops_nothing():
+    text, dropped = chat.build_prompt(HISTORY, MESSAGE, words, full(HISTORY), NEW)
+    assert dropped == 0
+    assert text == prompt.conversation(HISTORY, MESSAGE)
+    assert words(text) + NEW == full(HISTORY)
+
+
+def test_one_token_over_drops_the_oldest_round():
+    text, dropped = chat.build_prompt(HISTORY, MESSAGE, words, full(HISTORY) - 1, NEW)
+    assert dropped == 1
+    assert text == prompt.conversation(HISTORY[1:], MESSAGE)
+    assert "first question" not in text and "first answer" not in text
+
+
+def test_drops_only_as_many_oldest_rounds_as_needed():
+    text, dropped = chat.build_prompt(HISTORY, MESSAGE, words, full(HISTORY[2:]), NEW)
+    assert (text, dropped) == (prompt.conversation(HISTORY[2:], MESSAGE), 2)
+    text, dropped = chat.build_prompt(HISTORY, MESSAGE, words, full([]), NEW)
+    assert (text, dropped) == (prompt.conversation([], MESSAGE), 3)
+
+
+def test_a_message_alone_over_the_budget_is_an_error():
+    with pytest.raises(ValueError, match="message is too long"):
+        chat.build_prompt([], MESSAGE, words, full([]) - 1, NEW)
+    with pytest.raises(ValueError, match="message is too long"):  # dropping every round is not enough
+        chat.build_prompt(HISTORY, MESSAGE, words, full([]) - 1, NEW)
+
+
+def test_max_new_tokens_leaving_no_room_is_an_error():
+    with pytest.raises(ValueError, match="10 new tokens"):
+        chat.build_prompt([], MESSAGE, words, NEW, NEW)
+
+
+def test_history_once_each_in_order():
+    text, dropped = chat.build_prompt(HISTORY, MESSAGE, words, 10_000, NEW)
+    assert dropped == 0
+    assert text == prompt.conversation(HISTORY, MESSAGE)
+    parts = [part for round in HISTORY for part in round] + [MESSAGE]
+    assert [text.count(part) for part in parts] == [1] * len(parts)
+    positions = [text.index(part) for part in parts]
+    assert positions == sorted(positions)
+    assert text.endswith(f"### Instruction:\n{MESSAGE}\n\n### Response:\n")
+
+
+def test_counts_the_whole_prompt_each_time():
+    # Tokens do not add up across joins, so the prompt is counted as the model sees it.
+    seen = []
+    chat.build_prompt(HISTORY, MESSAGE, lambda t: seen.append(t) or words(t), full([]), NEW)
+    assert seen == [prompt.conversation(HISTORY[n:], MESSAGE) for n in range(4)]
+
+
+@pytest.mark.skipif(not LLAMA_TOKENIZER.is_file(), reason="real LLaMA tokenizer fixture absent")
+def test_token_counter_counts_bos_and_pieces():
+    from vicuna import tokenizer
+
+    sp = tokenizer.load(LLAMA_TOKENIZER)
+    text = prompt.conversation([("hi", "hello")], "Repeat these words.\ncat dog")
+    assert chat.token_counter(sp)(text) == 1 + len(sp.encode(text))
+
+
+@pytest.mark.parametrize(("generated", "shown", "stopped"), [
+    ("cat dog", "cat dog", False),
+    ("cat dog\n\n### Instruction:\nWhat", "cat dog", True),
+    ("cat dog\n\n##", "cat dog", False),  # maybe STOP coming: held back
+    ("line one\nline two", "line one\nline two", False),
+])
+def test_until_stop(generated, shown, stopped):
+    assert chat.until_stop(generated) == (shown, stopped)

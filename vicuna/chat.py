@@ -1,0 +1,120 @@
+"""The chatbot's side of inference: the multi-round prompt that fits the context budget, and
+answers in both modes (`ct2` streamed token by token, `py` in one piece).
+
+Decoding settings are dicts with the options file's keys (max_length, random_sampling_temp,
+random_sampling_topk, random_sampling_topp), so both engines read them as in batch inference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from vicuna import inference, prompt
+
+DECODING_KEYS = ("max_length", "random_sampling_temp", "random_sampling_topk",
+                 "random_sampling_topp")
+
+# The model opening a next round by itself: the answer ends where that starts.
+STOP = "\n\n### Instruction:"
+
+Answerer = Callable[[str, dict], Iterator[str]]  # (prompt text, decoding) -> answer so far
+
+
+def build_prompt(history: list[tuple[str, str]], message: str,
+                 count_tokens: Callable[[str], int], max_context_length: int,
+                 max_new_tokens: int) -> tuple[str, int]:
+    """The prompt for `message` after `history`, and how many oldest rounds it leaves out.
+
+    Keeps the newest whole rounds such that prompt tokens + max_new_tokens <= max_context_length.
+    The whole prompt is counted each time: sentencepiece tokens do not add up across joins.
+    """
+    budget = max_context_length - max_new_tokens
+    for dropped in range(len(history) + 1):
+        text = prompt.conversation(history[dropped:], message)
+        needed = count_tokens(text)
+        if needed <= budget:
+            return text, dropped
+    raise ValueError(
+        f"the message is too long: its prompt alone is {needed} tokens, but the context "
+        f"length {max_context_length} leaves {budget} once {max_new_tokens} new tokens "
+        "are reserved; shorten it or lower max new tokens"
+    )
+
+
+def token_counter(sp) -> Callable[[str], int]:
+    """Prompt text -> how many tokens the model reads (<s> included), as the engines tokenize."""
+    return lambda text: len(inference.prompt_tokens(sp, text))
+
+
+def until_stop(text: str) -> tuple[str, bool]:
+    """The answer part of generated text, and whether the model went past it (STOP seen).
+
+    A trailing beginning of STOP is held back, so a stream never shows "\\n\\n###" and then
+    takes it away.
+    """
+    head, sep, _ = text.partition(STOP)
+    if sep:
+        return head, True
+    for n in range(len(STOP) - 1, 0, -1):
+        if text.endswith(STOP[:n]):
+            return text[:-n], False
+    return text, False
+
+
+def ct2_stream(generator, sp, text: str, decoding: dict) -> Iterator[str]:
+    """Yield the answer decoded so far after each new token (CTranslate2's generate_tokens)."""
+    args = inference.ct2_decoding(decoding)
+    steps = generator.generate_tokens(
+        inference.prompt_tokens(sp, text), max_length=args["max_length"],
+        sampling_topk=args["sampling_topk"], sampling_topp=args["sampling_topp"],
+        sampling_temperature=args["sampling_temperature"],
+    )
+    ids: list[int] = []
+    shown = None
+    try:
+        for step in steps:
+            if step.token_id == sp.eos_id():
+                break
+            ids.append(step.token_id)
+            # Decode all ids each time: a character can span several byte-fallback pieces.
+            answer, stopped = until_stop(sp.decode(ids))
+            if answer != shown:  # held-back pieces change nothing on the page
+                shown = answer
+                yield answer
+            if stopped:
+                break
+    finally:
+        steps.close()  # stops CTranslate2's decoding too (Stop button, STOP, end token)
+
+
+def py_answer(generate: Callable[..., list[inference.Answer]], text: str, decoding: dict) -> Iterator[str]:
+    """OpenNMT-py's whole answer at once (its engine does not stream), as a one-item stream."""
+    [answer] = generate([prompt.to_line(text)], decoding)
+    yield until_stop(prompt.from_line(answer.text))[0]
+
+
+@dataclass
+class Model:
+    count_tokens: Callable[[str], int]
+    answer: Answerer
+    decoding: dict  # the options file's decoding settings: the chatbot's defaults
+
+
+def load(mode: str, options_file: str | Path) -> Model:
+    """The model of one mode, configured by its translate_opts_<mode>.yaml."""
+    opts = inference.load_options(options_file)
+    decoding = {key: opts[key] for key in DECODING_KEYS if key in opts}
+    if mode == "ct2":
+        generator, sp = inference.load_ct2(opts)
+        return Model(token_counter(sp), lambda text, dec: ct2_stream(generator, sp, text, dec),
+                     decoding)
+    if mode == "py":
+        from vicuna import tokenizer
+
+        generate = inference.py_engine(options_file)
+        sp = tokenizer.load(opts["src_subword_model"])
+        return Model(token_counter(sp), lambda text, dec: py_answer(generate, text, dec),
+                     decoding)
+    raise ValueError(f"inference mode {mode!r}: expected one of {sorted(inference.ENGINES)}")
