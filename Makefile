@@ -8,7 +8,7 @@ PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 TORCH := $(shell grep '^torch==' requirements.txt)
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: install dev run test lint slurm-up slurm-down clean
+.PHONY: install dev run test system-test-deps lint slurm-up slurm-down clean
 
 install: $(VENV)/.installed
 dev: $(VENV)/.dev-installed
@@ -31,8 +31,19 @@ $(VENV)/.dev-installed: $(VENV)/.installed requirements-dev.txt
 run: install
 	snakemake --profile profiles/local all
 
+# As root (CI, a fresh machine), the tests' system parts are installed and started too:
+# Debian's Chromium for the browser test, and a single-node SLURM cluster for the profile's
+# tests (stopped again afterwards). Elsewhere those tests skip, saying why.
 test: dev
-	$(PY) -m pytest -ra
+	@if [ "$$(id -u)" = 0 ]; then $(MAKE) --no-print-directory system-test-deps; fi
+	$(PY) -m pytest -ra; status=$$?; \
+	if [ "$$(id -u)" = 0 ]; then bash tests/slurm/cluster.sh down >/dev/null 2>&1; fi; \
+	exit $$status
+
+system-test-deps:
+	command -v chromium >/dev/null || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
+	bash tests/slurm/cluster.sh up
 
 lint: dev
 	ruff check .

@@ -19,5 +19,6 @@ rule all:
     input:
         rules.extract_vocabulary.output.vocab,
         rules.finetune_samples.output.samples,
+        rules.data_report.output.stats,
         expand(rules.simple_inference.output.predictions, mode=MODES),
     default_target: True

@@ -1,16 +1,16 @@
 # The foundation model as an OpenNMT-py checkpoint, and its vocabulary.
 
 
-# Meta's params.json + consolidated.*.pth + tokenizer.model -> <model>-vicuna-onmt.pt
+# Meta's params.json + consolidated.*.pth (or a Hugging Face directory) + tokenizer.model
+# -> <model>-vicuna-onmt.pt
 rule convert_llama:
     input:
-        params=f"{config['base']['model_dir']}/params.json",
-        weights=f"{config['base']['model_dir']}/consolidated.00.pth",
+        model=base_model_files(),
         tokenizer=config["base"]["tokenizer_model"],
     output:
         checkpoint=BASE_CHECKPOINT,
     params:
-        model_dir=lambda w, input: Path(input.params).parent,
+        model_dir=lambda w, input: Path(input.model[0]).parent,
     log:
         "logs/convert_llama.log",
     benchmark:

@@ -44,3 +44,25 @@ rule download_dataset:
     shell:
         "download.py --url {params.url:q} --output {output.text}"
         " {params.checks} --manifest {output.manifest} > {log} 2>&1"
+
+
+# dataAI/stats.tsv and a histogram: kept / skipped examples, token lengths, share too long.
+rule data_report:
+    input:
+        corpora=[corpus_path(name) for name in SOURCES],
+        reports=[f"dataAI/{name}.flatten.json" for name in JSON_SOURCES],
+        tokenizer=config["base"]["tokenizer_model"],
+    output:
+        stats="dataAI/stats.tsv",
+        histogram=report("dataAI/token_lengths.png", category="Data"),
+    params:
+        corpora=" ".join(f"--corpus {name} {corpus_path(name)}" for name in SOURCES),
+        seq_length=config["train"]["seq_length"],
+    log:
+        "logs/data_report.log",
+    conda:
+        "../envs/vicuna.yaml"
+    shell:
+        "data_report.py {params.corpora} --reports {input.reports}"
+        " --tokenizer_model {input.tokenizer} --seq_length {params.seq_length}"
+        " --stats {output.stats} --histogram {output.histogram} > {log} 2>&1"

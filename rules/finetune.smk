@@ -4,7 +4,7 @@
 # The tutorial's replicate_vicuna.yaml, written from config.yaml's `train` section.
 rule finetune_config:
     input:
-        params=rules.convert_llama.input.params,
+        model=rules.convert_llama.input.model,
         vocab=rules.extract_vocabulary.output.vocab,
         checkpoint=rules.convert_llama.output.checkpoint,
         tokenizer=config["base"]["tokenizer_model"],
@@ -19,12 +19,13 @@ rule finetune_config:
         ),
         train=as_json(config["train"]),
         valid=f"--valid {corpus_path('valid')}" if VALID else "",
+        model_dir=lambda w, input: Path(input.model[0]).parent,
     log:
         "logs/finetune_config.log",
     conda:
         "../envs/vicuna.yaml"
     shell:
-        "write_finetune_config.py --params_json {input.params}"
+        "write_finetune_config.py --model_dir {params.model_dir}"
         " --vocab {input.vocab} --base_checkpoint {input.checkpoint}"
         " --tokenizer_model {input.tokenizer} {params.corpora} {params.valid}"
         f" --save_model {SAVE_MODEL} --tensorboard_dir {FINETUNED}/logs"

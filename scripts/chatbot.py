@@ -98,8 +98,10 @@ def build_ui(model: chat.Model, mode: str, max_context_length: int):
 
         inputs = [message, rounds, temperature, top_k, top_p, max_new]
         outputs = [message, chatbot, rounds, notice, last_prompt]
-        submitted = message.submit(respond, inputs, outputs)
-        clicked = send.click(respond, inputs, outputs)
+        # One reply at a time over the whole page, Enter or Send: one model, and OpenNMT-py's
+        # engine holds per-call decoding settings.
+        submitted = message.submit(respond, inputs, outputs, concurrency_id="chat")
+        clicked = send.click(respond, inputs, outputs, concurrency_id="chat")
         stop.click(None, cancels=[submitted, clicked])
         clear.click(lambda: ("", [], [], "", ""), None, outputs, cancels=[submitted, clicked])
         # the chatbot's own trash icon clears the conversation the prompt is built from too

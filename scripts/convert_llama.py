@@ -1,36 +1,43 @@
 #!/usr/bin/env python
-"""Convert a LLaMA checkpoint in Meta's format (params.json + consolidated.*.pth) and its
-tokenizer.model to an OpenNMT-py checkpoint (the tutorial's tools/convert_llama.py flags)."""
+"""Convert a LLaMA checkpoint and its tokenizer.model to an OpenNMT-py checkpoint (the tutorial's
+tools/convert_llama.py flags). --model_dir holds either Meta's layout (params.json +
+consolidated.NN.pth, 1 to 8 shards) or Hugging Face's (config.json + model*.safetensors or
+pytorch_model*.bin, sharded with an *.index.json): the config file tells which."""
 
 from __future__ import annotations
 
 import argparse
+import pickle
 import sys
+import time
 from pathlib import Path
 
 import torch
 
-from vicuna.convert import convert_meta
+from vicuna.convert import convert, nbytes
 from vicuna.files import atomic_path
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--model_dir", type=Path, required=True, help="Meta checkpoint directory")
+    p.add_argument("--model_dir", type=Path, required=True,
+                   help="checkpoint directory, Meta's or Hugging Face's layout")
     p.add_argument("--tokenizer_model", type=Path, required=True, help="sentencepiece model")
     p.add_argument("--output", type=Path, required=True, help="OpenNMT-py checkpoint to write")
     p.add_argument("--force", action="store_true", help="overwrite an existing output")
-    a = p.parse_args()
+    a = p.parse_args(argv)
     if a.output.exists() and not a.force:
         sys.exit(f"error: {a.output} exists (pass --force to overwrite)")
+    start = time.monotonic()
     try:
-        checkpoint = convert_meta(a.model_dir, a.tokenizer_model)
-    except (FileNotFoundError, ValueError) as e:
-        sys.exit(f"error: {e}")
-    with atomic_path(a.output) as tmp:
-        torch.save(checkpoint, tmp)
+        checkpoint = convert(a.model_dir, a.tokenizer_model)
+        with atomic_path(a.output) as tmp:
+            torch.save(checkpoint, tmp)
+    except (OSError, ValueError, pickle.UnpicklingError) as e:
+        sys.exit("error: " + " ".join(str(e).split()))
     n = sum(t.numel() for t in checkpoint["model"].values()) + checkpoint["generator"]["weight"].numel()
-    print(f"wrote {a.output}: {n:,} parameters, vocabulary of {len(checkpoint['vocab']['src'])}")
+    print(f"wrote {a.output}: {n:,} parameters ({nbytes(checkpoint) / 2**30:.2f} GiB), vocabulary "
+          f"of {len(checkpoint['vocab']['src'])}, in {time.monotonic() - start:.1f} s")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Write the OpenNMT-py finetuning config (the tutorial's replicate_vicuna.yaml) from
-config.yaml's `train` section, the base model's params.json and the data paths."""
+config.yaml's `train` section, the base model's shape and the data paths."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import sys
 
 import yaml
 
+from vicuna.convert import read_shape
 from vicuna.files import write_text
 from vicuna.finetune_config import finetune_config
 
@@ -25,7 +26,7 @@ def corpus(spec: str) -> tuple[str, dict]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--params_json", required=True, help="the base model's params.json")
+    p.add_argument("--model_dir", required=True, help="the base model (Meta or Hugging Face layout)")
     p.add_argument("--vocab", required=True, help="vocab.txt of the converted checkpoint")
     p.add_argument("--base_checkpoint", required=True)
     p.add_argument("--tokenizer_model", required=True)
@@ -37,18 +38,16 @@ def main() -> None:
     p.add_argument("--output", required=True)
     a = p.parse_args()
 
-    with open(a.params_json, encoding="utf-8") as f:
-        params = json.load(f)
     with open(a.vocab, encoding="utf-8") as f:
         vocab_size = sum(1 for _ in f)
     try:
         cfg = finetune_config(
-            params=params, vocab_size=vocab_size, corpora=dict(a.corpus), valid=a.valid,
+            shape=read_shape(a.model_dir), vocab_size=vocab_size, corpora=dict(a.corpus), valid=a.valid,
             tokenizer_model=a.tokenizer_model, vocab=a.vocab, base_checkpoint=a.base_checkpoint,
             save_model=a.save_model, tensorboard_dir=a.tensorboard_dir,
             train=json.loads(a.train_json),
         )
-    except ValueError as e:
+    except (ValueError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")
     header = "# Written by the workflow from config.yaml (rule finetune_config): edit config.yaml.\n"
     write_text(a.output, header + yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True))

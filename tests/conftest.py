@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from slurm_cluster import cluster  # noqa: F401 (a fixture for the SLURM tests)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

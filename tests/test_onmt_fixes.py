@@ -63,7 +63,7 @@ def test_quant_layers_without_quant_type_is_refused():
     train = {"quantization": {"layers": ["w_1"], "type": ""}, "lora": {}}
     with pytest.raises(ValueError, match="quantization.type"):
         finetune_config.finetune_config(
-            params={}, vocab_size=0, corpora={}, valid=None, tokenizer_model="",
+            shape=None, vocab_size=0, corpora={}, valid=None, tokenizer_model="",
             vocab="", base_checkpoint="", save_model="", tensorboard_dir="", train=train)
 
 

@@ -5,12 +5,11 @@ Without ``sbatch``, or when the cluster does not answer, the test is skipped.
 """
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from slurm_cluster import sacct_job, scontrol_job
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEFILE = REPO / "tests" / "slurm" / "smoke" / "Snakefile"
@@ -19,51 +18,9 @@ SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 CPU_RULES = ("prepare", "report")
 
 
-def run(*cmd: str, timeout: float = 20) -> str:
-    """Run a command and return its stdout; raise on failure or timeout."""
-    return subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=timeout).stdout
-
-
-def cluster_missing() -> str | None:
-    """Why the test cannot run here, or None if a cluster with partition `main` answers."""
-    if shutil.which("sbatch") is None:
-        return "no sbatch: start the test cluster with `bash tests/slurm/cluster.sh up`"
-    try:
-        partitions = run("sinfo", "-h", "-p", "main", "-o", "%P")
-    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as err:
-        return f"SLURM does not answer `sinfo` ({err}): `bash tests/slurm/cluster.sh up`"
-    if not partitions.strip():
-        return "no partition `main`: this test targets tests/slurm/cluster.sh's cluster"
-    return None
-
-
 def read_record(path: Path) -> dict[str, str]:
     """A job's record, written by the toy workflow: rule, slurm_job_id, cuda_visible_devices."""
     return dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
-
-
-def sacct_job(job_id: str) -> dict[str, str]:
-    """Accounting of a job's allocation: AllocTRES, Account, Partition."""
-    fields = ("AllocTRES", "Account", "Partition")
-    out = run("sacct", "-j", job_id, "-X", "-n", "-P", "-o", ",".join(fields))
-    return dict(zip(fields, out.strip().splitlines()[0].split("|"), strict=True))
-
-
-def scontrol_job(job_id: str) -> str:
-    """`scontrol show job` (kept MinJobAge seconds after the job ends)."""
-    return run("scontrol", "show", "job", "-o", job_id)
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    reason = cluster_missing()
-    if reason:
-        pytest.skip(reason)
-    # The plugin polls job states with sacct: without accounting Snakemake waits forever.
-    try:
-        run("sacct", "-n", "-X", "-S", "now-1hour")
-    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as err:
-        pytest.fail(f"sacct does not answer, the SLURM executor would hang: {err}")
 
 
 def test_profile_runs_gpu_and_cpu_jobs(cluster, tmp_path):

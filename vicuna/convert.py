@@ -6,10 +6,12 @@ Two layouts are read, told apart by their config file:
   an *.index.json. Hugging Face permutes the rows of q and k for its half-split rotary layout;
   they are permuted back to Meta's interleaved layout, so OpenNMT-py keeps rotary_interleave.
 
-Memory: tensors are read one at a time, straight from the file into the output tensor
-(plain reads, no mmap: the page cache does not count in the converter's resident memory), so
-the converter holds one copy of the output plus at most one tensor in flight, however many
-shards there are. Nothing is read before every shape has been checked against the config.
+Memory: each tensor is read from its file(s) straight into its place in the output, with plain
+reads (a strided destination goes through one reused 16 MiB buffer), so the converter holds one
+copy of the output and nothing more, however many shards there are. Not torch.load(mmap=True)
+or safetensors' safe_open: pages of a mapped file that have been read count in the resident
+memory for as long as the file stays mapped, and joining shards from mapped files measured
+2.1x the output's size. Nothing is read before every shape has been checked against the config.
 """
 
 from __future__ import annotations
@@ -102,11 +104,19 @@ def shard_dim(meta_name: str) -> int | None:
     return SHARD_DIM.get(stem.rsplit(".", 1)[-1])
 
 
+def hf_rotary_view(meta: torch.Tensor, heads: int) -> torch.Tensor:
+    """A view of Meta's q or k rows in Hugging Face's order (convert_llama_weights_to_hf's
+    `permute`: within each head, the first components of the rotary pairs, then the second
+    ones). Writing HF's rows into it, in order, un-permutes them with no copy."""
+    rows, cols = meta.shape
+    return meta.view(heads, rows // heads // 2, 2, cols).transpose(1, 2)
+
+
 def hf_to_meta_rotary(w: torch.Tensor, heads: int) -> torch.Tensor:
-    """Undo Hugging Face's permutation of q or k rows (convert_llama_weights_to_hf's `permute`):
-    within each head it stores the even rotary components first, then the odd ones."""
-    rows, cols = w.shape
-    return w.reshape(heads, 2, rows // heads // 2, cols).transpose(1, 2).reshape(rows, cols)
+    """Undo Hugging Face's permutation of q or k rows (a new tensor)."""
+    meta = torch.empty_like(w)
+    hf_rotary_view(meta, heads).copy_(w.reshape(hf_rotary_view(meta, heads).shape))
+    return meta
 
 
 # ---------------------------------------------------------------------------------------------
@@ -166,6 +176,8 @@ def hf_shape(config: dict, where: Path) -> LlamaShape:
         raise ValueError(f"{where}: hidden_act {config['hidden_act']!r}, LLaMA's is 'silu'")
     if config.get("attention_bias") or config.get("mlp_bias"):
         raise ValueError(f"{where}: attention_bias / mlp_bias are not LLaMA's")
+    if config.get("tie_word_embeddings"):
+        raise ValueError(f"{where}: tie_word_embeddings is not LLaMA's")
     rope = config.get("rope_parameters") or {}  # transformers 5; 4.x has rope_theta/rope_scaling
     scaling = config.get("rope_scaling") or {}
     rope_type = rope.get("rope_type") or scaling.get("rope_type") or scaling.get("type")
@@ -262,7 +274,7 @@ class Source(Protocol):
     dtype: torch.dtype
     shape: tuple[int, ...]
 
-    def read_into(self, out: torch.Tensor) -> None: ...
+    def read_into(self, out: torch.Tensor, bounce: torch.Tensor | None = None) -> None: ...
 
 
 def _contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -277,18 +289,21 @@ def _as_bytes(t: torch.Tensor) -> memoryview:
     return memoryview(t.reshape(-1).view(torch.uint8).numpy())
 
 
-def _read_exact(path: Path, offset: int, out: torch.Tensor) -> None:
-    """Fill the contiguous tensor `out` with the bytes at `offset` of `path`."""
+def _read_at(f, offset: int, out: torch.Tensor) -> None:
+    """Fill the contiguous tensor `out` with the bytes at `offset` of the open file `f`."""
+    assert out.is_contiguous()  # else reshape(-1) would copy, and the bytes would go nowhere
     view = _as_bytes(out)
-    with open(path, "rb", buffering=0) as f:
-        f.seek(offset)
-        done = 0
-        while done < len(view):
-            n = f.readinto(view[done:])
-            if not n:
-                raise ValueError(f"{path}: truncated ({len(view) - done} bytes missing at "
-                                 f"offset {offset + done})")
-            done += n
+    f.seek(offset)
+    done = 0
+    while done < len(view):
+        n = f.readinto(view[done:])
+        if not n:
+            raise ValueError(f"{f.name}: truncated ({len(view) - done} bytes missing at offset "
+                             f"{offset + done})")
+        done += n
+
+
+BOUNCE_BYTES = 16 << 20  # a strided destination is filled through a buffer of at most this
 
 
 @dataclass(frozen=True)
@@ -313,16 +328,38 @@ class FileTensor:
             return 0
         return 1 + sum((n - 1) * s for n, s in zip(self.shape, self.stride, strict=True))
 
-    def read_into(self, out: torch.Tensor) -> None:
-        assert tuple(out.shape) == self.shape and out.dtype == self.dtype
-        if self.contiguous and out.is_contiguous():
-            _read_exact(self.path, self.offset, out)
-        elif self.contiguous:
-            out.copy_(self.load())
-        else:  # e.g. a view saved with its whole storage: read the span, then pick
-            span = torch.empty(self.span, dtype=self.dtype)
-            _read_exact(self.path, self.offset, span)
-            out.copy_(span.as_strided(self.shape, self.stride))
+    def read_into(self, out: torch.Tensor, bounce: torch.Tensor | None = None) -> None:
+        """Fill `out`, of this tensor's dtype and size, in its logical (row-major) order: a
+        shard's slice of the joined tensor, or a view that reorders rows. Reads go straight into
+        `out` where it is contiguous, else through `bounce` (a uint8 buffer, reused from tensor to
+        tensor so that the heap does not fragment), one block of `out`'s first dimension at a
+        time: never a whole second copy."""
+        assert out.numel() == self.numel and out.dtype == self.dtype
+        with open(self.path, "rb", buffering=0) as f:
+            if not self.contiguous:  # e.g. a view saved with its whole storage (rare)
+                span = torch.empty(self.span, dtype=self.dtype)
+                _read_at(f, self.offset, span)
+                out.copy_(span.as_strided(self.shape, self.stride).reshape(out.shape))
+            elif out.is_contiguous():
+                _read_at(f, self.offset, out)
+            else:
+                block = out[0].numel() if out.dim() > 1 else 1  # elements per first-dim index
+                size = self.dtype.itemsize
+                if bounce is None or bounce.numel() < block * size:
+                    bounce = torch.empty(max(BOUNCE_BYTES, block * size), dtype=torch.uint8)
+                rows = bounce.numel() // (block * size) if block else out.shape[0]
+                for a in range(0, out.shape[0], rows):
+                    b = min(a + rows, out.shape[0])
+                    buf = bounce[: (b - a) * block * size].view(self.dtype).view(out[a:b].shape)
+                    _read_at(f, self.offset + a * block * size, buf)
+                    out[a:b].copy_(buf)
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for size in self.shape:
+            n *= size
+        return n
 
     def load(self) -> torch.Tensor:
         out = torch.empty(self.shape, dtype=self.dtype)
@@ -345,8 +382,8 @@ class LoadedTensor:
     def shape(self) -> tuple[int, ...]:
         return tuple(self.tensor.shape)
 
-    def read_into(self, out: torch.Tensor) -> None:
-        out.copy_(self.tensor)
+    def read_into(self, out: torch.Tensor, bounce: torch.Tensor | None = None) -> None:
+        out.copy_(self.tensor.reshape(out.shape))
 
 
 SAFETENSORS_DTYPES = {
@@ -373,11 +410,14 @@ def safetensors_index(path: Path) -> dict[str, FileTensor]:
     for name, info in header.items():
         if name == "__metadata__":
             continue
-        dtype = SAFETENSORS_DTYPES.get(info["dtype"])
+        try:
+            dtype = SAFETENSORS_DTYPES.get(info["dtype"])
+            shape = tuple(int(s) for s in info["shape"])
+            begin, end = info["data_offsets"]
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{path}: damaged header entry for {name}") from e
         if dtype is None:
             raise ValueError(f"{path}: tensor {name} has dtype {info['dtype']}, not supported")
-        shape = tuple(info["shape"])
-        begin, end = info["data_offsets"]
         numel = 1
         for s in shape:
             numel *= s
@@ -505,13 +545,14 @@ def index_file(path: Path) -> dict[str, Source]:
 
 @dataclass
 class Planned:
-    """One tensor of the output: its parts (one per shard), the dimension they are joined on,
-    and what to do to the joined tensor."""
+    """One tensor of the output: its parts (one per shard) and the dimension they are joined on;
+    or one part stored in another row order, read through `view` (the output -> a view of it in
+    the file's order)."""
 
     meta_name: str
     parts: list[Source]
     dim: int | None = None
-    transform: Callable[[torch.Tensor], torch.Tensor] | None = None
+    view: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -526,17 +567,16 @@ class Planned:
             return str(self.parts[0].path)
         return f"{self.parts[0].path.parent}/{{{','.join(p.path.name for p in self.parts)}}}"
 
-    def load(self) -> torch.Tensor:
+    def load(self, bounce: torch.Tensor | None = None) -> torch.Tensor:
         out = torch.empty(self.shape, dtype=self.parts[0].dtype)
         if self.dim is None:
-            self.parts[0].read_into(out)
+            self.parts[0].read_into(out if self.view is None else self.view(out), bounce)
         else:
+            assert self.view is None
             start = 0
             for part in self.parts:  # dim 0: each part is a contiguous block of the output
-                part.read_into(out.narrow(self.dim, start, part.shape[self.dim]))
+                part.read_into(out.narrow(self.dim, start, part.shape[self.dim]), bounce)
                 start += part.shape[self.dim]
-        if self.transform is not None:
-            out = self.transform(out)
         return out
 
 
@@ -653,11 +693,8 @@ def plan_hf(model_dir: Path) -> tuple[LlamaShape, dict[str, Planned]]:
             if name in plan:
                 raise ValueError(f"{file}: tensor {hf_name} is also in {plan[name].where}")
             heads = {"wq": shape.n_heads, "wk": shape.kv_heads}.get(name.split(".")[-2])
-            transform = None if heads is None else partial(hf_to_meta_rotary, heads=heads)
-            plan[name] = Planned(name, [tensor], None, transform)
-    if "output.weight" not in plan and config.get("tie_word_embeddings") and \
-            "tok_embeddings.weight" in plan:  # the output layer is the embedding (read twice)
-        plan["output.weight"] = Planned("output.weight", plan["tok_embeddings.weight"].parts)
+            view = None if heads is None else partial(hf_rotary_view, heads=heads)
+            plan[name] = Planned(name, [tensor], None, view)
     return shape, plan
 
 
@@ -713,7 +750,8 @@ def check_shapes(plan: dict[str, Planned], shape: LlamaShape) -> None:
     config = Path(shape.config).name
     for name, want in expected.items():
         if name not in plan:
-            raise ValueError(f"{shape.config}: implies tensor {name}, the checkpoint has none")
+            raise ValueError(f"{Path(shape.config).parent}: tensor {name} is missing, {config} "
+                             "implies it")
         got = plan[name].shape
         if got != want:
             hint, split = "", shard_dim(name)
@@ -745,9 +783,10 @@ def convert(model_dir: str | Path, tokenizer_model: str | Path,
         )
     opt = checkpoint_options(architecture(shape), len(vocab))
     model: dict[str, torch.Tensor] = {}
+    bounce = torch.empty(BOUNCE_BYTES, dtype=torch.uint8)
     for name, planned in tqdm(plan.items(), desc="tensors", unit="tensor",
                               disable=None if progress is None else not progress):
-        model[onmt_name(name)] = planned.load()
+        model[onmt_name(name)] = planned.load(bounce)
     weight = model.pop("generator.weight")
     generator = {"weight": weight, "bias": torch.zeros(weight.shape[0], dtype=weight.dtype)}
     return {

@@ -2,22 +2,21 @@
 
 With LoRA, OpenNMT-py applies `lora_layers` / `quant_layers` only under `override_opts: true`,
 and then every architecture option of the base model must be restated: they come from
-params.json through the converter's own `architecture()`, so the two cannot disagree.
+params.json (or config.json) through the converter's own `architecture()`, so the two cannot disagree.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from vicuna.convert import architecture
-from vicuna.llama import ModelArgs
+from vicuna.convert import LlamaShape, architecture
 
 TRANSFORMS = ["sentencepiece", "filtertoolong"]
 
 
 def finetune_config(
     *,
-    params: dict,
+    shape: LlamaShape,
     vocab_size: int,
     corpora: dict[str, dict[str, Any]],
     valid: str | None,
@@ -97,8 +96,8 @@ def finetune_config(
         "lora_dropout": lora["dropout"],
         "lora_alpha": lora["alpha"],
         "lora_embedding": False,
-        # Model: restated from params.json
-        **architecture(ModelArgs.from_params(params, vocab_size=vocab_size)),
+        # Model: restated from the base's params.json / config.json
+        **architecture(shape),
         "dropout": [0.0],
         "attention_dropout": [0.0],
         "dropout_steps": [0],
