@@ -5,6 +5,9 @@
 configfile: "config.yaml"
 
 
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/synthetic.smk"
 include: "rules/data.smk"
@@ -12,6 +15,7 @@ include: "rules/checkpoint.smk"
 include: "rules/finetune.smk"
 include: "rules/release.smk"
 include: "rules/inference.smk"
+include: "rules/evaluate.smk"
 
 
 # Batch predictions in both modes, and every artifact on the way.
@@ -21,4 +25,6 @@ rule all:
         rules.finetune_samples.output.samples,
         rules.data_report.output.stats,
         expand(rules.simple_inference.output.predictions, mode=MODES),
+        rules.evaluate.output.json,
+        rules.training_curves.output.curves,
     default_target: True

@@ -53,7 +53,7 @@ rule data_report:
         reports=[f"dataAI/{name}.flatten.json" for name in JSON_SOURCES],
         tokenizer=config["base"]["tokenizer_model"],
     output:
-        stats="dataAI/stats.tsv",
+        stats=report("dataAI/stats.tsv", category="Data"),
         histogram=report("dataAI/token_lengths.png", category="Data"),
     params:
         corpora=" ".join(f"--corpus {name} {corpus_path(name)}" for name in SOURCES),

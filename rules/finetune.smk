@@ -11,7 +11,7 @@ rule finetune_config:
         corpora=[corpus_path(name) for name in config["data"]["corpora"]],
         valid=[corpus_path("valid")] if VALID else [],
     output:
-        config="replicate_vicuna.yaml",
+        config=report("replicate_vicuna.yaml", category="Configuration"),
     params:
         corpora=" ".join(
             f"--corpus {name}={corpus_path(name)}:{spec['weight']}"

@@ -13,7 +13,9 @@ rule translate_opts:
     wildcard_constraints:
         mode=one_of(MODES),
     params:
-        inference=as_json({k: v for k, v in config["inference"].items() if k != "input_examples"}),
+        inference=as_json(
+            {k: v for k, v in config["inference"].items() if k not in ("input_examples", "references")}
+        ),
     log:
         "logs/translate_opts_{mode}.log",
     conda:
@@ -31,7 +33,7 @@ rule simple_inference:
         options=rules.translate_opts.output.options,
         model=lambda w: MODE_MODEL[w.mode],
     output:
-        predictions="outputs/predictions_{mode}.txt",
+        predictions=report("outputs/predictions_{mode}.txt", category="Predictions"),
         scores="outputs/predictions_{mode}.json",
     wildcard_constraints:
         mode=one_of(MODES),

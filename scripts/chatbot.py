@@ -33,8 +33,8 @@ def dropped_notice(dropped: int, max_context_length: int) -> str:
     if not dropped:
         return ""
     rounds = "round" if dropped == 1 else "rounds"
-    return (f"⚠️ The oldest {dropped} {rounds} of this conversation were left out of the prompt "
-            f"to fit the context length of {max_context_length} tokens.")
+    return (f"⚠️ The prompt leaves out the oldest {dropped} {rounds} of this conversation, to fit "
+            f"the context length of {max_context_length} tokens (prompt + max new tokens).")
 
 
 def build_ui(model: chat.Model, mode: str, max_context_length: int):
@@ -57,16 +57,17 @@ def build_ui(model: chat.Model, mode: str, max_context_length: int):
         notice = dropped_notice(dropped, max_context_length)
         decoding = {"max_length": int(max_new_tokens), "random_sampling_temp": temperature,
                     "random_sampling_topk": int(top_k), "random_sampling_topp": top_p}
-        answer = ""
         shown = rounds_to_messages(rounds) + [{"role": "user", "content": message}]
-        yield "", shown + [{"role": "assistant", "content": ""}], rounds, notice, text
+
+        def update(answer: str) -> tuple:
+            # The rounds go out with each piece, so that after Stop (even before the first
+            # token) the next prompt holds what the page shows.
+            return ("", shown + [{"role": "assistant", "content": answer}],
+                    [*rounds, (message, answer)], notice, text)
+
+        yield update("")
         for answer in model.answer(text, decoding):
-            # the rounds go out with each piece, so that Stop keeps the answer so far
-            now = [*rounds, (message, answer)]
-            yield "", shown + [{"role": "assistant", "content": answer}], now, notice, text
-        if not answer:  # no token at all: still a round, so the page and the prompt agree
-            yield "", shown + [{"role": "assistant", "content": ""}], [*rounds, (message, "")], \
-                notice, text
+            yield update(answer)
 
     with gr.Blocks(title="Vicuna chat", analytics_enabled=False) as demo:
         gr.Markdown(f"## Vicuna chat\n`{mode}` mode, context length {max_context_length} tokens")

@@ -42,7 +42,10 @@ def run_script(name: str, *args: str, cwd: Path | None = None,
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
-    """The workflow's `all` on the default config, once per test session, in a fresh folder."""
+    """The workflow's `all` on the default config, once per test session, in a fresh folder
+    (VICUNA_TINY_RUN=DIR points the tests at an existing run instead, while developing)."""
+    if os.environ.get("VICUNA_TINY_RUN"):
+        return Path(os.environ["VICUNA_TINY_RUN"])
     workdir = tmp_path_factory.mktemp("tiny_run")
     snakemake(workdir, "--profile", str(REPO / "profiles" / "local"), "--", "all")
     return workdir

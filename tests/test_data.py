@@ -159,5 +159,4 @@ keep_checkpoint: 1
 valid_steps: 1
 report_every: 1
 seed: 1
-answer_loss_only: false
 """

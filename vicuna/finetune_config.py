@@ -105,7 +105,5 @@ def finetune_config(
     if quant["layers"]:  # an empty list is a parse error in OpenNMT-py's yaml
         cfg["quant_layers"] = list(quant["layers"])
         cfg["quant_type"] = quant["type"]
-    if train.get("answer_loss_only"):
-        cfg["zero_out_prompt_loss"] = True
     return cfg
 

@@ -135,6 +135,7 @@ def ct2_decoding(opts: dict) -> dict:
         "max_batch_size": opts.get("batch_size", 16),
         "beam_size": opts.get("beam_size", 1),
         "max_length": opts["max_length"],
+        "min_length": opts.get("min_length", 0),
         "sampling_topk": 1 if topk == 0 else topk,  # 0 means "all" in OpenNMT-py: see note
         "sampling_topp": opts.get("random_sampling_topp", 1.0) or 1.0,
         "sampling_temperature": opts.get("random_sampling_temp", 1.0),

@@ -1,0 +1,46 @@
+# What the finetuning did: evaluation of base vs finetuned, and the training curves.
+
+
+# outputs/eval.json and outputs/eval.tsv: held-out loss, exact match, py/ct2 agreement.
+rule evaluate:
+    input:
+        base=rules.convert_llama.output.checkpoint,
+        finetuned=rules.merge_lora.output.checkpoint,
+        tokenizer=config["base"]["tokenizer_model"],
+        heldout=[corpus_path("valid")] if VALID else [],
+        prompts=config["inference"]["input_examples"],
+        references=config["inference"].get("references", []),
+        predictions=expand(rules.simple_inference.output.predictions, mode=MODES),
+        options="translate_opts_py.yaml",
+    output:
+        json="outputs/eval.json",
+        table=report("outputs/eval.tsv", category="Evaluation"),
+    params:
+        heldout=f"--heldout valid {corpus_path('valid')}" if VALID else "",
+        references=lambda w, input: f"--references {input.references}" if input.references else "",
+    log:
+        "logs/evaluate.log",
+    benchmark:
+        "benchmarks/results/evaluate.tsv"
+    conda:
+        "../envs/vicuna.yaml"
+    shell:
+        "evaluate.py --base {input.base} --finetuned {input.finetuned}"
+        " --tokenizer_model {input.tokenizer} {params.heldout} --prompts {input.prompts}"
+        " {params.references} --predictions_py {input.predictions[0]}"
+        " --predictions_ct2 {input.predictions[1]} --translate_opts_py {input.options}"
+        " --json {output.json} --table {output.table} > {log} 2>&1"
+
+
+# finetuned_<model>/training_curves.png from the TensorBoard event files.
+rule training_curves:
+    input:
+        logs=rules.finetune.output.tensorboard,
+    output:
+        curves=report(f"{FINETUNED}/training_curves.png", category="Training"),
+    log:
+        "logs/training_curves.log",
+    conda:
+        "../envs/vicuna.yaml"
+    shell:
+        "training_curves.py --log_dir {input.logs} --output {output.curves} > {log} 2>&1"
