@@ -15,7 +15,7 @@ import os
 import sys
 from pathlib import Path
 
-from vicuna import chat
+from vicuna import chat, inference
 
 # gradio reports usage to its servers unless told not to: this page talks to nobody else.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -90,7 +90,7 @@ def build_ui(model: chat.Model, mode: str, max_context_length: int):
                                   label="Top-k (1: greedy)", elem_id="top-k")
                 top_p = gr.Slider(0.0, 1.0, value=defaults.get("random_sampling_topp", 0.0),
                                   step=0.05, label="Top-p (0: off)", elem_id="top-p")
-                max_new = gr.Slider(1, max(1, max_context_length - 1),
+                max_new = gr.Slider(1, max_context_length - 1,
                                     value=min(defaults["max_length"], max_context_length - 1),
                                     step=1, label="Max new tokens", elem_id="max-new-tokens")
         with gr.Accordion("Last prompt sent to the model", open=False):
@@ -114,7 +114,7 @@ def build_ui(model: chat.Model, mode: str, max_context_length: int):
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("-inference_config_file", required=True, type=Path)
-    p.add_argument("-inference_mode", required=True, choices=["py", "ct2"])
+    p.add_argument("-inference_mode", required=True, choices=sorted(inference.ENGINES))
     p.add_argument("-max_context_length", type=int, default=2048,
                    help="prompt tokens + max new tokens, at most (LLaMA: 2048)")
     p.add_argument("-server_port", type=int, default=7860)

@@ -45,7 +45,8 @@ def test_drops_only_as_many_oldest_rounds_as_needed():
 def test_a_message_alone_over_the_budget_is_an_error():
     with pytest.raises(ValueError, match="message is too long"):
         chat.build_prompt([], MESSAGE, words, full([]) - 1, NEW)
-    with pytest.raises(ValueError, match="message is too long"):  # dropping every round is not enough
+    # dropping every round is not enough
+    with pytest.raises(ValueError, match="message is too long"):
         chat.build_prompt(HISTORY, MESSAGE, words, full([]) - 1, NEW)
 
 

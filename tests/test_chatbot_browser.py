@@ -78,7 +78,8 @@ def serve(options: Path, max_context_length: int, log: Path) -> Iterator[str]:
         deadline = time.monotonic() + 120
         while True:
             if proc.poll() is not None:
-                raise AssertionError(f"chatbot.py exited with {proc.returncode}:\n{log.read_text()}")
+                raise AssertionError(
+                    f"chatbot.py exited with {proc.returncode}:\n{log.read_text()}")
             try:
                 with urllib.request.urlopen(url, timeout=2) as r:
                     if r.status == 200:
@@ -194,7 +195,8 @@ def send(page, text: str, *, enter: bool = False, reply: bool = True) -> None:
         page.locator("#send").click()
     if reply:
         page.wait_for_function(
-            "n => document.querySelectorAll(\"#chatbot [data-testid='bot']\").length > n", arg=users)
+            "n => document.querySelectorAll(\"#chatbot [data-testid='bot']\").length > n",
+            arg=users)
     settle(page)
 
 

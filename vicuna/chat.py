@@ -89,7 +89,8 @@ def ct2_stream(generator, sp, text: str, decoding: dict) -> Iterator[str]:
         steps.close()  # stops CTranslate2's decoding too (Stop button, STOP, end token)
 
 
-def py_answer(generate: Callable[..., list[inference.Answer]], text: str, decoding: dict) -> Iterator[str]:
+def py_answer(generate: Callable[..., list[inference.Answer]], text: str,
+              decoding: dict) -> Iterator[str]:
     """OpenNMT-py's whole answer at once (its engine does not stream), as a one-item stream."""
     [answer] = generate([prompt.to_line(text)], decoding)
     yield until_stop(prompt.from_line(answer.text))[0]

@@ -104,7 +104,7 @@ def ct2_engine(options_file: str | Path) -> Generate:
 
 
 def load_ct2(opts: dict):
-    """The options' CTranslate2 Generator and sentencepiece model (the batch engine and the chatbot)."""
+    """The options' CTranslate2 Generator and sentencepiece model (batch engine and chatbot)."""
     import ctranslate2
     import sentencepiece as spm
 
