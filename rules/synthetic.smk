@@ -41,8 +41,15 @@ if "synthetic" in config:
         params:
             model_dir=lambda w, output: Path(output.params).parent,
             vocab_size=SYN["vocab_size"],
-            model=SYN["model"],
-            pretrain=SYN["pretrain"],
+            dim=SYN["model"]["dim"],
+            n_layers=SYN["model"]["n_layers"],
+            n_heads=SYN["model"]["n_heads"],
+            multiple_of=SYN["model"]["multiple_of"],
+            norm_eps=SYN["model"]["norm_eps"],
+            steps=SYN["pretrain"]["steps"],
+            batch_size=SYN["pretrain"]["batch_size"],
+            learning_rate=SYN["pretrain"]["learning_rate"],
+            seq_len=SYN["pretrain"]["seq_len"],
             seed=SYN["seed"],
         log:
             "logs/pretrain_base.log",
@@ -53,10 +60,9 @@ if "synthetic" in config:
         shell:
             "pretrain_base.py --pretrain_text {input.pretrain}"
             " --tokenizer_texts {input.alpaca} {input.sharegpt} --vocab_size {params.vocab_size}"
-            " --dim {params.model[dim]} --n_layers {params.model[n_layers]}"
-            " --n_heads {params.model[n_heads]} --multiple_of {params.model[multiple_of]}"
-            " --norm_eps {params.model[norm_eps]} --steps {params.pretrain[steps]}"
-            " --batch_size {params.pretrain[batch_size]}"
-            " --learning_rate {params.pretrain[learning_rate]}"
-            " --seq_len {params.pretrain[seq_len]} --seed {params.seed} --threads {threads}"
+            " --dim {params.dim} --n_layers {params.n_layers} --n_heads {params.n_heads}"
+            " --multiple_of {params.multiple_of} --norm_eps {params.norm_eps}"
+            " --steps {params.steps} --batch_size {params.batch_size}"
+            " --learning_rate {params.learning_rate} --seq_len {params.seq_len}"
+            " --seed {params.seed} --threads {threads}"
             " --tokenizer_model {output.tokenizer} --model_dir {params.model_dir} > {log} 2>&1"
