@@ -37,7 +37,10 @@ def translate_options(mode: str, model: str, tokenizer_model: str, decoding: dic
             "precision": decoding["precision"],
         })
     else:
-        opts.update({"device": decoding["device"], "compute_type": decoding["compute_type"]})
+        # A fixed thread count: CTranslate2's CPU kernels split work by threads, and ties in
+        # greedy decoding can fall differently with another split (a SLURM job vs a laptop).
+        opts.update({"device": decoding["device"], "compute_type": decoding["compute_type"],
+                     "threads": decoding["cpu_threads"]})
     return opts
 
 
