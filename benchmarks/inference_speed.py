@@ -1,10 +1,13 @@
 #!/usr/bin/env python
 """Inference speed of both modes on a generated LLaMA (>= 25M parameters): OpenNMT-py (`py`)
 against CTranslate2 (`ct2`, float32 and int8), at batch 1 and 16, in one run so the ratios
-compare like with like on a noisy machine. Every answer is forced to the same length
-(min_length = max_length) so that tokens per second compare the same work.
+compare like with like on a noisy machine. Answers are asked to be of the same length
+(min_length = max_length); tokens are counted by re-encoding each answer with the tokenizer.
 
-    .venv/bin/python benchmarks/inference_speed.py [--dim 512 --layers 6 --new_tokens 64]
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/inference_speed.py
+
+(PASSIVE: torch's OpenMP threads would otherwise keep spinning after the py runs and slow
+down the CTranslate2 runs that follow in the same process.)
 """
 
 from __future__ import annotations
@@ -75,11 +78,12 @@ def main() -> None:
     p.add_argument("--prompts", type=int, default=16)
     a = p.parse_args()
 
-    from vicuna import inference, prompt, synthetic
+    from vicuna import inference, prompt, synthetic, tokenizer
 
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         tok, params = build(tmp, a.dim, a.layers)
+        sp = tokenizer.load(tok)
         held = synthetic.generate(2, 1, 1, a.prompts, 1)["heldout"]
         prompts = [prompt.to_line(prompt.alpaca(r["instruction"], r["input"], "")) for r in held]
         print(f"model: {params / 1e6:.1f}M parameters (dim {a.dim}, {a.layers} layers), "
@@ -94,10 +98,10 @@ def main() -> None:
                 start = time.perf_counter()
                 answers = generate(prompts)
                 seconds = time.perf_counter() - start
-                tokens = len(prompts) * a.new_tokens
+                tokens = sum(len(sp.encode(prompt.from_line(x.text))) for x in answers)
                 rates[(label, batch)] = tokens / seconds
                 print(f"batch {batch:>2}  {label:<12} {rates[(label, batch)]:8.0f} tokens/s "
-                      f"({seconds:.2f} s; {sum(x.tokens for x in answers)} tokens counted)")
+                      f"({tokens} tokens in {seconds:.2f} s)")
         for batch in (1, 16):
             py = rates[("py", batch)]
             print(f"batch {batch:>2}: ct2 float32 / py = {rates[('ct2 float32', batch)] / py:.1f}x, "
