@@ -1,6 +1,7 @@
 # make run   - create .venv, install, run the workflow's `all` on the tiny default config
 # make test  - the same install plus test tools, then the whole test suite
 # make lint  - ruff and snakemake --lint
+# make chat  - the gradio chatbot on the newest release, on http://127.0.0.1:7860
 
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -8,7 +9,7 @@ PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 TORCH := $(shell grep '^torch==' requirements.txt)
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: install dev run test system-test-deps lint slurm-up slurm-down clean
+.PHONY: install dev run test system-test-deps lint chat slurm-up slurm-down clean
 
 install: $(VENV)/.installed
 dev: $(VENV)/.dev-installed
@@ -48,6 +49,14 @@ system-test-deps:
 lint: dev
 	ruff check .
 	snakemake --lint
+
+# The chatbot on the workflow's newest release (built first if needed): MODE=py or ct2.
+MODE ?= ct2
+PORT ?= 7860
+chat: install
+	snakemake --profile profiles/local translate_opts_$(MODE).yaml
+	python scripts/chatbot.py -inference_config_file translate_opts_$(MODE).yaml \
+		-inference_mode $(MODE) -max_context_length 512 -server_port $(PORT)
 
 slurm-up:
 	bash tests/slurm/cluster.sh up

@@ -160,3 +160,11 @@ valid_steps: 1
 report_every: 1
 seed: 1
 """
+
+
+def test_fifty_thousand_records_give_fifty_thousand_lines(tmp_path):
+    from vicuna import synthetic
+
+    records = synthetic.generate(3, 50_000, 1, 1, 1)["alpaca"]
+    _, out = flatten(tmp_path, "alpaca", records)
+    assert sum(1 for _ in out.open(encoding="utf-8")) == 50_000
