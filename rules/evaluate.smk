@@ -14,7 +14,8 @@ rule evaluate:
         options="translate_opts_py.yaml",
     output:
         json="outputs/eval.json",
-        table=report("outputs/eval.tsv", category="Evaluation"),
+        table="outputs/eval.tsv",
+        html=report("outputs/eval.html", category="Evaluation"),
     params:
         heldout=f"--heldout valid {corpus_path('valid')}" if VALID else "",
         references=lambda w, input: f"--references {input.references}" if input.references else "",
@@ -29,7 +30,7 @@ rule evaluate:
         " --tokenizer_model {input.tokenizer} {params.heldout} --prompts {input.prompts}"
         " {params.references} --predictions_py {input.predictions[0]}"
         " --predictions_ct2 {input.predictions[1]} --translate_opts_py {input.options}"
-        " --json {output.json} --table {output.table} > {log} 2>&1"
+        " --json {output.json} --table {output.table} --html {output.html} > {log} 2>&1"
 
 
 # finetuned_<model>/training_curves.png from the TensorBoard event files.

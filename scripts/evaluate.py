@@ -46,6 +46,7 @@ def main() -> None:
     p.add_argument("--translate_opts_py", type=Path, required=True)
     p.add_argument("--json", type=Path, required=True)
     p.add_argument("--table", type=Path, required=True)
+    p.add_argument("--html", type=Path, help="the table as HTML, for the Snakemake report")
     a = p.parse_args()
 
     sp = tokenizer.load(a.tokenizer_model)
@@ -71,6 +72,10 @@ def main() -> None:
         f"{m}\t{result['base'].get(m, '')}\t{result['finetuned'].get(m, '')}" for m in metrics
     ] + [f"py_ct2_agreement\t\t{result['py_ct2_agreement']}"]
     write_text(a.table, "\n".join(rows) + "\n")
+    if a.html:
+        cells = ["".join(f"<{tag}>{c}</{tag}>" for c in row.split("\t"))
+                 for tag, row in zip(["th"] + ["td"] * (len(rows) - 1), rows, strict=True)]
+        write_text(a.html, "<table id='eval'>" + "".join(f"<tr>{c}</tr>" for c in cells) + "</table>\n")
     print("\n".join(rows))
 
 
