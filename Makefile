@@ -37,7 +37,7 @@ run: install
 # tests (stopped again afterwards). Elsewhere those tests skip, saying why.
 test: dev
 	@if [ "$$(id -u)" = 0 ]; then $(MAKE) --no-print-directory system-test-deps; fi
-	$(PY) -m pytest -ra; status=$$?; \
+	$(PY) -m pytest -ra --durations=15; status=$$?; \
 	if [ "$$(id -u)" = 0 ]; then bash tests/slurm/cluster.sh down >/dev/null 2>&1; fi; \
 	exit $$status
 
