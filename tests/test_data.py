@@ -159,6 +159,7 @@ keep_checkpoint: 1
 valid_steps: 1
 report_every: 1
 seed: 1
+answer_loss_only: false
 """
 
 
@@ -168,3 +169,44 @@ def test_fifty_thousand_records_give_fifty_thousand_lines(tmp_path):
     records = synthetic.generate(3, 50_000, 1, 1, 1)["alpaca"]
     _, out = flatten(tmp_path, "alpaca", records)
     assert sum(1 for _ in out.open(encoding="utf-8")) == 50_000
+
+
+def test_answer_loss_only_marks_single_round_answers(tiny_meta, tmp_path):
+    """answer_loss_only: the mark (a pad token) sits where the answer starts in single-round
+    examples; multi-round ones get none; training and validation still report a loss."""
+    import re
+
+    import yaml
+
+    from vicuna.convert import read_shape
+    from vicuna.finetune_config import finetune_config
+
+    run_script("extract_vocabulary.py", "-model", str(tiny_meta["onmt"]),
+               "-out_file", str(tmp_path / "vocab.txt"))
+    (tmp_path / "a").mkdir()
+    (tmp_path / "s").mkdir()
+    _, alpaca = flatten(tmp_path / "a", "alpaca", [{"instruction": "Repeat these words.",
+                                                    "input": "cat dog", "output": "cat dog"}] * 8)
+    turns = [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}] * 2
+    _, sharegpt = flatten(tmp_path / "s", "sharegpt", [{"conversations": turns}] * 8)
+    train = yaml.safe_load(TRAIN) | {"answer_loss_only": True, "train_steps": 2, "valid_steps": 2,
+                                     "save_checkpoint_steps": 2}
+    vocab_size = len((tmp_path / "vocab.txt").read_text().splitlines())
+    corpora = {"alpaca": {"path": str(alpaca), "weight": 1},
+               "sharegpt": {"path": str(sharegpt), "weight": 1}}
+    cfg = finetune_config(
+        shape=read_shape(tiny_meta["meta"]), vocab_size=vocab_size, corpora=corpora,
+        valid=str(alpaca), tokenizer_model=str(tiny_meta["tokenizer"]), vocab=str(tmp_path / "vocab.txt"),
+        base_checkpoint=str(tiny_meta["onmt"]), save_model=str(tmp_path / "ft/m"),
+        tensorboard_dir=str(tmp_path / "tb"), train=train)
+    (tmp_path / "ft.yaml").write_text(yaml.safe_dump(cfg))
+    run_script("train.py", "-config", str(tmp_path / "ft.yaml"), "-n_sample", "1",
+               "-save_data", str(tmp_path / "samples/sample"))
+    single = next((tmp_path / "samples").rglob("alpaca*.src")).read_text(encoding="utf-8")
+    multi = next((tmp_path / "samples").rglob("sharegpt*.src")).read_text(encoding="utf-8")
+    assert re.search(r": <0x0A> <blank> \S", single), single[-200:]
+    assert all(line.count("<blank>") == 1 for line in single.splitlines())
+    assert "<blank>" not in multi
+    trained = run_script("train.py", "-config", str(tmp_path / "ft.yaml"), "-no_resume")
+    valid_ppl = re.findall(r"Validation perplexity: ([\d.]+)", trained.stdout + trained.stderr)
+    assert valid_ppl and float(valid_ppl[-1]) > 1.0  # a real loss, not 0/0

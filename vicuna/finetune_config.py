@@ -12,6 +12,12 @@ from typing import Any
 from vicuna.convert import LlamaShape, architecture
 
 TRANSFORMS = ["sentencepiece", "filtertoolong"]
+# With answer_loss_only: OpenNMT-py's placeholder transform marks where the answer starts (the
+# tokenizer turns the mark into a pad token), and zero_out_prompt_loss drops the loss before it.
+# The pattern must occur exactly once: multi-round examples get no mark, and then OpenNMT-py's
+# mask drops their loss entirely (the mask keeps only what follows a pad token).
+ANSWER_MARK = "insert_mask_before_placeholder"
+RESPONSE_PATTERN = "Response:｟newline｠"
 
 
 def finetune_config(
@@ -33,12 +39,14 @@ def finetune_config(
     if quant["layers"] and not quant["type"]:
         # Since 3.5.0 an empty quant_type silently quantizes nothing.
         raise ValueError("train.quantization.type: must be set when quantization.layers is not empty")
+    answers_only = train.get("answer_loss_only", False)
+    mark = [ANSWER_MARK] if answers_only else []
     data = {
-        name: {"path_src": c["path"], "transforms": TRANSFORMS, "weight": c["weight"]}
+        name: {"path_src": c["path"], "transforms": mark + TRANSFORMS, "weight": c["weight"]}
         for name, c in corpora.items()
     }
-    if valid:
-        data["valid"] = {"path_src": valid, "transforms": ["sentencepiece"]}
+    if valid:  # validated the same way, or its loss would be masked away entirely
+        data["valid"] = {"path_src": valid, "transforms": mark + ["sentencepiece"]}
     seq = train["seq_length"]
     cfg: dict[str, Any] = {
         "data": data,
@@ -102,6 +110,9 @@ def finetune_config(
         "attention_dropout": [0.0],
         "dropout_steps": [0],
     }
+    if answers_only:
+        cfg["zero_out_prompt_loss"] = True
+        cfg["response_patterns"] = [RESPONSE_PATTERN]
     if quant["layers"]:  # an empty list is a parse error in OpenNMT-py's yaml
         cfg["quant_layers"] = list(quant["layers"])
         cfg["quant_type"] = quant["type"]
