@@ -35,6 +35,9 @@ def translate_options(mode: str, model: str, tokenizer_model: str, decoding: dic
             "world_size": 1,
             "gpu_ranks": [] if decoding["device"] == "cpu" else [0],
             "precision": decoding["precision"],
+            # OpenNMT-py's translator also writes every prediction to `output` (pred.txt in
+            # the working directory by default); simple_inference.py writes its own files.
+            "output": "/dev/null",
         })
     else:
         # A fixed thread count: CTranslate2's CPU kernels split work by threads, and ties in
