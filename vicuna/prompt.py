@@ -56,11 +56,3 @@ def from_line(line: str) -> str:
     """One corpus or prediction line -> text."""
     return line.rstrip("\n").replace(NEWLINE, "\n")
 
-
-def prompt_of(example: str) -> str:
-    """The prompt part of a flattened single-round example: everything up to its last response tag."""
-    tag = f"### Response:{NEWLINE}" if NEWLINE in example else "### Response:\n"
-    head, sep, _ = example.rpartition(tag)
-    if not sep:
-        raise ValueError("example has no '### Response:' tag")
-    return head + sep
