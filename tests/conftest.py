@@ -14,11 +14,28 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 LLAMA_TOKENIZER = SHARED / "fixtures" / "llama-tokenizer" / "tokenizer.model"
 BIN = Path(sys.executable).parent
+# Debian's Chromium, headless, with nothing that would reach beyond this machine.
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
 def env() -> dict[str, str]:
     """The environment a user gets from `make`: the venv's bin first on PATH."""
     return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+
+
+def edited_config(tmp_path: Path, edit) -> Path:
+    """The default config.yaml with `edit(config)` applied, written to tmp_path."""
+    import copy
+
+    import yaml
+
+    config = copy.deepcopy(yaml.safe_load((REPO / "config.yaml").read_text()))
+    edit(config)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
 
 
 def snakemake(workdir: Path, *args: str, configfile: Path = REPO / "config.yaml",

@@ -20,13 +20,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO
+from conftest import CHROMIUM, CHROMIUM_ARGS, REPO
 
 from vicuna import chat, prompt, tokenizer
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 SCRIPT = REPO / "scripts" / "chatbot.py"
 
 pytestmark = [

@@ -2,21 +2,8 @@
 
 from __future__ import annotations
 
-import copy
-
 import pytest
-import yaml
-from conftest import REPO, snakemake
-
-DEFAULT = yaml.safe_load((REPO / "config.yaml").read_text())
-
-
-def broken_config(tmp_path, edit) -> tuple:
-    config = copy.deepcopy(DEFAULT)
-    edit(config)
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
+from conftest import REPO, edited_config, snakemake
 
 
 def dry_run(tmp_path, configfile):
@@ -38,7 +25,7 @@ CASES = {
 @pytest.mark.parametrize("case", CASES)
 def test_bad_config_fails_at_parse_time_naming_the_key(tmp_path, case):
     edit, message = CASES[case]
-    workdir, result = dry_run(tmp_path, broken_config(tmp_path, edit))
+    workdir, result = dry_run(tmp_path, edited_config(tmp_path, edit))
     assert result.returncode != 0
     assert message in result.stdout + result.stderr
     assert "Building DAG" not in result.stdout + result.stderr  # no job was even planned
@@ -48,7 +35,7 @@ def test_bad_config_fails_at_parse_time_naming_the_key(tmp_path, case):
 def test_cross_key_check_names_both_keys(tmp_path):
     def edit(c):
         c["train"]["quantization"]["type"] = ""
-    _, result = dry_run(tmp_path, broken_config(tmp_path, edit))
+    _, result = dry_run(tmp_path, edited_config(tmp_path, edit))
     assert result.returncode != 0
     assert "train.quantization.type must be set" in result.stdout + result.stderr
 

@@ -3,16 +3,11 @@ and the training curves."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-from conftest import snakemake
+from conftest import CHROMIUM, CHROMIUM_ARGS, snakemake
 
 pytestmark = pytest.mark.workflow
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
 @pytest.mark.skipif(not CHROMIUM.is_file(), reason="Debian's chromium is not installed")
@@ -22,7 +17,7 @@ def test_report_shows_the_evaluation_table_and_the_curves(tiny_run, tmp_path):
     report = tmp_path / "report.html"
     snakemake(tiny_run, f"--report={report}")
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1200, "height": 900})
         page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(
             ("file:", "data:", "blob:")) else route.abort())  # the report must be self-contained

@@ -3,16 +3,12 @@ exactly the stale steps."""
 
 from __future__ import annotations
 
-import copy
 import re
 
 import pytest
-import yaml
-from conftest import REPO, snakemake
+from conftest import REPO, edited_config, snakemake
 
 pytestmark = pytest.mark.workflow
-
-DEFAULT = yaml.safe_load((REPO / "config.yaml").read_text())
 
 INFERENCE = {"translate_opts": 2, "simple_inference": 2, "evaluate": 1, "all": 1}
 TRAINING = {"finetune_config": 1, "finetune": 1, "finetune_samples": 1, "merge_lora": 1,
@@ -45,8 +41,4 @@ def test_no_change_plans_nothing(tiny_run):
 @pytest.mark.parametrize("change", CHANGES)
 def test_a_change_reruns_exactly_what_it_affects(tiny_run, tmp_path, change):
     edit, expected = CHANGES[change]
-    config = copy.deepcopy(DEFAULT)
-    edit(config)
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    assert planned_jobs(tiny_run, path) == expected
+    assert planned_jobs(tiny_run, edited_config(tmp_path, edit)) == expected

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import sentencepiece as spm
 import yaml
 
 from vicuna import onmt_fixes, prompt
@@ -55,6 +56,8 @@ def py_engine(options_file: str | Path) -> Generate:
     ArgumentParser.validate_translate_opts_dynamic(opt)
     set_random_seed(opt.seed, use_gpu(opt))
     engine = InferenceEnginePY(opt)
+    # OpenNMT-py gives back detokenized text: count its tokens as ct2 does, with the tokenizer.
+    sp = spm.SentencePieceProcessor(model_file=opt.src_subword_model)
 
     def generate(prompts: list[str], decoding: dict | None = None) -> list[Answer]:
         # `decoding`: options-file decoding keys for this call only (the chatbot's sliders);
@@ -69,7 +72,7 @@ def py_engine(options_file: str | Path) -> Generate:
             for attr, value in saved.items():
                 setattr(translator, attr, value)
         return [
-            Answer(text=p[0], score=float(s[0]), tokens=len(p[0].split()))
+            Answer(text=p[0], score=float(s[0]), tokens=len(sp.encode(prompt.from_line(p[0]))))
             for p, s in zip(preds, scores, strict=True)
         ]
 
