@@ -1,7 +1,11 @@
 #!/usr/bin/env python
 """Evaluate the base and the finetuned model: held-out loss and perplexity, exact match of
 greedy answers against references (where the inputs have them), and the agreement of the
-`py` and `ct2` predictions. Writes outputs/eval.json and a table (outputs/eval.tsv)."""
+`py` and `ct2` predictions. Writes outputs/eval.json and a table (outputs/eval.tsv).
+
+An answer is read as the chatbot shows it: the generated text up to </s>, or up to where the
+model opens a next "### Instruction:" round by itself (`exact_match`). `exact_match_eos` also
+asks that the model stop there by itself, with </s>."""
 
 from __future__ import annotations
 
@@ -14,10 +18,6 @@ import yaml
 from vicuna import checkpoint, evaluate, inference, tokenizer
 from vicuna.files import write_json, write_text
 from vicuna.flatten import iter_lines
-
-
-def exact_match(predictions: list[str], references: list[str]) -> float:
-    return sum(p.strip() == r.strip() for p, r in zip(predictions, references, strict=True)) / len(references)
 
 
 def greedy_answers(model: Path, options_file: Path, prompts: list[str]) -> list[str]:
@@ -64,8 +64,9 @@ def main() -> None:
         refs = list(iter_lines(a.references))
         prompts = list(iter_lines(a.prompts))
         base_answers = greedy_answers(a.base, a.translate_opts_py, prompts)
-        result["base"]["exact_match"] = round(exact_match(base_answers, refs), 4)
-        result["finetuned"]["exact_match"] = round(exact_match(py, refs), 4)
+        for name, answers in (("base", base_answers), ("finetuned", py)):
+            result[name]["exact_match"] = round(evaluate.exact_match(answers, refs, until_stop=True), 4)
+            result[name]["exact_match_eos"] = round(evaluate.exact_match(answers, refs, until_stop=False), 4)
     write_json(a.json, result)
     metrics = sorted({k for name in models for k in result[name]})
     rows = ["metric\tbase\tfinetuned"] + [

@@ -1,9 +1,10 @@
-"""The chatbot's prompt within the context budget, at the budget's edges (vicuna.chat)."""
+"""The chatbot's prompt within the context budget, at the budget's edges, and answers as the
+chatbot shows them (vicuna.chat, vicuna.evaluate)."""
 
 import pytest
 from conftest import LLAMA_TOKENIZER
 
-from vicuna import chat, prompt
+from vicuna import chat, evaluate, prompt
 
 HISTORY = [("first question", "first answer"), ("second question", "second answer"),
            ("third question", "third answer")]
@@ -90,3 +91,14 @@ def test_token_counter_counts_bos_and_pieces():
 ])
 def test_until_stop(generated, shown, stopped):
     assert chat.until_stop(generated) == (shown, stopped)
+
+
+def test_exact_match_reads_answers_as_the_chatbot_shows_them():
+    references = ["cat", "dog｟newline｠cat", "3"]
+    predictions = [
+        "cat｟newline｠｟newline｠### Instruction:｟newline｠Repeat these words.",  # opens a round
+        "dog｟newline｠cat",  # stopped by itself
+        "3｟newline｠｟newline｠Q: How many words are there?",  # goes on in another layout
+    ]
+    assert evaluate.exact_match(predictions, references, until_stop=True) == pytest.approx(2 / 3)
+    assert evaluate.exact_match(predictions, references, until_stop=False) == pytest.approx(1 / 3)

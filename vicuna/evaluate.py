@@ -1,5 +1,6 @@
-"""Held-out loss of an OpenNMT-py model, counted as OpenNMT-py's validation does:
-the model reads <s> + tokens and predicts tokens + </s>; the loss is averaged over tokens."""
+"""Held-out loss of an OpenNMT-py model, counted as OpenNMT-py's validation does (the model
+reads <s> + tokens and predicts tokens + </s>; the loss is averaged over tokens), and exact
+match of answers."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import math
 import sentencepiece as spm
 import torch
 
-from vicuna import checkpoint, prompt
+from vicuna import chat, checkpoint, prompt
 
 
 @torch.no_grad()
@@ -25,3 +26,17 @@ def heldout_loss(model: torch.nn.Module, sp: spm.SentencePieceProcessor, lines: 
 
 def perplexity(loss: float) -> float:
     return math.exp(loss)
+
+
+def exact_match(predictions: list[str], references: list[str], *, until_stop: bool) -> float:
+    """The share of predictions (corpus lines) equal to their reference, blanks at the ends aside.
+
+    With `until_stop`, a prediction is read as the chatbot shows it: up to where the model opens
+    a next "### Instruction:" round by itself. Without, the model must also stop there (</s>).
+    """
+    def answer(line: str) -> str:
+        text = prompt.from_line(line)
+        return (chat.until_stop(text)[0] if until_stop else text).strip()
+
+    hits = sum(answer(p) == answer(r) for p, r in zip(predictions, references, strict=True))
+    return hits / len(references)

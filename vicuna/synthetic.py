@@ -1,10 +1,11 @@
 """Synthetic instruction data a tiny model can learn in minutes on a CPU.
 
 The same seed gives the same records, byte for byte. Each task exists in two shapes:
-an instruction record (alpaca / ShareGPT, what finetuning sees) and a plain line
-("Reverse the order of these words.\ncat dog\ndog cat", what the base model is
-pretrained on). The base thus knows the skills but not the chat template, as a foundation
-model knows language but not the assistant's format; finetuning teaches the template.
+an instruction record (alpaca / ShareGPT, what finetuning sees) and a plain worked example
+("Reverse the order of these words.\ncat dog\ndog cat"). The base model is pretrained on
+documents of several worked examples in a row, as a foundation model reads exercises on the
+web: it knows the skills, but not the chat template, and after an answer it writes the next
+exercise instead of stopping. Finetuning teaches the template and where a response ends.
 """
 
 from __future__ import annotations
@@ -66,23 +67,40 @@ class Example:
     input: str
     output: str
 
-    def plain(self, rng: random.Random) -> str:
-        """The pretraining shape: the task in a randomly drawn everyday layout (an optional
-        preamble, optional markers, varied line breaks), never the chat template. Having seen
-        many layouts, the base finds the input and the answer's place in a new one, as a
-        foundation model does, so its skills carry over to the template after finetuning."""
-        sep = rng.choice(["\n", "\n\n", " "])
+
+@dataclass(frozen=True)
+class Layout:
+    """How one pretraining document lays out its worked examples."""
+
+    preamble: str  # "" or a line that opens the document
+    ask: str  # before the instruction
+    given: str  # before the input, when it has a line of its own
+    reply: str  # before the answer
+    sep: str  # between the instruction and an input on its own line
+
+    @classmethod
+    def draw(cls, rng: random.Random) -> Layout:
         ask, given, reply = rng.choice(LAYOUT_MARKERS)
-        parts = []
+        preamble = rng.choice(PREAMBLES) + rng.choice(["\n", "\n\n"]) if rng.random() < 0.5 else ""
+        return cls(preamble, ask, given, reply, rng.choice(["\n", "\n\n"]))
+
+    def worked(self, ex: Example, rng: random.Random) -> str:
+        """One example: the input inline or on its own line, then the answer."""
         if rng.random() < 0.5:
-            parts.append(rng.choice(PREAMBLES) + rng.choice(["\n", "\n\n"]))
-        parts.append(f"{ask}{self.task.instruction}")
-        if rng.random() < 0.5:
-            parts.append(f" {self.input}")
+            question = f"{self.ask}{ex.task.instruction} {ex.input}"
         else:
-            parts.append(f"{sep}{given}{self.input}")
-        parts.append(rng.choice(["\n", "\n\n"]) + reply + self.output)
-        return "".join(parts)
+            question = f"{self.ask}{ex.task.instruction}{self.sep}{self.given}{ex.input}"
+        return question + rng.choice(["\n", "\n\n"]) + self.reply + ex.output
+
+
+def document(rng: random.Random, max_examples: int = 4) -> str:
+    """A pretraining document: 1 to max_examples worked examples in one everyday layout,
+    never the chat template. Having seen many layouts, the base finds the input and the
+    answer's place in a new one, so its skills carry over to the template after finetuning;
+    having seen examples follow each other, it does not stop after an answer."""
+    layout = Layout.draw(rng)
+    examples = [layout.worked(example(rng), rng) for _ in range(rng.randint(1, max_examples))]
+    return layout.preamble + "\n\n".join(examples)
 
 
 def example(rng: random.Random) -> Example:
@@ -119,7 +137,7 @@ def generate(
     train_rng = random.Random(f"{seed}-train")
     alpaca = [alpaca_record(example(train_rng), train_rng) for _ in range(n_alpaca)]
     sharegpt = [sharegpt_record(i, train_rng) for i in range(n_sharegpt)]
-    pretrain = [example(train_rng).plain(train_rng) for _ in range(n_pretrain)]
+    pretrain = [document(train_rng) for _ in range(n_pretrain)]
 
     seen = {(r["instruction"], r["input"]) for r in alpaca}
     held_rng = random.Random(f"{seed}-heldout")
