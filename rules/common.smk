@@ -28,7 +28,13 @@ SAVE_MODEL = f"{FINETUNED}/{MODEL}-vicuna-onmt"
 STEP_CHECKPOINT = f"{SAVE_MODEL}_step_{config['train']['train_steps']}"
 
 VALID = "valid" in config["data"]
-SOURCES = {**config["data"]["corpora"], **({"valid": config["data"]["valid"]} if VALID else {})}
+# Corpora scored by `evaluate` alone: dataAI/heldout_<name>.txt.
+HELDOUT = {f"heldout_{name}": spec for name, spec in config["data"].get("heldout", {}).items()}
+SOURCES = {
+    **config["data"]["corpora"],
+    **({"valid": config["data"]["valid"]} if VALID else {}),
+    **HELDOUT,
+}
 JSON_SOURCES = sorted(name for name, spec in SOURCES.items() if "json" in spec)
 URL_SOURCES = sorted(name for name, spec in SOURCES.items() if "url" in spec)
 

@@ -1,13 +1,17 @@
 # What the finetuning did: evaluation of base vs finetuned, and the training curves.
 
 
-# outputs/eval.json and outputs/eval.tsv: held-out loss, exact match, py/ct2 agreement.
+# The validation corpus and the held-out corpora, each scored for base and finetuned.
+EVAL_CORPORA = (["valid"] if VALID else []) + sorted(HELDOUT)
+
+
+# outputs/eval.json and outputs/eval.tsv: held-out loss per corpus, exact match, py/ct2 agreement.
 rule evaluate:
     input:
         base=rules.convert_llama.output.checkpoint,
         finetuned=rules.merge_lora.output.checkpoint,
         tokenizer=config["base"]["tokenizer_model"],
-        heldout=[corpus_path("valid")] if VALID else [],
+        heldout=[corpus_path(name) for name in EVAL_CORPORA],
         prompts=config["inference"]["input_examples"],
         references=config["inference"].get("references", []),
         predictions=expand(rules.simple_inference.output.predictions, mode=MODES),
@@ -17,7 +21,8 @@ rule evaluate:
         table="outputs/eval.tsv",
         html=report("outputs/eval.html", category="Evaluation"),
     params:
-        heldout=f"--heldout valid {corpus_path('valid')}" if VALID else "",
+        heldout=" ".join(f"--heldout {name.removeprefix('heldout_')} {corpus_path(name)}"
+                         for name in EVAL_CORPORA),
         references=lambda w, input: f"--references {input.references}" if input.references else "",
     log:
         "logs/evaluate.log",

@@ -2,12 +2,13 @@
 if "synthetic" in config:
     SYN = config["synthetic"]
 
-    # Raw alpaca and ShareGPT JSON, a held-out split, pretraining text, inference prompts.
+    # Raw alpaca and ShareGPT JSON, held-out splits, pretraining text, inference prompts.
     rule synthetic_data:
         output:
             alpaca="synthetic/alpaca.json",
             sharegpt="synthetic/sharegpt.json",
             heldout="synthetic/heldout.json",
+            heldout_sharegpt="synthetic/heldout_sharegpt.json",
             pretrain="synthetic/pretrain.txt",
             examples="synthetic/input_examples.txt",
             references="synthetic/references.txt",
@@ -16,6 +17,7 @@ if "synthetic" in config:
             n_alpaca=SYN["n_alpaca"],
             n_sharegpt=SYN["n_sharegpt"],
             n_heldout=SYN["n_heldout"],
+            n_heldout_sharegpt=SYN["n_heldout_sharegpt"],
             n_pretrain=SYN["n_pretrain"],
             n_examples=SYN["n_examples"],
         log:
@@ -25,7 +27,8 @@ if "synthetic" in config:
         shell:
             "make_synthetic_data.py --seed {params.seed}"
             " --n_alpaca {params.n_alpaca} --n_sharegpt {params.n_sharegpt}"
-            " --n_heldout {params.n_heldout} --n_pretrain {params.n_pretrain}"
+            " --n_heldout {params.n_heldout} --n_heldout_sharegpt {params.n_heldout_sharegpt}"
+            " --n_pretrain {params.n_pretrain}"
             " --n_examples {params.n_examples} --out_dir synthetic > {log} 2>&1"
 
     # A LLaMA-style tokenizer and a tiny LLaMA, pretrained briefly, saved in Meta's format.

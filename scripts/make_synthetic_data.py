@@ -1,6 +1,7 @@
 #!/usr/bin/env python
-"""Write the tiny default's synthetic instruction data: raw alpaca and ShareGPT JSON, a
-held-out split, the base model's pretraining text and the inference inputs."""
+"""Write the tiny default's synthetic instruction data: raw alpaca and ShareGPT JSON, held-out
+alpaca records and ShareGPT conversations, the base model's pretraining text and the
+inference inputs."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ def main() -> None:
     p.add_argument("--n_alpaca", type=int, required=True)
     p.add_argument("--n_sharegpt", type=int, required=True)
     p.add_argument("--n_heldout", type=int, required=True)
+    p.add_argument("--n_heldout_sharegpt", type=int, default=0, help="held-out conversations")
     p.add_argument("--n_pretrain", type=int, required=True)
     p.add_argument("--n_examples", type=int, required=True, help="held-out prompts to infer")
     p.add_argument("--out_dir", type=Path, required=True)
@@ -24,10 +26,12 @@ def main() -> None:
     if a.n_examples > a.n_heldout:
         p.error(f"--n_examples ({a.n_examples}) cannot exceed --n_heldout ({a.n_heldout})")
 
-    sets = synthetic.generate(a.seed, a.n_alpaca, a.n_sharegpt, a.n_heldout, a.n_pretrain)
+    sets = synthetic.generate(a.seed, a.n_alpaca, a.n_sharegpt, a.n_heldout, a.n_pretrain,
+                              a.n_heldout_sharegpt)
     write_json(a.out_dir / "alpaca.json", sets["alpaca"])
     write_json(a.out_dir / "sharegpt.json", sets["sharegpt"])
     write_json(a.out_dir / "heldout.json", sets["heldout"])
+    write_json(a.out_dir / "heldout_sharegpt.json", sets["heldout_sharegpt"])
     write_lines(a.out_dir / "pretrain.txt", [prompt.to_line(t) for t in sets["pretrain"]])
     # Inference inputs: held-out prompts up to "### Response:\n"; their answers for evaluation.
     examples = sets["heldout"][: a.n_examples]
@@ -35,7 +39,8 @@ def main() -> None:
     write_lines(a.out_dir / "input_examples.txt", prompts)
     write_lines(a.out_dir / "references.txt", [prompt.to_line(r["output"]) for r in examples])
     print(f"wrote {a.out_dir}: {len(sets['alpaca'])} alpaca, {len(sets['sharegpt'])} sharegpt, "
-          f"{len(sets['heldout'])} held-out, {len(examples)} inference inputs")
+          f"{len(sets['heldout'])} + {len(sets['heldout_sharegpt'])} held-out, "
+          f"{len(examples)} inference inputs")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ CASES = {
     "out of range": (lambda c: c["inference"].update(random_sampling_topp=1.5), "1.5 is greater than"),
     "unknown (typo)": (lambda c: c["train"].update(learning_rat=0.1), "'learning_rat' was unexpected"),
     "bad choice": (lambda c: c["release"].update(quantization="int4"), "'int4' is not one of"),
+    "held-out corpus weighted": (lambda c: c["data"]["heldout"]["sharegpt"].update(weight=1),
+                                 "'weight' was unexpected"),
 }
 
 

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.workflow
 INFERENCE = {"translate_opts": 2, "simple_inference": 2, "evaluate": 1, "all": 1}
 TRAINING = {"finetune_config": 1, "finetune": 1, "finetune_samples": 1, "merge_lora": 1,
             "training_curves": 1, "release_ct2": 1, **INFERENCE}
-DATA = {"flatten_dataset": 3, "data_report": 1, **TRAINING}
+DATA = {"flatten_dataset": 4, "data_report": 1, **TRAINING}
 
 CHANGES = {
     "decoding": (lambda c: c["inference"].update(max_length=32), INFERENCE),

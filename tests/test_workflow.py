@@ -29,7 +29,8 @@ def test_all_leaves_every_artifact_and_one_prediction_per_example(tiny_run):
         "synthetic/alpaca.json", "synthetic/sharegpt.json", "synthetic/heldout.json",
         "synthetic/llama/tokenizer.model", "synthetic/llama/tiny/params.json",
         "synthetic/llama/tiny/consolidated.00.pth", "dataAI/alpaca_clean.txt",
-        "dataAI/sharegpt.txt", "dataAI/valid.txt", "llama-tiny-vicuna-onmt.pt", "vocab.txt",
+        "dataAI/sharegpt.txt", "dataAI/valid.txt", "dataAI/heldout_sharegpt.txt",
+        "llama-tiny-vicuna-onmt.pt", "vocab.txt",
         "replicate_vicuna.yaml", "finetuned_llama-tiny/llama-tiny-vicuna-onmt_step_200.pt",
         f"{STEP}.pt", f"{STEP}.concat.pt", f"{STEP}.concat_CT2/model.bin",
         "translate_opts_py.yaml", "translate_opts_ct2.yaml", "logs/finetune.log",
@@ -92,6 +93,17 @@ def test_finetuning_lowers_the_heldout_loss(heldout):
     assert heldout["merged"] < heldout["base"]
 
 
+def test_evaluation_scores_each_heldout_corpus(tiny_run):
+    """The alpaca validation set and the held-out ShareGPT conversations, each for both models;
+    finetuning on both kinds of data lowers both losses."""
+    result = json.loads((tiny_run / "outputs/eval.json").read_text())
+    for corpus in ("valid", "sharegpt"):
+        base, tuned = result["base"][f"{corpus}_loss"], result["finetuned"][f"{corpus}_loss"]
+        print(f"{corpus} held-out loss: base {base}, finetuned {tuned}")
+        assert tuned < base
+        assert result["finetuned"][f"{corpus}_perplexity"] == pytest.approx(math.exp(tuned), rel=1e-3)
+
+
 def test_finetuning_teaches_the_tasks(tiny_run):
     """Issue #7's bar on the tiny default: the base, which answers in its own layouts and then
     goes on writing exercises, gets next to nothing right; the finetuned model most."""
@@ -150,7 +162,9 @@ def test_lint_is_clean(tiny_run):
 def test_synthetic_data_is_the_same_bytes_for_the_same_seed(tiny_run, tmp_path):
     config = yaml.safe_load((REPO / "config.yaml").read_text())["synthetic"]
     args = [f"--{k}={config[k]}" for k in
-            ("seed", "n_alpaca", "n_sharegpt", "n_heldout", "n_pretrain", "n_examples")]
+            ("seed", "n_alpaca", "n_sharegpt", "n_heldout", "n_heldout_sharegpt", "n_pretrain",
+             "n_examples")]
     run_script("make_synthetic_data.py", *args, "--out_dir", str(tmp_path))
-    for name in ["alpaca.json", "sharegpt.json", "heldout.json", "pretrain.txt"]:
+    for name in ["alpaca.json", "sharegpt.json", "heldout.json", "heldout_sharegpt.json",
+                 "pretrain.txt"]:
         assert (tmp_path / name).read_bytes() == (tiny_run / "synthetic" / name).read_bytes()

@@ -130,10 +130,11 @@ def sharegpt_record(index: int, rng: random.Random) -> dict:
 
 
 def generate(
-    seed: int, n_alpaca: int, n_sharegpt: int, n_heldout: int, n_pretrain: int
+    seed: int, n_alpaca: int, n_sharegpt: int, n_heldout: int, n_pretrain: int,
+    n_heldout_sharegpt: int = 0,
 ) -> dict[str, list]:
-    """All synthetic sets. Held-out records come from their own random stream, and any
-    held-out record whose (instruction, input) also occurs in training is redrawn."""
+    """All synthetic sets. Held-out sets come from their own random streams, and any held-out
+    record whose (instruction, input), or conversation, also occurs in training is redrawn."""
     train_rng = random.Random(f"{seed}-train")
     alpaca = [alpaca_record(example(train_rng), train_rng) for _ in range(n_alpaca)]
     sharegpt = [sharegpt_record(i, train_rng) for i in range(n_sharegpt)]
@@ -146,4 +147,13 @@ def generate(
         record = alpaca_record(example(held_rng), held_rng)
         if (record["instruction"], record["input"]) not in seen:
             heldout.append(record)
-    return {"alpaca": alpaca, "sharegpt": sharegpt, "heldout": heldout, "pretrain": pretrain}
+
+    seen_talks = {str(r["conversations"]) for r in sharegpt}
+    talk_rng = random.Random(f"{seed}-heldout-sharegpt")
+    heldout_sharegpt: list[dict] = []
+    while len(heldout_sharegpt) < n_heldout_sharegpt:
+        talk = sharegpt_record(len(heldout_sharegpt), talk_rng)
+        if str(talk["conversations"]) not in seen_talks:
+            heldout_sharegpt.append(talk)
+    return {"alpaca": alpaca, "sharegpt": sharegpt, "heldout": heldout, "pretrain": pretrain,
+            "heldout_sharegpt": heldout_sharegpt}
