@@ -28,12 +28,12 @@ SAVE_MODEL = f"{FINETUNED}/{MODEL}-vicuna-onmt"
 STEP_CHECKPOINT = f"{SAVE_MODEL}_step_{config['train']['train_steps']}"
 
 VALID = "valid" in config["data"]
-# Corpora scored by `evaluate` alone: dataAI/heldout_<name>.txt.
-HELDOUT = {f"heldout_{name}": spec for name, spec in config["data"].get("heldout", {}).items()}
+# Corpora scored by `evaluate` alone, by name: their source is dataAI/heldout_<name>.txt.
+HELDOUT = {name: f"heldout_{name}" for name in config["data"].get("heldout", {})}
 SOURCES = {
     **config["data"]["corpora"],
     **({"valid": config["data"]["valid"]} if VALID else {}),
-    **HELDOUT,
+    **{source: config["data"]["heldout"][name] for name, source in HELDOUT.items()},
 }
 JSON_SOURCES = sorted(name for name, spec in SOURCES.items() if "json" in spec)
 URL_SOURCES = sorted(name for name, spec in SOURCES.items() if "url" in spec)

@@ -2,7 +2,7 @@
 
 
 # The validation corpus and the held-out corpora, each scored for base and finetuned.
-EVAL_CORPORA = (["valid"] if VALID else []) + sorted(HELDOUT)
+EVAL_CORPORA = ({"valid": "valid"} if VALID else {}) | dict(sorted(HELDOUT.items()))
 
 
 # outputs/eval.json and outputs/eval.tsv: held-out loss per corpus, exact match, py/ct2 agreement.
@@ -11,7 +11,7 @@ rule evaluate:
         base=rules.convert_llama.output.checkpoint,
         finetuned=rules.merge_lora.output.checkpoint,
         tokenizer=config["base"]["tokenizer_model"],
-        heldout=[corpus_path(name) for name in EVAL_CORPORA],
+        heldout=[corpus_path(source) for source in EVAL_CORPORA.values()],
         prompts=config["inference"]["input_examples"],
         references=config["inference"].get("references", []),
         predictions=expand(rules.simple_inference.output.predictions, mode=MODES),
@@ -21,8 +21,8 @@ rule evaluate:
         table="outputs/eval.tsv",
         html=report("outputs/eval.html", category="Evaluation"),
     params:
-        heldout=" ".join(f"--heldout {name.removeprefix('heldout_')} {corpus_path(name)}"
-                         for name in EVAL_CORPORA),
+        heldout=" ".join(f"--heldout {name} {corpus_path(source)}"
+                         for name, source in EVAL_CORPORA.items()),
         references=lambda w, input: f"--references {input.references}" if input.references else "",
     log:
         "logs/evaluate.log",
