@@ -2,7 +2,13 @@
 # replicate Vicuna" as one dependency graph. The default config.yaml is a tiny CPU run;
 # configs/llama7b-vicuna.yaml is the tutorial's 7B run.
 
-configfile: "config.yaml"
+# config.yaml is the default; a config given with --configfile replaces it whole (several
+# files are merged in order: a site's or a test's override on top), so nothing of the tiny
+# default leaks into another run. Snakemake itself would merge them into config.yaml.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config.yaml"
+
 
 
 report: "report/workflow.rst"

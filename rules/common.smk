@@ -1,7 +1,9 @@
 # Config validation (before any job starts) and the paths every stage agrees on.
 import json
+import sys
 from pathlib import Path
 
+from snakemake.settings.types import DeploymentMethod
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
@@ -16,8 +18,21 @@ localrules:
     translate_opts,
 
 
-# The tutorial's tools are called by name: scripts/ goes first on the PATH of every job.
-shell.prefix(f"export PATH={Path(workflow.basedir) / 'scripts'}:$PATH; ")
+# The tutorial's tools are called by name: scripts/ goes first on the PATH of every job, and
+# the package beside it on PYTHONPATH. Their `#!/usr/bin/env python` must find the Python that
+# runs Snakemake (a venv that was never activated, also on a SLURM node, where the job runs
+# that same interpreter), except where Snakemake deploys a conda environment of its own.
+def job_path():
+    scripts = Path(workflow.basedir) / "scripts"
+    if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method:
+        return f"{scripts}:$PATH"
+    return f"{scripts}:{Path(sys.executable).parent}:$PATH"
+
+
+shell.prefix(
+    f"export PATH={job_path()}; "
+    f"export PYTHONPATH={workflow.basedir}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
+)
 MODES = ["py", "ct2"]
 
 # Artifact names follow the tutorial: llama7B-vicuna-onmt.pt, finetuned_llama7B/...

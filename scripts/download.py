@@ -1,3 +1,4 @@
+#!/usr/bin/env python
 """Download one file with size/sha256 checks and resume; optionally write a JSON manifest.
 
 python scripts/download.py --url URL_OR_PATH --output FILE [--sha256 HEX] [--size N]
@@ -7,15 +8,12 @@ python scripts/download.py --url URL_OR_PATH --output FILE [--sha256 HEX] [--siz
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import sys
 from pathlib import Path
 
-if importlib.util.find_spec("vicuna") is None:  # run from a checkout, not installed
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from vicuna.download import DownloadError, download  # noqa: E402
+from vicuna.download import DownloadError, download
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
