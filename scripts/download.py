@@ -3,17 +3,18 @@
 
 python scripts/download.py --url URL_OR_PATH --output FILE [--sha256 HEX] [--size N]
                            [--manifest FILE.json] [--retries N]
+
+With --manifest, an output that is already there with its manifest is checked against it
+(size, sha256) rather than downloaded again; a mismatch is an error.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 from pathlib import Path
 
-from vicuna.download import DownloadError, download
+from vicuna.download import DownloadError, fetch, log
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -22,30 +23,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--output", required=True, type=Path, help="file to create")
     p.add_argument("--sha256", help="expected sha256 (hex) of the file")
     p.add_argument("--size", type=int, help="expected size of the file in bytes")
-    p.add_argument("--manifest", type=Path, help="write a JSON manifest of the download here")
+    p.add_argument("--manifest", type=Path,
+                   help="JSON manifest of the download (source, bytes, sha256, ETag, time)")
     p.add_argument("--retries", type=int, default=5, help="retries on transient errors")
     return p.parse_args(argv)
-
-
-def write_json(path: Path, data: dict) -> None:
-    # temp + rename: a reader (or Snakemake) never sees a half-written manifest.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        manifest = download(
-            args.url, args.output, sha256=args.sha256, size=args.size, retries=args.retries
+        manifest, fetched = fetch(
+            args.url, args.output, manifest=args.manifest, sha256=args.sha256, size=args.size,
+            retries=args.retries,
         )
     except DownloadError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    if args.manifest:
-        write_json(args.manifest, manifest)
+    done = "downloaded" if fetched else "already there, matches its manifest"
+    log(f"{args.output}: {done} ({manifest['bytes']} bytes, sha256 {manifest['sha256']})")
     return 0
 
 

@@ -1,23 +1,37 @@
 """Fetch one file (HTTP(S) URL, file:// URL or local path) safely and resumably.
 
 The output only ever appears complete: bytes go to ``<output>.part`` and are moved
-into place with ``os.replace`` after the size and sha256 checks pass. An interrupted
-HTTP transfer resumes from the .part file with a ``Range`` request, also in a later run.
+into place with ``os.replace`` after the size and sha256 checks pass.
+
+An interrupted HTTP transfer resumes from the .part file, also in a later run, but only
+when the server confirms it still has the same file: the strong ETag (else Last-Modified)
+seen when the .part file was started is kept in ``<output>.part.json`` and sent as
+``If-Range``. A server that answers 200 has a changed file, and the transfer starts over;
+a .part file without a kept validator is never resumed, so old and new bytes are never joined.
+
+``fetch`` adds a manifest (source, bytes, sha256, ETag, Last-Modified, time): when the output
+and its manifest are both there, the output is checked against it instead of trusted.
 """
 
 from __future__ import annotations
 
+import datetime
 import hashlib
+import json
 import os
 import re
+import sys
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 from urllib.parse import unquote, urlsplit
 from urllib.request import url2pathname
 
 import requests
 from tqdm import tqdm
+
+from vicuna.files import write_json
 
 CHUNK = 1 << 20  # 1 MiB: large enough to keep syscall and hashing overhead small
 MAX_SLEEP = 60.0  # cap on the exponential backoff between attempts
@@ -33,9 +47,27 @@ RETRYABLE_ERRORS = (
 class DownloadError(Exception):
     """A download that failed for good; the message is one line naming the source."""
 
+    def __init__(self, message: str) -> None:
+        # Exception texts from requests/urllib3 may hold newlines: a log line stays one line.
+        super().__init__(" ".join(message.split()))
+
 
 class _Retry(Exception):
     """An attempt failed in a way that another attempt may fix (5xx, short body, ...)."""
+
+
+def log(message: str) -> None:
+    print(f"download: {message}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class Fetched:
+    """What a transfer produced: the .part file's sha256 and what the server said about it."""
+
+    sha256: str
+    resumed_from: int = 0  # byte offset the final, successful transfer started at
+    etag: str | None = None
+    last_modified: str | None = None
 
 
 def download(
@@ -48,7 +80,7 @@ def download(
     backoff: float = 1.0,
     timeout: float = 30.0,
     progress: bool = True,
-) -> dict:
+) -> dict[str, Any]:
     """Download ``url_or_path`` to ``output``; return a manifest dict.
 
     ``resumed_from`` is the byte offset the final, successful transfer started at:
@@ -58,29 +90,48 @@ def download(
     if sha256 is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", sha256.strip()):
         # Caught before the transfer, not after hours of it.
         raise DownloadError(f"{output}: expected sha256 {sha256!r} is not 64 hex digits")
-    output.parent.mkdir(parents=True, exist_ok=True)
     part = output.with_name(output.name + ".part")
     start = time.monotonic()
-    scheme = urlsplit(url_or_path).scheme.lower()
-    if scheme in ("http", "https"):
-        digest, resumed_from = _fetch_http(
-            url_or_path, part, size, retries, backoff, timeout, progress
-        )
-    elif scheme in ("", "file") or len(scheme) == 1:  # 1 letter: a Windows drive, C:\...
-        digest, resumed_from = _copy_local(_local_path(url_or_path), part, progress)
-    else:
-        raise DownloadError(f"{url_or_path}: unsupported URL scheme {scheme!r}")
-    nbytes = part.stat().st_size
-    _check(url_or_path, output, part, nbytes, digest, size, sha256)
-    os.replace(part, output)
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        got = _fetch_any(url_or_path, part, size, retries, backoff, timeout, progress)
+        nbytes = part.stat().st_size
+        _check(url_or_path, output, part, nbytes, got.sha256, size, sha256)
+        os.replace(part, output)
+    except OSError as e:  # unwritable folder, output is a directory, disk full, ...
+        raise DownloadError(f"{output}: {e.strerror or e} (from {url_or_path})") from e
+    _state_file(part).unlink(missing_ok=True)
     return {
         "source": url_or_path,
         "output": str(output),
         "bytes": nbytes,
-        "sha256": digest,
+        "sha256": got.sha256,
+        "etag": got.etag,
+        "last_modified": got.last_modified,
+        "fetched_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "seconds": round(time.monotonic() - start, 3),
-        "resumed_from": resumed_from,
+        "resumed_from": got.resumed_from,
     }
+
+
+def _fetch_any(
+    url_or_path: str,
+    part: Path,
+    size: int | None,
+    retries: int,
+    backoff: float,
+    timeout: float,
+    progress: bool,
+) -> Fetched:
+    try:
+        scheme = urlsplit(url_or_path).scheme.lower()
+    except ValueError as e:  # e.g. "Invalid IPv6 URL"
+        raise DownloadError(f"{url_or_path}: not a valid URL: {e}") from e
+    if scheme in ("http", "https"):
+        return _fetch_http(url_or_path, part, size, retries, backoff, timeout, progress)
+    if scheme in ("", "file") or len(scheme) == 1:  # 1 letter: a Windows drive, C:\...
+        return _copy_local(_local_path(url_or_path), part, progress)
+    raise DownloadError(f"{url_or_path}: unsupported URL scheme {scheme!r}")
 
 
 def _check(
@@ -94,13 +145,13 @@ def _check(
 ) -> None:
     """Delete the .part file and fail if it is not the file we were promised."""
     if size is not None and nbytes != size:
-        part.unlink(missing_ok=True)
+        _forget_part(part)
         raise DownloadError(
             f"{output}: size mismatch (from {source}): expected {size} bytes, got {nbytes}"
         )
     want = None if sha256 is None else sha256.strip().lower()
     if want is not None and digest != want:
-        part.unlink(missing_ok=True)
+        _forget_part(part)
         raise DownloadError(
             f"{output}: sha256 mismatch (from {source}): expected {want}, got {digest}"
         )
@@ -126,6 +177,91 @@ def _sync(f: BinaryIO) -> None:
     os.fsync(f.fileno())
 
 
+def _hash_file(path: Path) -> tuple[Any, int]:
+    """sha256 state and length of ``path`` (nothing if it is missing)."""
+    h, n = hashlib.sha256(), 0
+    if path.exists():
+        with open(path, "rb") as f:
+            while chunk := f.read(CHUNK):
+                h.update(chunk)
+                n += len(chunk)
+    return h, n
+
+
+# --- manifest ------------------------------------------------------------------------
+
+
+def fetch(
+    url_or_path: str, output: Path, *, manifest: Path | None = None, **kwargs: Any
+) -> tuple[dict[str, Any], bool]:
+    """``download`` plus a JSON manifest; return (manifest, whether anything was fetched).
+
+    An output that its manifest describes (same source, expected size and sha256 if given)
+    is checked, not fetched again: a size or sha256 that differs from the manifest is an
+    error, never silently trusted.
+    """
+    output = Path(output)
+    if manifest is None:
+        return download(url_or_path, output, **kwargs), True
+    manifest = Path(manifest)
+    if output.exists() and manifest.exists():
+        recorded = _read_manifest(manifest)
+        if _describes(recorded, url_or_path, kwargs.get("sha256"), kwargs.get("size"), manifest):
+            verify(output, recorded, manifest)
+            return recorded, False
+    # The old manifest goes first: a job killed after the new output is in place must not
+    # leave a manifest that describes the old file.
+    manifest.unlink(missing_ok=True)
+    recorded = download(url_or_path, output, **kwargs)
+    try:
+        write_json(manifest, recorded)
+    except OSError as e:
+        raise DownloadError(f"{manifest}: cannot write the manifest: {e.strerror or e}") from e
+    return recorded, True
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise DownloadError(f"{path}: unreadable manifest ({type(e).__name__}): remove it") from e
+    if not isinstance(data, dict) or not isinstance(data.get("bytes"), int) or not data.get("sha256"):
+        raise DownloadError(f"{path}: not a download manifest (no bytes or sha256): remove it")
+    return data
+
+
+def _describes(
+    recorded: dict[str, Any], source: str, sha256: str | None, size: int | None, manifest: Path
+) -> bool:
+    """Whether the manifest is of the file now asked for (else it is fetched again)."""
+    if recorded.get("source") != source:
+        log(f"{manifest} is of {recorded.get('source')}, now asked for {source}: fetching again")
+        return False
+    if sha256 is not None and sha256.strip().lower() != recorded["sha256"]:
+        log(f"{manifest} records sha256 {recorded['sha256']}, now asked for {sha256}: fetching again")
+        return False
+    if size is not None and size != recorded["bytes"]:
+        log(f"{manifest} records {recorded['bytes']} bytes, now asked for {size}: fetching again")
+        return False
+    return True
+
+
+def verify(output: Path, recorded: dict[str, Any], manifest: Path) -> None:
+    """Fail unless ``output`` has the size and sha256 its manifest records."""
+    nbytes = output.stat().st_size
+    if nbytes != recorded["bytes"]:
+        raise DownloadError(
+            f"{output}: {nbytes} bytes, but its manifest {manifest} records {recorded['bytes']}"
+            " (changed since it was downloaded? remove both to download again)"
+        )
+    digest = _hash_file(output)[0].hexdigest()
+    if digest != recorded["sha256"]:
+        raise DownloadError(
+            f"{output}: sha256 {digest}, but its manifest {manifest} records {recorded['sha256']}"
+            " (changed since it was downloaded? remove both to download again)"
+        )
+
+
 # --- local files -------------------------------------------------------------------
 
 
@@ -138,7 +274,7 @@ def _local_path(url_or_path: str) -> Path:
     return Path(url2pathname(unquote(parts.path)))
 
 
-def _copy_local(src: Path, part: Path, progress: bool) -> tuple[str, int]:
+def _copy_local(src: Path, part: Path, progress: bool) -> Fetched:
     if not src.is_file():
         raise DownloadError(f"{src}: no such file")
     h = hashlib.sha256()
@@ -153,21 +289,72 @@ def _copy_local(src: Path, part: Path, progress: bool) -> tuple[str, int]:
     except OSError as e:
         part.unlink(missing_ok=True)
         raise DownloadError(f"{src}: copy to {part} failed: {e}") from e
-    return h.hexdigest(), 0
+    return Fetched(h.hexdigest())
 
 
-# --- HTTP ---------------------------------------------------------------------------
+# --- HTTP: what is kept next to the .part file --------------------------------------
 
 
-def _hash_file(path: Path) -> tuple[hashlib._Hash, int]:
-    """sha256 state and length of what an earlier attempt or run left in ``path``."""
-    h, n = hashlib.sha256(), 0
-    if path.exists():
-        with open(path, "rb") as f:
-            while chunk := f.read(CHUNK):
-                h.update(chunk)
-                n += len(chunk)
-    return h, n
+@dataclass
+class PartState:
+    """What ``<output>.part.json`` keeps, so that a later run resumes only the same file."""
+
+    url: str
+    validator: str  # the If-Range value: the strong ETag, else Last-Modified
+    etag: str | None
+    last_modified: str | None
+    bytes: int = 0  # what the .part file held when this was last written
+
+
+def _state_file(part: Path) -> Path:
+    return part.with_name(part.name + ".json")
+
+
+def _load_state(part: Path, url: str) -> PartState | None:
+    """The kept validator of ``part``, if it was started from ``url``."""
+    try:
+        data = json.loads(_state_file(part).read_text(encoding="utf-8"))
+        state = PartState(**data)
+    except (OSError, ValueError, TypeError):  # missing, half-written or another format
+        return None
+    return state if state.url == url and state.validator else None
+
+
+def _save_state(part: Path, state: PartState, nbytes: int) -> None:
+    state.bytes = nbytes
+    write_json(_state_file(part), asdict(state))
+
+
+def _forget_part(part: Path) -> None:
+    part.unlink(missing_ok=True)
+    _state_file(part).unlink(missing_ok=True)
+
+
+def _validators(r: requests.Response) -> tuple[str | None, str | None]:
+    """(strong ETag, Last-Modified) of a response; a weak ETag cannot serve for If-Range."""
+    etag = r.headers.get("ETag")
+    strong = etag if etag and not etag.startswith("W/") else None
+    return strong, r.headers.get("Last-Modified")
+
+
+def _new_state(url: str, r: requests.Response) -> PartState | None:
+    etag, modified = _validators(r)
+    validator = etag or modified
+    return PartState(url, validator, etag, modified) if validator else None
+
+
+def _same_file(state: PartState, r: requests.Response) -> bool:
+    """Whether a 206 answer's validators agree with the kept ones (for servers that ignore
+    If-Range: a changed ETag or date then still shows)."""
+    etag, modified = _validators(r)
+    if state.etag and etag:
+        return etag == state.etag
+    if state.last_modified and modified:
+        return modified == state.last_modified
+    return True
+
+
+# --- HTTP: the transfer -------------------------------------------------------------
 
 
 def _content_range(value: str | None) -> tuple[int | None, int | None]:
@@ -189,30 +376,126 @@ def _int_header(value: str | None) -> int | None:
         return None
 
 
-def _plan(r: requests.Response, url: str, offset: int, part: Path) -> tuple[int, int | None]:
-    """Judge a response: return (first byte it carries, total file size if known).
+class _Transfer:
+    """Fills ``part`` from ``url`` over several attempts (and runs)."""
 
-    Raises DownloadError for answers no retry can fix and _Retry for the others.
-    """
-    code = f"HTTP {r.status_code} {r.reason}"
-    if r.status_code == 416 and offset:
-        _, total = _content_range(r.headers.get("Content-Range"))
-        if total == offset:  # the .part file already holds the whole file
-            return offset, total
-        part.unlink(missing_ok=True)  # not a prefix of the file the server has
-        raise _Retry(f"{code} for bytes={offset}- (server size {total}); restarting")
-    if r.status_code >= 500 or r.status_code in RETRYABLE_4XX:
-        raise _Retry(code)
-    if r.status_code != 200 and r.status_code != 206:
-        raise DownloadError(f"{url}: {code}")
-    if r.status_code == 200:
-        # The server ignored the Range (or If-Range saw a changed file): start over.
-        return 0, _int_header(r.headers.get("Content-Length"))
-    first, total = _content_range(r.headers.get("Content-Range"))
-    if first != offset:
-        part.unlink(missing_ok=True)
-        raise _Retry(f"asked for bytes={offset}- but got Content-Range start {first}")
-    return offset, total
+    def __init__(self, url: str, part: Path, size: int | None, progress: bool) -> None:
+        self.url, self.part, self.size, self.progress = url, part, size, progress
+        self.state = _load_state(part, url)
+        # Invariant between attempts: h is the sha256 of the first ``hashed`` bytes of part.
+        self.h, self.hashed = hashlib.sha256(), 0
+
+    def restart(self, why: str | None) -> None:
+        if why:
+            log(why)
+        _forget_part(self.part)
+        self.state = None
+        self.h, self.hashed = hashlib.sha256(), 0
+
+    def offset(self) -> int:
+        """Where the next request starts: the end of a .part file that may be resumed, else 0."""
+        n = self.part.stat().st_size if self.part.exists() else 0
+        if n and self.state is None:
+            self.restart(
+                f"{self.part}: no ETag or Last-Modified kept for it, so it cannot be checked"
+                " against the server's file: starting over"
+            )
+            return 0
+        if self.size is not None and n > self.size:
+            self.restart(f"{self.part} is longer than the expected {self.size} bytes: starting over")
+            return 0
+        if n != self.hashed:
+            self.h, self.hashed = _hash_file(self.part)
+        return n
+
+    def headers(self, offset: int) -> dict[str, str]:
+        # identity: lengths and Range offsets then count stored bytes, not gzip bytes.
+        headers = {"Accept-Encoding": "identity"}
+        if offset and self.state is not None:
+            headers["Range"] = f"bytes={offset}-"
+            headers["If-Range"] = self.state.validator  # never a bare Range: no splice
+        return headers
+
+    def plan(self, r: requests.Response, offset: int) -> tuple[int, int | None]:
+        """Judge a response: return (first byte it carries, total file size if known).
+
+        Raises DownloadError for answers no retry can fix and _Retry for the others.
+        """
+        code = f"HTTP {r.status_code} {r.reason}"
+        if r.status_code == 416 and offset:
+            _, total = _content_range(r.headers.get("Content-Range"))
+            if total == offset:  # the .part file already holds the whole file
+                return offset, total
+            self.restart(None)  # not a prefix of the file the server has
+            raise _Retry(f"{code} for bytes={offset}- (server size {total}); restarting")
+        if r.status_code >= 500 or r.status_code in RETRYABLE_4XX:
+            raise _Retry(code)
+        if r.status_code not in (200, 206):
+            raise DownloadError(f"{self.url}: {code}")
+        if r.status_code == 200:
+            if offset:
+                self.restart(
+                    f"{self.url} changed since {self.part} was started (the server sent the whole"
+                    f" file to If-Range {self.state.validator if self.state else None}):"
+                    " starting over"
+                )
+            return 0, _int_header(r.headers.get("Content-Length"))
+        first, total = _content_range(r.headers.get("Content-Range"))
+        if not offset and first == 0:  # a capped first answer (a CDN): a fresh start all the same
+            return 0, total
+        if not offset or self.state is None or not _same_file(self.state, r):
+            self.restart(f"{self.url}: the server sent part of another file: starting over")
+            raise _Retry("206 answer with other validators; restarting")
+        if first != offset:
+            self.restart(None)
+            raise _Retry(f"asked for bytes={offset}- but got Content-Range start {first}")
+        return offset, total
+
+    def receive(self, r: requests.Response, offset: int) -> Fetched:
+        first, total = self.plan(r, offset)
+        if r.status_code == 416:  # plan found the .part file already complete
+            return self._fetched(offset)
+        if self.size is not None and total is not None and total != self.size:
+            raise DownloadError(f"{self.url}: server reports {total} bytes, expected {self.size}")
+        if first == 0:
+            self._start(r)
+        with (
+            open(self.part, "ab" if first else "wb") as f,
+            _progress_bar(self.part.name, total, first, self.progress) as bar,
+        ):
+            try:
+                for chunk in r.iter_content(CHUNK):
+                    f.write(chunk)
+                    self.h.update(chunk)
+                    self.hashed += len(chunk)
+                    bar.update(len(chunk))
+            finally:
+                _sync(f)  # keep what arrived: the next attempt resumes from it
+                if self.state is not None:
+                    _save_state(self.part, self.state, self.hashed)
+        encoded = r.headers.get("Content-Encoding", "identity") != "identity"
+        if total is not None and not encoded and self.hashed < total:
+            raise _Retry(f"body ended after {self.hashed} of {total} bytes")
+        return self._fetched(first)
+
+    def _start(self, r: requests.Response) -> None:
+        """A transfer from byte 0: keep this answer's validator before any byte is written."""
+        self.h, self.hashed = hashlib.sha256(), 0
+        self.state = _new_state(self.url, r)
+        if self.state is None:
+            _state_file(self.part).unlink(missing_ok=True)
+            log(f"{self.url} sends no ETag or Last-Modified: an interrupted transfer starts over")
+        else:
+            _save_state(self.part, self.state, 0)
+
+    def _fetched(self, first: int) -> Fetched:
+        state = self.state
+        return Fetched(
+            self.h.hexdigest(),
+            first,
+            state.etag if state else None,
+            state.last_modified if state else None,
+        )
 
 
 def _fetch_http(
@@ -223,66 +506,37 @@ def _fetch_http(
     backoff: float,
     timeout: float,
     progress: bool,
-) -> tuple[str, int]:
-    """Fill ``part`` from ``url``; return (sha256 hex, offset of the final transfer)."""
-    # Invariant between attempts: h is the sha256 of the first ``hashed`` bytes of part.
-    h, hashed = hashlib.sha256(), 0
-    validator: str | None = None  # ETag/Last-Modified, so a changed file is never spliced
+) -> Fetched:
+    """Fill ``part`` from ``url``, retrying transient failures with backoff."""
+    transfer = _Transfer(url, part, size, progress)
     failures = 0
-    # identity: lengths and Range offsets then count stored bytes, not gzip bytes.
-    base_headers = {"Accept-Encoding": "identity"}
     with requests.Session() as session:
         while True:
-            offset = part.stat().st_size if part.exists() else 0
-            if size is not None and offset > size:
-                part.unlink()  # longer than the wanted file: cannot be a prefix of it
-                offset = 0
-            if offset != hashed:
-                h, hashed = _hash_file(part)
-            headers = dict(base_headers)
-            if offset:
-                headers["Range"] = f"bytes={offset}-"
-                if validator:
-                    headers["If-Range"] = validator
+            offset = transfer.offset()
             try:
                 with session.get(
-                    url, headers=headers, stream=True, timeout=(timeout, timeout)
+                    url, headers=transfer.headers(offset), stream=True, timeout=(timeout, timeout)
                 ) as r:
-                    first, total = _plan(r, url, offset, part)
-                    if r.status_code == 416:  # _plan found the .part file already complete
-                        return h.hexdigest(), offset
-                    if size is not None and total is not None and total != size:
-                        raise DownloadError(f"{url}: server reports {total} bytes, expected {size}")
-                    if first == 0:
-                        h, hashed = hashlib.sha256(), 0
-                    etag = r.headers.get("ETag")
-                    strong = etag if etag and not etag.startswith("W/") else None
-                    validator = strong or r.headers.get("Last-Modified") or validator
-                    with (
-                        open(part, "ab" if first else "wb") as f,
-                        _progress_bar(part.name, total, first, progress) as bar,
-                    ):
-                        try:
-                            for chunk in r.iter_content(CHUNK):
-                                f.write(chunk)
-                                h.update(chunk)
-                                hashed += len(chunk)
-                                bar.update(len(chunk))
-                        finally:
-                            _sync(f)  # keep what arrived: the next attempt resumes from it
-                    encoded = r.headers.get("Content-Encoding", "identity") != "identity"
-                    if total is not None and not encoded and hashed < total:
-                        raise _Retry(f"body ended after {hashed} of {total} bytes")
-                    return h.hexdigest(), first
+                    return transfer.receive(r, offset)
             except (_Retry, *RETRYABLE_ERRORS) as e:
                 reason = str(e) if isinstance(e, _Retry) else f"{type(e).__name__}: {e}"
             except requests.RequestException as e:  # bad URL and the like: retrying won't help
                 raise DownloadError(f"{url}: {type(e).__name__}: {e}") from e
             now = part.stat().st_size if part.exists() else 0
-            # An attempt that moved the file forward resets the budget, so flaky links finish.
-            failures = 0 if now > offset else failures + 1
+            # An attempt that moved a resumable file forward resets the budget, so flaky links
+            # finish; without a validator nothing is resumed, so nothing counts as progress.
+            progressed = transfer.state is not None and now > offset
+            failures = 0 if progressed else failures + 1
             if failures > retries:
-                kept = f"; {now} bytes kept in {part} for a later resume" if now else ""
-                raise DownloadError(f"{url}: giving up after {retries} retries: {reason}{kept}")
+                raise DownloadError(f"{url}: giving up after {retries} retries: {reason}"
+                                    + _kept(transfer, now))
             if failures:
                 time.sleep(min(backoff * 2 ** (failures - 1), MAX_SLEEP))
+
+
+def _kept(transfer: _Transfer, nbytes: int) -> str:
+    """The end of the giving-up message: what a later run can resume, if anything."""
+    if nbytes and transfer.state is not None:
+        return f"; {nbytes} bytes kept in {transfer.part} for a later resume"
+    transfer.restart(None)  # without a validator a later run could not use it
+    return ""
