@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """onmt_train with this project's fixes applied (vicuna.onmt_fixes), the GPUs the job got,
 Adam where FusedAdam's Apex is missing, and resumption: a run that was killed goes on from
-its newest complete step checkpoint.
+its newest complete step checkpoint, if the config and every file it names are unchanged
+(vicuna.resume).
 
     python scripts/train.py -config replicate_vicuna.yaml [other onmt_train options]
 """
@@ -18,27 +19,13 @@ import yaml
 from vicuna import onmt_fixes, resume, training
 
 
-def resume_args(config_file: str, cfg: dict) -> tuple[list[str], Path | None]:
-    save_model = cfg["save_model"]
-    resume.forget_if_config_changed(config_file, save_model)
-    found = resume.newest_complete(save_model)
-    if found is None:
-        return [], None
-    step, lora = found
-    if step >= cfg["train_steps"]:
-        return [], None  # finished: train again from the start, as asked
-    joined = Path(f"{save_model}_resume.pt")
-    resume.resume_checkpoint(cfg["train_from"], lora, joined)
-    print(f"resume: resuming from step {step} ({save_model}_step_{step}.pt)", flush=True)
-    # keep_states: this config's options, the checkpoint's optimizer state and step.
-    return ["-train_from", str(joined), "-reset_optim", "keep_states"], joined
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("-config", required=True)
     p.add_argument("-no_resume", action="store_true", help="always start from step 0")
     a, rest = p.parse_known_args()
+    if not Path(a.config).is_file():
+        sys.exit(f"error: {a.config}: no such file (the finetuning config)")
     with open(a.config, encoding="utf-8") as f:
         cfg = yaml.safe_load(f)
 
@@ -48,7 +35,7 @@ def main() -> None:
     extra = training.gpu_args(torch.cuda.device_count()) + training.optim_args(cfg)
     joined = None
     if not a.no_resume and "-n_sample" not in rest:
-        more, joined = resume_args(a.config, cfg)
+        more, joined = resume.resume_args(a.config, cfg)
         extra += more
     sys.argv = ["onmt_train", "-config", a.config, *extra, *rest]
     onmt_train()
