@@ -11,6 +11,10 @@ rule convert_llama:
         checkpoint=BASE_CHECKPOINT,
     params:
         model_dir=lambda w, input: Path(input.model[0]).parent,
+    resources:
+        mem_mb=mem_mb("convert_llama"),
+        runtime=runtime_min(),
+        disk_mb=lambda w, input: math.ceil(model_mb(input.model)),
     log:
         "logs/convert_llama.log",
     benchmark:
@@ -28,6 +32,9 @@ rule extract_vocabulary:
         checkpoint=rules.convert_llama.output.checkpoint,
     output:
         vocab="vocab.txt",
+    resources:
+        mem_mb=mem_mb("extract_vocabulary", "checkpoint"),
+        runtime=runtime_min("checkpoint"),
     log:
         "logs/extract_vocabulary.log",
     conda:

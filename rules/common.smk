@@ -1,5 +1,6 @@
 # Config validation (before any job starts) and the paths every stage agrees on.
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -97,3 +98,63 @@ def check_config():
 
 
 check_config()
+
+
+# --- Job sizes -----------------------------------------------------------------------------------
+# Peak resident memory of a job that loads a model = a x (size of that checkpoint on disk) + b,
+# fitted per rule by benchmarks/job_memory.py on 7B-shaped checkpoints (BENCHMARKS.md), with
+# MARGIN on top; each retry (the profile's `retries`) after an out-of-memory kill asks for half as
+# much again. Before the checkpoint exists (a dry run, a job further down the graph) the base
+# model's files stand in: every checkpoint of the workflow is the base's size or less.
+MEMORY_FIT = {  # rule -> (a, b in MB)
+    "convert_llama": (1.2, 400),
+    "extract_vocabulary": (1.1, 400),
+    "finetune": (2.2, 900),
+    "merge_lora": (1.6, 400),
+    "release_ct2": (1.9, 400),
+    "simple_inference_py": (2.4, 600),
+    "simple_inference_ct2": (1.1, 300),
+    "evaluate": (2.4, 600),
+}
+MARGIN = 1.25
+SECONDS_PER_GB = 60  # reading, converting and writing a checkpoint: 9 s/GB measured, a slow disk
+
+
+def files_mb(paths):
+    """Size in MB of the files, directories (recursively) and globs that exist among `paths`."""
+    total = 0
+    for path in map(Path, [paths] if isinstance(paths, str) else paths):
+        if path.is_dir():
+            total += sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+        elif path.is_file():
+            total += path.stat().st_size
+    return total / 2**20
+
+
+def model_mb(paths):
+    """The checkpoint a job loads, in MB; the base model's size while it does not exist yet."""
+    return files_mb(paths) or files_mb(base_model_files())
+
+
+def mem_mb(rule, key="model"):
+    """A resource callable: the job's memory from the size of its input `key` (`rule` may
+    name wildcards: "simple_inference_{mode}")."""
+    def mem(wildcards, input, attempt):
+        a, b = MEMORY_FIT[rule.format(**wildcards)]
+        return math.ceil((a * model_mb(input[key]) + b) * MARGIN * (1 + (attempt - 1) / 2))
+
+    return mem
+
+
+def runtime_min(key="model", minutes=10):
+    """A resource callable: minutes for a job that reads and writes one checkpoint."""
+
+    def runtime(wildcards, input, attempt):
+        return math.ceil((minutes + model_mb(input[key]) / 1024 * SECONDS_PER_GB / 60) * attempt)
+
+    return runtime
+
+
+def gpus(device):
+    """One GPU for a job whose configured device is `cuda`, none otherwise."""
+    return 1 if device == "cuda" else 0

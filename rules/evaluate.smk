@@ -3,6 +3,9 @@
 
 # The validation corpus and the held-out corpora, each scored for base and finetuned.
 EVAL_CORPORA = ({"valid": "valid"} if VALID else {}) | dict(sorted(HELDOUT.items()))
+# Models are loaded only for held-out losses and for the base's answers to referenced prompts;
+# without either, `evaluate` compares the two modes' predictions and needs neither memory nor GPU.
+EVAL_LOADS_MODELS = bool(EVAL_CORPORA) or "references" in config["inference"]
 
 
 # outputs/eval.json and outputs/eval.tsv: held-out loss per corpus, exact match, py/ct2 agreement.
@@ -24,6 +27,11 @@ rule evaluate:
         heldout=" ".join(f"--heldout {name} {corpus_path(source)}"
                          for name, source in EVAL_CORPORA.items()),
         references=lambda w, input: f"--references {input.references}" if input.references else "",
+        device=config["inference"]["device"],
+        precision=config["inference"]["precision"],
+    resources:
+        mem_mb=mem_mb("evaluate", "finetuned") if EVAL_LOADS_MODELS else 1000,
+        gpu=gpus(config["inference"]["device"]) if EVAL_LOADS_MODELS else 0,
     log:
         "logs/evaluate.log",
     benchmark:
@@ -35,6 +43,7 @@ rule evaluate:
         " --tokenizer_model {input.tokenizer} {params.heldout} --prompts {input.prompts}"
         " {params.references} --predictions_py {input.predictions[0]}"
         " --predictions_ct2 {input.predictions[1]} --translate_opts_py {input.options}"
+        " --device {params.device} --precision {params.precision}"
         " --json {output.json} --table {output.table} --html {output.html} > {log} 2>&1"
 
 

@@ -32,10 +32,21 @@ rule finetune_config:
         " --train_json {params.train:q} --output {output.config} > {log} 2>&1"
 
 
+# Every file the finetuning config names, but the base checkpoint (read by `finetune` only).
+FINETUNE_DATA = [
+    *rules.finetune_config.input.corpora,
+    *rules.finetune_config.input.valid,
+    rules.finetune_config.input.vocab,
+    rules.finetune_config.input.tokenizer,
+]
+
+
 # The first examples of each corpus as the model sees them (tokens, after the transforms).
 rule finetune_samples:
     input:
         config=rules.finetune_config.output.config,
+        # what the config names: a change of content anywhere reruns the step
+        data=FINETUNE_DATA,
     output:
         samples=directory(f"{FINETUNED}/samples"),
     params:
@@ -53,9 +64,15 @@ rule finetune_samples:
 rule finetune:
     input:
         config=rules.finetune_config.output.config,
+        # what the config names: a change of content anywhere retrains
+        data=FINETUNE_DATA,
+        base=rules.finetune_config.input.checkpoint,
     output:
         checkpoint=f"{STEP_CHECKPOINT}.pt",
         tensorboard=directory(f"{FINETUNED}/logs"),
+    resources:
+        mem_mb=mem_mb("finetune", "base"),
+        gpu=1,  # the training rule runs on a GPU node (on the tiny default it trains on its CPUs)
     log:
         "logs/finetune.log",
     benchmark:

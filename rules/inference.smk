@@ -32,11 +32,15 @@ rule simple_inference:
         examples=config["inference"]["input_examples"],
         options=rules.translate_opts.output.options,
         model=lambda w: MODE_MODEL[w.mode],
+        tokenizer=config["base"]["tokenizer_model"],
     output:
         predictions=report("outputs/predictions_{mode}.txt", category="Predictions"),
         scores="outputs/predictions_{mode}.json",
     wildcard_constraints:
         mode=one_of(MODES),
+    resources:
+        mem_mb=mem_mb("simple_inference_{mode}"),
+        gpu=gpus(config["inference"]["device"]),
     log:
         "logs/simple_inference_{mode}.log",
     benchmark:

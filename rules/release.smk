@@ -8,6 +8,10 @@ rule merge_lora:
         lora=rules.finetune.output.checkpoint,
     output:
         checkpoint=f"{STEP_CHECKPOINT}.concat.pt",
+    resources:
+        mem_mb=mem_mb("merge_lora", "base"),
+        runtime=runtime_min("base"),
+        disk_mb=lambda w, input: math.ceil(model_mb(input.base)),
     log:
         "logs/merge_lora.log",
     benchmark:
@@ -27,6 +31,10 @@ rule release_ct2:
         model=directory(f"{STEP_CHECKPOINT}.concat_CT2"),
     params:
         quantization=config["release"]["quantization"],
+    resources:
+        mem_mb=mem_mb("release_ct2", "checkpoint"),
+        runtime=runtime_min("checkpoint"),
+        disk_mb=lambda w, input: math.ceil(model_mb(input.checkpoint)),
     log:
         "logs/release_ct2.log",
     benchmark:

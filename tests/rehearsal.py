@@ -1,0 +1,125 @@
+"""The 7B run rehearsed on this CPU: configs/llama7b-vicuna.yaml as users run it, plus one
+override file that only shrinks it. Used by tests/test_rehearsal.py (through the SLURM profile)
+and benchmarks/job_memory.py (locally, on bases of several sizes).
+
+What the override changes, and nothing else: where the two corpora are downloaded from (small
+files in the tutorial's flattened format, served over HTTP on 127.0.0.1, checksums given), the
+training's size and device (a few steps, float32 on the CPU: there is no GPU here), and the
+inference device and length. The base is a 7B-shaped LLaMA (dim 4096, 32 heads, FFN 11008, the
+real 32,000-piece tokenizer) with fewer layers and random weights, in llama/7B/ as the README
+says, so `base` is the 7B config's own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from vicuna import prompt, random_base, synthetic
+
+REPO = Path(__file__).resolve().parents[1]
+LLAMA_TOKENIZER = REPO.parent / "shared" / "fixtures" / "llama-tokenizer" / "tokenizer.model"
+CONFIG = "configs/llama7b-vicuna.yaml"
+OVERRIDE = "rehearsal.yaml"
+
+# The shrinking, as YAML; {alpaca} and {sharegpt} are filled with each corpus's url and sha256.
+OVERRIDE_TEXT = """\
+# Shrinks configs/llama7b-vicuna.yaml to rehearse it on a CPU: the 7B-shaped base in llama/7B
+# has fewer layers; the corpora are small copies served on 127.0.0.1.
+data:
+  corpora:
+    alpaca_clean: {alpaca}
+    sharegpt: {sharegpt}
+train:
+  precision: fp32           # no GPU: fp16 training needs one
+  optim: adam
+  batch_size: 256
+  valid_batch_size: 256
+  accum_count: 1
+  bucket_size: 64
+  num_workers: 0
+  warmup_steps: 1
+  train_steps: 4
+  save_checkpoint_steps: 2
+  valid_steps: 4
+  report_every: 1
+inference:
+  device: cpu
+  precision: fp32
+  cpu_threads: 2
+  max_length: 8
+"""
+
+
+def clone(dest: Path) -> Path:
+    """The project's files (tracked, and new ones git does not ignore) copied to `dest`, as a
+    fresh clone has them; mtimes kept."""
+    files = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+        capture_output=True, check=True).stdout.decode().split("\0")
+    for name in filter(None, files):
+        src = REPO / name
+        if src.is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / name)
+    return dest
+
+
+def flattened_corpora(out: Path, n: int = 24) -> dict[str, Path]:
+    """alpaca_clean.txt and sharegpt.txt in the tutorial's format (one example a line,
+    newlines as ｟newline｠), short enough for a few training steps."""
+    sets = synthetic.generate(seed=11, n_alpaca=n, n_sharegpt=n, n_heldout=1, n_pretrain=1)
+    alpaca = [prompt.to_line(prompt.alpaca(**r)) for r in sets["alpaca"]]
+    sharegpt = []
+    for record in sets["sharegpt"]:
+        turns = [t["value"] for t in record["conversations"]]
+        sharegpt.append(prompt.to_line(prompt.conversation(list(zip(turns[::2], turns[1::2],
+                                                                     strict=True)))))
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"alpaca_clean": out / "alpaca_clean.txt", "sharegpt": out / "sharegpt.txt"}
+    for name, lines in (("alpaca_clean", alpaca), ("sharegpt", sharegpt)):
+        paths[name].write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return paths
+
+
+class QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@contextmanager
+def serve(directory: Path) -> Iterator[str]:
+    """An HTTP server for `directory` on 127.0.0.1 (a free port); yields its base URL."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(QuietHandler, directory=str(directory)))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def override(base_url: str, corpora: dict[str, Path]) -> str:
+    def source(name: str) -> str:
+        sha = hashlib.sha256(corpora[name].read_bytes()).hexdigest()
+        return f'{{url: "{base_url}/{corpora[name].name}", sha256: "{sha}"}}'
+
+    return OVERRIDE_TEXT.format(alpaca=source("alpaca_clean"), sharegpt=source("sharegpt"))
+
+
+def prepare(workdir: Path, base_url: str, corpora: dict[str, Path], n_layers: int = 1) -> int:
+    """A clone in `workdir` holding the 7B-shaped base in llama/ and the override file; returns
+    the base checkpoint's size in bytes."""
+    clone(workdir)
+    size = random_base.write_random(workdir / "llama" / "7B", "7B", n_layers=n_layers)
+    shutil.copy(LLAMA_TOKENIZER, workdir / "llama" / "tokenizer.model")
+    (workdir / OVERRIDE).write_text(override(base_url, corpora))
+    return size
