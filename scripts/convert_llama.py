@@ -2,7 +2,11 @@
 """Convert a LLaMA checkpoint and its tokenizer.model to an OpenNMT-py checkpoint (the tutorial's
 tools/convert_llama.py flags). --model_dir holds either Meta's layout (params.json +
 consolidated.NN.pth, 1 to 8 shards) or Hugging Face's (config.json + model*.safetensors or
-pytorch_model*.bin, sharded with an *.index.json): the config file tells which."""
+pytorch_model*.bin, sharded with an *.index.json): the config file tells which.
+
+An existing --output is replaced only with --force, and only if it is a file (or an empty
+directory): a directory with files in it is refused even with --force, since a checkpoint is
+one file and replacing a directory by it would delete data this tool never made."""
 
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ from pathlib import Path
 import torch
 
 from vicuna.convert import convert, nbytes
-from vicuna.files import atomic_path
+from vicuna.files import atomic_path, torch_zip
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -24,14 +28,18 @@ def main(argv: list[str] | None = None) -> None:
                    help="checkpoint directory, Meta's or Hugging Face's layout")
     p.add_argument("--tokenizer_model", type=Path, required=True, help="sentencepiece model")
     p.add_argument("--output", type=Path, required=True, help="OpenNMT-py checkpoint to write")
-    p.add_argument("--force", action="store_true", help="overwrite an existing output")
+    p.add_argument("--force", action="store_true",
+                   help="overwrite an existing output file (never a directory with files in it)")
     a = p.parse_args(argv)
-    if a.output.exists() and not a.force:
-        sys.exit(f"error: {a.output} exists (pass --force to overwrite)")
     start = time.monotonic()
     try:
+        if a.output.is_dir() and any(a.output.iterdir()):
+            raise FileExistsError(f"{a.output}: is a directory with files in it, not replaced "
+                                  f"even with --force: choose a file name for --output")
+        if a.output.exists() and not a.force:
+            raise FileExistsError(f"{a.output} exists (pass --force to overwrite)")
         checkpoint = convert(a.model_dir, a.tokenizer_model)
-        with atomic_path(a.output) as tmp:
+        with atomic_path(a.output, force=a.force, own=torch_zip) as tmp:
             torch.save(checkpoint, tmp)
     except (OSError, ValueError, pickle.UnpicklingError) as e:
         sys.exit("error: " + " ".join(str(e).split()))

@@ -7,10 +7,11 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import sys
 from pathlib import Path
 
 from vicuna import data_report, tokenizer
-from vicuna.files import atomic_path, write_text
+from vicuna.files import atomic_path, check_output, png_file, require_file, text_file, write_text
 
 
 def main() -> None:
@@ -22,8 +23,20 @@ def main() -> None:
     p.add_argument("--seq_length", type=int, required=True)
     p.add_argument("--stats", type=Path, required=True)
     p.add_argument("--histogram", type=Path, required=True)
+    p.add_argument("--force", action="store_true",
+                   help="replace outputs of another kind (a directory, another file)")
     a = p.parse_args()
+    try:
+        write_report(a)
+    except (OSError, ValueError) as e:
+        sys.exit(f"error: {e}")
 
+
+def write_report(a: argparse.Namespace) -> None:
+    check_output(a.stats, force=a.force, own=text_file)
+    check_output(a.histogram, force=a.force, own=png_file)
+    for path in [*(text for _, text in a.corpus), *a.reports]:
+        require_file(path, "corpus or flatten report")
     sp = tokenizer.load(a.tokenizer_model)
     reports = {r.name.removesuffix(".flatten.json"): r for r in a.reports}
     lengths, rows = {}, []
@@ -34,8 +47,8 @@ def main() -> None:
     writer = csv.DictWriter(out, fieldnames=list(rows[0]), delimiter="\t", lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    write_text(a.stats, out.getvalue())
-    with atomic_path(a.histogram) as tmp:
+    write_text(a.stats, out.getvalue(), force=a.force)
+    with atomic_path(a.histogram, force=a.force, own=png_file) as tmp:
         data_report.histogram(lengths, a.seq_length, tmp)
     print(out.getvalue(), end="")
 

@@ -8,8 +8,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from vicuna.files import write_json, write_lines
-from vicuna.flatten import FORMATS, RecordError, flatten
+from vicuna.files import check_output, text_file, write_json, write_lines
+from vicuna.flatten import FORMATS, flatten
 
 
 def main() -> None:
@@ -18,17 +18,22 @@ def main() -> None:
     p.add_argument("--on_error", choices=["stop", "skip"], default="stop",
                    help="stop at the first bad record, or skip and count it")
     p.add_argument("--report", type=Path, help="write kept/skipped counts as JSON here")
+    p.add_argument("--force", action="store_true",
+                   help="replace outputs that are not text files (a directory, a binary)")
     p.add_argument("input", type=Path)
     p.add_argument("output", type=Path)
     a = p.parse_args()
     try:
+        for out in filter(None, [a.output, a.report]):  # both refused before either is written
+            check_output(out, force=a.force, own=text_file)
         lines, skipped = flatten(a.input, a.format, a.on_error)
-    except (RecordError, FileNotFoundError) as e:
+        write_lines(a.output, lines, force=a.force)
+        if a.report:
+            write_json(a.report, {"input": str(a.input), "kept": len(lines),
+                                  "skipped": sum(skipped.values()), "skipped_by_reason": skipped},
+                       force=a.force)
+    except (OSError, ValueError) as e:  # RecordError is a ValueError
         sys.exit(f"error: {e}")
-    write_lines(a.output, lines)
-    if a.report:
-        write_json(a.report, {"input": str(a.input), "kept": len(lines),
-                              "skipped": sum(skipped.values()), "skipped_by_reason": skipped})
     print(f"wrote {a.output}: {len(lines)} examples, {sum(skipped.values())} skipped")
     for reason, n in skipped.most_common():
         print(f"  skipped {n}: {reason}")

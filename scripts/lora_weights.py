@@ -10,7 +10,7 @@ import sys
 import torch
 
 from vicuna import checkpoint, lora
-from vicuna.files import atomic_path
+from vicuna.files import atomic_path, check_output, torch_zip
 
 
 def main() -> None:
@@ -20,14 +20,21 @@ def main() -> None:
     p.add_argument("--base_model", required=True, help="the converted base checkpoint")
     p.add_argument("--lora_weights", required=True, help="a LoRA step checkpoint")
     p.add_argument("--output", required=True, help="the merged checkpoint (.concat.pt)")
+    p.add_argument("--force", action="store_true",
+                   help="replace an output that is not a checkpoint (a directory, another file)")
     a = p.parse_args()
     try:
-        base, adapter = checkpoint.load(a.base_model), checkpoint.load(a.lora_weights)
-        merged = lora.merge(base, adapter)
-    except (FileNotFoundError, ValueError) as e:
+        check_output(a.output, force=a.force, own=torch_zip)  # before minutes of loading
+        base = checkpoint.load(a.base_model, kind="full")
+        adapter = checkpoint.load(a.lora_weights, kind="lora")
+        try:
+            merged = lora.merge(base, adapter)
+        except ValueError as e:
+            raise ValueError(f"{a.lora_weights} does not fit the base {a.base_model}: {e}") from None
+        with atomic_path(a.output, force=a.force, own=torch_zip) as tmp:
+            torch.save(merged, tmp)
+    except (OSError, ValueError) as e:
         sys.exit(f"error: {e}")
-    with atomic_path(a.output) as tmp:
-        torch.save(merged, tmp)
     print(f"wrote {a.output}: merged {lora.lora_layer_count(adapter)} LoRA layers")
 
 

@@ -5,9 +5,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from vicuna.files import atomic_path
+from vicuna.files import atomic_path, check_output, png_file
 
 PANELS = {  # OpenNMT-py's TensorBoard tags
     "cross-entropy": ["progress/xent", "valid/xent"],
@@ -33,11 +34,23 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--log_dir", type=Path, required=True)
     p.add_argument("--output", type=Path, required=True, help="PNG file")
+    p.add_argument("--force", action="store_true",
+                   help="replace an output that is not a PNG file (a directory, another file)")
     a = p.parse_args()
-    scalars = read_scalars(a.log_dir)
-    if not scalars:
-        raise SystemExit(f"error: {a.log_dir}: no TensorBoard scalars")
+    try:
+        check_output(a.output, force=a.force, own=png_file)
+        if not a.log_dir.is_dir():
+            raise FileNotFoundError(f"{a.log_dir}: no such directory (TensorBoard logs)")
+        scalars = read_scalars(a.log_dir)
+        if not scalars:
+            raise ValueError(f"{a.log_dir}: no TensorBoard scalars (did the finetuning log any?)")
+        plot(scalars, a.output, force=a.force)
+    except (OSError, ValueError) as e:
+        sys.exit(f"error: {e}")
+    print(f"wrote {a.output}: {', '.join(sorted(scalars))}")
 
+
+def plot(scalars: dict[str, list[tuple[int, float]]], output: Path, *, force: bool) -> None:
     import matplotlib
 
     matplotlib.use("Agg")  # no display: render to a file
@@ -54,9 +67,8 @@ def main() -> None:
         ax.set_xlabel("step")
         ax.legend()
     fig.tight_layout()
-    with atomic_path(a.output) as tmp:
+    with atomic_path(output, force=force, own=png_file) as tmp:
         fig.savefig(tmp, dpi=90, format="png")
-    print(f"wrote {a.output}: {', '.join(sorted(scalars))}")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import sys
 import yaml
 
 from vicuna.convert import read_shape
-from vicuna.files import write_text
+from vicuna.files import check_output, require_file, text_file, write_text
 from vicuna.finetune_config import finetune_config
 
 
@@ -36,21 +36,37 @@ def main() -> None:
     p.add_argument("--tensorboard_dir", required=True)
     p.add_argument("--train_json", required=True, help="config.yaml's train section, as JSON")
     p.add_argument("--output", required=True)
+    p.add_argument("--force", action="store_true",
+                   help="replace an output that is not a text file (a directory, a binary)")
     a = p.parse_args()
 
-    with open(a.vocab, encoding="utf-8") as f:
-        vocab_size = sum(1 for _ in f)
     try:
-        cfg = finetune_config(
-            shape=read_shape(a.model_dir), vocab_size=vocab_size, corpora=dict(a.corpus), valid=a.valid,
-            tokenizer_model=a.tokenizer_model, vocab=a.vocab, base_checkpoint=a.base_checkpoint,
-            save_model=a.save_model, tensorboard_dir=a.tensorboard_dir,
-            train=json.loads(a.train_json),
-        )
-    except (ValueError, FileNotFoundError) as e:
+        check_output(a.output, force=a.force, own=text_file)
+        for path, what in [(a.vocab, "vocabulary"), (a.base_checkpoint, "base checkpoint"),
+                           (a.tokenizer_model, "sentencepiece model"),
+                           *[(c["path"], f"corpus {n}") for n, c in a.corpus],
+                           *([(a.valid, "validation corpus")] if a.valid else [])]:
+            require_file(path, what)
+        with open(a.vocab, encoding="utf-8") as f:
+            vocab_size = sum(1 for _ in f)
+        try:
+            train = json.loads(a.train_json)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"--train_json: not JSON ({e})") from None
+        try:
+            cfg = finetune_config(
+                shape=read_shape(a.model_dir), vocab_size=vocab_size, corpora=dict(a.corpus),
+                valid=a.valid, tokenizer_model=a.tokenizer_model, vocab=a.vocab,
+                base_checkpoint=a.base_checkpoint, save_model=a.save_model,
+                tensorboard_dir=a.tensorboard_dir, train=train,
+            )
+        except KeyError as e:
+            raise ValueError(f"--train_json: key {e} is missing (config.yaml's train section)") from None
+        header = "# Written by the workflow from config.yaml (rule finetune_config): edit config.yaml.\n"
+        write_text(a.output, header + yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True),
+                   force=a.force)
+    except (OSError, ValueError) as e:
         sys.exit(f"error: {e}")
-    header = "# Written by the workflow from config.yaml (rule finetune_config): edit config.yaml.\n"
-    write_text(a.output, header + yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True))
     print(f"wrote {a.output}")
 
 

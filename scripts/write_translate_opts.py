@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 import yaml
 
-from vicuna.files import write_text
+from vicuna.files import check_output, require_file, text_file, write_text
 
 
 def translate_options(mode: str, model: str, tokenizer_model: str, decoding: dict) -> dict:
@@ -54,10 +55,23 @@ def main() -> None:
     p.add_argument("--tokenizer_model", required=True)
     p.add_argument("--inference_json", required=True, help="config.yaml's inference section")
     p.add_argument("--output", required=True)
+    p.add_argument("--force", action="store_true",
+                   help="replace an output that is not a text file (a directory, a binary)")
     a = p.parse_args()
-    opts = translate_options(a.mode, a.model, a.tokenizer_model, json.loads(a.inference_json))
-    header = f"# Written by the workflow from config.yaml (rule translate_opts, mode {a.mode}).\n"
-    write_text(a.output, header + yaml.safe_dump(opts, sort_keys=False))
+    try:
+        check_output(a.output, force=a.force, own=text_file)
+        require_file(a.tokenizer_model, "sentencepiece model")
+        try:
+            opts = translate_options(a.mode, a.model, a.tokenizer_model, json.loads(a.inference_json))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"--inference_json: not JSON ({e})") from None
+        except KeyError as e:
+            raise ValueError(f"--inference_json: key {e} is missing (config.yaml's inference "
+                             f"section)") from None
+        header = f"# Written by the workflow from config.yaml (rule translate_opts, mode {a.mode}).\n"
+        write_text(a.output, header + yaml.safe_dump(opts, sort_keys=False), force=a.force)
+    except (OSError, ValueError) as e:
+        sys.exit(f"error: {e}")
     print(f"wrote {a.output}")
 
 

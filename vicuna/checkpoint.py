@@ -1,20 +1,65 @@
-"""Loading OpenNMT-py checkpoints and running their model, for merging, scoring and tests."""
+"""Loading OpenNMT-py checkpoints and running their model, for merging, scoring and tests.
+
+`load` checks what it reads once, for every tool: a file that is missing, empty, truncated or
+not a torch checkpoint, a checkpoint that is not OpenNMT-py's, or a LoRA step checkpoint where a
+full model is expected (and the reverse), is a ValueError / FileNotFoundError of one line that
+names the file and says what to do.
+"""
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import torch
 
 from vicuna import onmt_fixes
+from vicuna.files import require_file
+
+KEYS = ("model", "vocab", "opt")
 
 
-def load(path: str | Path) -> dict:
-    """An OpenNMT-py checkpoint (a pickle: only load files the workflow made or the user named)."""
+def load(path: str | Path, kind: str | None = None, *, mmap: bool = False) -> dict:
+    """An OpenNMT-py checkpoint (a pickle: only load files the workflow made or the user named).
+    kind: "full" (a model with its generator), "lora" (a LoRA step checkpoint) or None (either).
+    mmap: map the tensors instead of reading them (a cheap check before another loader)."""
     onmt_fixes.apply()
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"{path}: no such checkpoint")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    file = require_file(path, "checkpoint")
+    if file.stat().st_size == 0:
+        raise ValueError(f"{file}: empty file, not a checkpoint (an interrupted copy?)")
+    if not zipfile.is_zipfile(file):
+        raise ValueError(f"{file}: not a torch checkpoint (no zip archive): truncated, or "
+                         f"another kind of file")
+    try:
+        ck = torch.load(file, map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception as e:  # torch raises RuntimeError, UnpicklingError, EOFError, ...
+        reason = " ".join(str(e).split())[:200]
+        raise ValueError(f"{file}: unreadable torch checkpoint (corrupt or truncated?): "
+                         f"{reason}") from None
+    _check_kind(file, ck, kind)
+    return ck
+
+
+def is_lora(ck: dict) -> bool:
+    return any(k.endswith((".lora_A", ".lora_B")) for k in ck["model"])
+
+
+def _check_kind(file: Path, ck: object, kind: str | None) -> None:
+    missing = [k for k in KEYS if not isinstance(ck, dict) or k not in ck]
+    if not missing and not isinstance(ck["model"], dict):
+        missing = ["model weights"]
+    if missing:
+        raise ValueError(f"{file}: not an OpenNMT-py checkpoint (no {', '.join(missing)}): give "
+                         f"the output of convert_llama.py, lora_weights.py or training")
+    if kind == "full" and is_lora(ck):
+        raise ValueError(f"{file}: a LoRA step checkpoint (lora_A/lora_B weights only), not a "
+                         f"full model: merge it into its base first with lora_weights.py")
+    if kind == "full" and not isinstance(ck.get("generator"), dict):
+        raise ValueError(f"{file}: a checkpoint without its output layer (generator): give a "
+                         f"converted or merged model")
+    if kind == "lora" and not is_lora(ck):
+        raise ValueError(f"{file}: a full model, not a LoRA step checkpoint (no lora_A/lora_B "
+                         f"weights): give a finetuning step checkpoint")
 
 
 def build_model(checkpoint: dict, lora: dict | None = None) -> torch.nn.Module:

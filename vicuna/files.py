@@ -1,30 +1,124 @@
-"""Writing files so that a killed job never leaves something that looks complete."""
+"""Writing outputs so that a killed job never leaves something that looks complete, and a
+tool never destroys what it did not make.
+
+An output path that already exists is replaced without asking only when it is the tool's own
+kind of file (`own`, a cheap look at its first bytes), or an empty directory (nothing is lost).
+Anything else needs `force`, and even then a non-empty directory is replaced only when it holds
+the tool's own kind (`own`) or nothing but files the new output writes again: a mistyped
+`--output ~` with --force must not delete a home directory.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
-from collections.abc import Iterator
+import zipfile
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+Recognise = Callable[[Path], bool]
+
+
+def any_file(path: Path) -> bool:
+    return path.is_file()
+
+
+def text_file(path: Path) -> bool:
+    """UTF-8 text without NUL bytes in its first 8 KiB: a text tool's own kind."""
+    if not path.is_file():
+        return False
+    with open(path, "rb") as f:
+        head = f.read(8192)
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as e:
+        if e.start < len(head) - 3:  # a character cut at the 8 KiB boundary is still text
+            return False
+    return b"\0" not in head
+
+
+def png_file(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def torch_zip(path: Path) -> bool:
+    """A file torch.save wrote (a zip archive holding data.pkl); reads only the zip directory."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            return any(name.endswith("/data.pkl") or name == "data.pkl" for name in z.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def ct2_model_dir(path: Path) -> bool:
+    return path.is_dir() and (path / "model.bin").is_file() and (path / "config.json").is_file()
+
+
+def require_file(path: str | os.PathLike, what: str = "input") -> Path:
+    """`path` if it is a file; else a FileNotFoundError naming it (for every script's inputs)."""
+    p = Path(path)
+    if p.is_dir():
+        raise FileNotFoundError(f"{p}: is a directory, expected a file ({what})")
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: no such file ({what})")
+    return p
+
+
+def check_output(path: str | os.PathLike, *, force: bool = False, own: Recognise = any_file) -> None:
+    """Raise FileExistsError naming `path` if writing it would need --force (before any work)."""
+    final = Path(path)
+    if final.is_dir() and not final.is_symlink():
+        if not force and any(final.iterdir()):
+            raise FileExistsError(f"{final}: is a directory with files in it; choose another "
+                                  f"output, or pass --force to replace it")
+    elif (final.exists() or final.is_symlink()) and not force and not own(final):
+        raise FileExistsError(f"{final}: exists and is not what this tool writes; choose another "
+                              f"output, or pass --force to replace it")
+
 
 @contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary sibling of `path` (file or directory); rename it to `path` on success."""
+def atomic_path(path: str | os.PathLike, *, force: bool = False,
+                own: Recognise = any_file) -> Iterator[Path]:
+    """Yield a temporary sibling of `path` (file or directory); rename it to `path` on success.
+    `own` recognises an existing output of this tool's kind (see the module's docstring)."""
     final = Path(path)
+    check_output(final, force=force, own=own)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{final.name}.tmp{os.getpid()}")
     _remove(tmp)
     try:
         yield tmp
-        if final.is_dir() and not final.is_symlink():
-            shutil.rmtree(final)  # os.replace cannot replace a non-empty directory
-        os.replace(tmp, final)
+        _replace(tmp, final, force=force, own=own)
     finally:
         _remove(tmp)
+
+
+def _replace(tmp: Path, final: Path, *, force: bool, own: Recognise) -> None:
+    if not (final.is_dir() and not final.is_symlink()):
+        check_output(final, force=force, own=own)  # it may have appeared meanwhile
+        os.replace(tmp, final)  # a file or a symbolic link: only that name is replaced
+        return
+    lost = _files(final) - (_files(tmp) if tmp.is_dir() else set())
+    if lost and not own(final):
+        shown = ", ".join(sorted(lost)[:3]) + (", ..." if len(lost) > 3 else "")
+        raise FileExistsError(f"{final}: is a directory holding files this tool does not write "
+                              f"({shown}); not replacing it even with --force: move it away or "
+                              f"choose another output")
+    check_output(final, force=force, own=own)
+    # os.replace cannot replace a non-empty directory: move it aside, then delete only it.
+    aside = final.with_name(f".{final.name}.old{os.getpid()}")
+    _remove(aside)
+    os.replace(final, aside)
+    os.replace(tmp, final)
+    _remove(aside)
+
+
+def _files(directory: Path) -> set[str]:
+    return {str(p.relative_to(directory)) for p in directory.rglob("*") if not p.is_dir()}
 
 
 def _remove(path: Path) -> None:
@@ -34,14 +128,14 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
-def write_text(path: str | os.PathLike, text: str) -> None:
-    with atomic_path(path) as tmp:
+def write_text(path: str | os.PathLike, text: str, *, force: bool = False) -> None:
+    with atomic_path(path, force=force, own=text_file) as tmp:
         tmp.write_text(text, encoding="utf-8")
 
 
-def write_lines(path: str | os.PathLike, lines: list[str]) -> None:
-    write_text(path, "".join(line + "\n" for line in lines))
+def write_lines(path: str | os.PathLike, lines: list[str], *, force: bool = False) -> None:
+    write_text(path, "".join(line + "\n" for line in lines), force=force)
 
 
-def write_json(path: str | os.PathLike, data: Any) -> None:
-    write_text(path, json.dumps(data, ensure_ascii=False, indent=1) + "\n")
+def write_json(path: str | os.PathLike, data: Any, *, force: bool = False) -> None:
+    write_text(path, json.dumps(data, ensure_ascii=False, indent=1) + "\n", force=force)

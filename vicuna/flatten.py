@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from vicuna import prompt
+from vicuna.files import require_file
 
 HUMAN = {"human", "user"}
 GPT = {"gpt", "assistant", "chatgpt", "bard", "bing"}
@@ -24,7 +25,7 @@ class RecordError(ValueError):
 def read_records(path: Path) -> list:
     """A JSON array, or JSON lines (one record a line)."""
     try:
-        text = path.read_bytes().decode("utf-8")
+        text = require_file(path, "raw JSON corpus").read_bytes().decode("utf-8")
     except UnicodeDecodeError as e:
         raise RecordError(f"{path}: not UTF-8 (byte {e.start})") from e
     stripped = text.lstrip()
@@ -96,6 +97,10 @@ def flatten(path: Path, fmt: str, on_error: str = "stop") -> tuple[list[str], Co
             if on_error == "stop":
                 raise RecordError(f"{path}: record {index}: {e}") from None
             skipped[str(e)] += 1
+    if not lines:  # an empty training file would only fail later, far from its cause
+        reasons = "; ".join(f"{n} x {reason}" for reason, n in skipped.most_common(3))
+        raise RecordError(f"{path}: no example: every record was skipped ({reasons})" if skipped
+                          else f"{path}: no record in it (an empty corpus)")
     return lines, skipped
 
 

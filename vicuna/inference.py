@@ -4,6 +4,10 @@
 - `ct2`: CTranslate2 on the released model, tokenized with the same sentencepiece model.
 
 Prompts and predictions are corpus lines: "\\n" written as ｟newline｠.
+
+A prompt and its answer must fit the model's context (`max_context_length` in the options file,
+2048 tokens, LLaMA's, when absent): a longer prompt keeps its last tokens (where a Vicuna prompt
+asks its question and ends in "ASSISTANT:"), and its Answer says so in `truncated`.
 """
 
 from __future__ import annotations
@@ -16,7 +20,11 @@ from pathlib import Path
 import sentencepiece as spm
 import yaml
 
-from vicuna import onmt_fixes, prompt
+from vicuna import checkpoint, onmt_fixes, prompt
+from vicuna.files import require_file
+
+DEFAULT_CONTEXT = 2048  # LLaMA's context length, in tokens
+REQUIRED = ("model", "src_subword_model", "max_length")
 
 
 @dataclass
@@ -24,18 +32,69 @@ class Answer:
     text: str  # a corpus line (newlines as ｟newline｠)
     score: float
     tokens: int
+    truncated: dict | None = None  # set when the prompt was cut to fit the context
 
 
 Generate = Callable[[list[str]], list[Answer]]
 
 
 def load_options(path: str | Path) -> dict:
-    with open(path, encoding="utf-8") as f:
-        opts = yaml.safe_load(f)
-    for key in ("model", "src_subword_model", "max_length"):
+    """The options file as a dict, its required keys and the context budget checked."""
+    try:
+        opts = yaml.safe_load(require_file(path, "inference options").read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not a YAML file ({' '.join(str(e).split())[:160]})") from None
+    if not isinstance(opts, dict):
+        raise ValueError(f"{path}: not a mapping of options (found {type(opts).__name__}): "
+                         f"write one `key: value` a line")
+    for key in REQUIRED:
         if key not in opts:
             raise ValueError(f"{path}: option {key!r} is missing")
+    for key in ("max_length", "max_context_length"):
+        if key in opts and (not isinstance(opts[key], int) or opts[key] < 1):
+            raise ValueError(f"{path}: option {key!r} is {opts[key]!r}, expected a positive integer")
+    if prompt_budget(opts) < 2:
+        raise ValueError(f"{path}: max_length {opts['max_length']} leaves no room for a prompt "
+                         f"in max_context_length {context_length(opts)}")
     return opts
+
+
+def context_length(opts: dict) -> int:
+    return opts.get("max_context_length", DEFAULT_CONTEXT)
+
+
+def prompt_budget(opts: dict) -> int:
+    """Most tokens a prompt (with <s>) may have, so that max_length more fit the context."""
+    return context_length(opts) - opts["max_length"]
+
+
+def check_model(mode: str, opts: dict, options_file: str | Path) -> None:
+    """A named error for a model of the wrong kind, before an engine's own traceback."""
+    model = Path(opts["model"])
+    try:
+        if mode == "py":
+            checkpoint.load(model, kind="full", mmap=True)
+        elif not (model / "model.bin").is_file():
+            raise ValueError(f"{model}: not a CTranslate2 model directory (no model.bin): "
+                             f"release the checkpoint with release_model.py")
+        require_file(opts["src_subword_model"], "sentencepiece model")
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{options_file}: {e}") from None
+
+
+def fit_prompt(sp: spm.SentencePieceProcessor, line: str, budget: int) -> tuple[str, dict | None]:
+    """The prompt line cut to its last tokens so that <s> + its pieces <= budget, and what was
+    done (None when it fits)."""
+    pieces = sp.encode(prompt.from_line(line))
+    if 1 + len(pieces) <= budget:
+        return line, None
+    keep = budget - 1
+    text = sp.decode(pieces[-keep:])
+    while len(sp.encode(text)) > budget - 1:  # decoding and encoding again may split otherwise
+        keep -= 1
+        text = sp.decode(pieces[-keep:])
+    return prompt.to_line(text), {"prompt_tokens": 1 + len(pieces),
+                                  "kept_tokens": 1 + len(sp.encode(text)), "budget": budget}
 
 
 def py_engine(options_file: str | Path) -> Generate:
@@ -48,6 +107,8 @@ def py_engine(options_file: str | Path) -> Generate:
 
     parser = ArgumentParser(description="simple_inference")
     translate_opts(parser)
+    # this project's own option (vicuna.inference.fit_prompt), read from the same file
+    parser.add("--max_context_length", "-max_context_length", type=int, default=DEFAULT_CONTEXT)
     # -src is required by the parser but unused: prompts are passed as a list
     opt = parser.parse_args(["-config", str(options_file), "-src", "-"])
     ArgumentParser.validate_translate_opts(opt)
@@ -151,7 +212,16 @@ ENGINES: dict[str, Callable[[str | Path], Generate]] = {"py": py_engine, "ct2": 
 
 
 def run(mode: str, options_file: str | Path, prompts: list[str]) -> tuple[list[Answer], float]:
+    """Answers to the prompts, each cut to fit the context first (see fit_prompt), and the
+    seconds generating took."""
+    opts = load_options(options_file)
+    check_model(mode, opts, options_file)
+    sp = spm.SentencePieceProcessor(model_file=str(opts["src_subword_model"]))
+    fitted = [fit_prompt(sp, line, prompt_budget(opts)) for line in prompts]
     generate = ENGINES[mode](options_file)
     start = time.perf_counter()
-    answers = generate(prompts)
-    return answers, time.perf_counter() - start
+    answers = generate([line for line, _ in fitted])
+    seconds = time.perf_counter() - start
+    for answer, (_, truncated) in zip(answers, fitted, strict=True):
+        answer.truncated = truncated
+    return answers, seconds
