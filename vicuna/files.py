@@ -41,6 +41,8 @@ def text_file(path: Path) -> bool:
 
 
 def png_file(path: Path) -> bool:
+    if not path.is_file():
+        return False
     with open(path, "rb") as f:
         return f.read(8) == b"\x89PNG\r\n\x1a\n"
 
