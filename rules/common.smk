@@ -7,9 +7,14 @@ from pathlib import Path
 from snakemake.settings.types import DeploymentMethod
 from snakemake.utils import min_version, validate
 
+from vicuna import config_check
+
 min_version("9.0")
 
 
+# Strict types first (YAML's 800.0 is no integer, its 2e-5 is a string: the message says so),
+# then Snakemake's own validation, which also fills the schema's defaults.
+config_check.validate(config, Path(workflow.basedir) / "schemas" / "config.schema.yaml")
 validate(config, schema="../schemas/config.schema.yaml")
 
 # Too light to send to a cluster: they write a small file from the config.

@@ -66,7 +66,7 @@ def main() -> None:
         args, sp, lines, steps=a.steps, batch_size=a.batch_size,
         learning_rate=a.learning_rate, seq_len=a.seq_len, seed=a.seed,
     )
-    with atomic_path(a.model_dir) as tmp:
+    with atomic_path(a.model_dir, force=True) as tmp:  # a rerun: Snakemake left tokenizer.model
         llama.save_meta(model, tmp)
         shutil.copy(a.tokenizer_model, tmp / "tokenizer.model")
     print(f"pretrained {sum(t.numel() for t in model.parameters()):,} parameters; "

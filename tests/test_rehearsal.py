@@ -1,0 +1,144 @@
+"""The 7B run rehearsed end to end (issue #11): the README's command with
+configs/llama7b-vicuna.yaml unchanged, plus one override file that only shrinks it
+(tests/rehearsal.py), through profiles/slurm on the single-node test cluster, in a fresh clone,
+started as `.venv/bin/snakemake` with the venv not activated."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import rehearsal
+from conftest import BIN
+from slurm_cluster import run as slurm
+from slurm_cluster import sacct_job
+
+pytestmark = pytest.mark.workflow
+
+# What this node is, not what the run is: it has 2 CPUs (profiles/slurm gives training 8), and
+# a test need not wait the plugin's default 40 s before each status check.
+SITE = ["--max-threads", "2", "--slurm-init-seconds-before-status-checks", "2",
+        "--slurm-keep-successful-logs"]
+RULES = {"download_dataset": 2, "convert_llama": 1, "extract_vocabulary": 1, "data_report": 1,
+         "finetune_config": 1, "finetune_samples": 1, "finetune": 1, "training_curves": 1,
+         "merge_lora": 1, "release_ct2": 1, "translate_opts": 2, "simple_inference": 2,
+         "evaluate": 1, "all": 1}
+LOCAL_RULES = {"all", "finetune_config", "translate_opts"}
+STEP = "finetuned_llama7B/llama7B-vicuna-onmt_step_4"
+
+
+def unactivated_env() -> dict[str, str]:
+    """The environment without the venv on PATH: jobs must find it by themselves."""
+    path = [p for p in os.environ["PATH"].split(os.pathsep) if Path(p) != BIN]
+    return {**os.environ, "PATH": os.pathsep.join(path)}
+
+
+def snakemake(work: Path, *args: str, timeout: int = 1500) -> subprocess.CompletedProcess:
+    cmd = ["timeout", "-k", "10", str(timeout), str(BIN / "snakemake"), "--configfile",
+           rehearsal.CONFIG, rehearsal.OVERRIDE, *args]
+    # cwd: the repo root of the clone, as a user runs it (the plugin's logs go there too)
+    proc = subprocess.run(cmd, cwd=work, env=unactivated_env(), capture_output=True, text=True)
+    assert proc.returncode != 124, f"timed out:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}"
+    assert proc.returncode == 0, f"{cmd} failed:\n{proc.stdout[-3000:]}{proc.stderr[-6000:]}"
+    return proc
+
+
+@pytest.fixture(scope="module")
+def rehearsed(cluster, tmp_path_factory) -> tuple[Path, str]:
+    if not rehearsal.LLAMA_TOKENIZER.is_file():
+        pytest.skip(f"the real LLaMA tokenizer is not here ({rehearsal.LLAMA_TOKENIZER})")
+    root = tmp_path_factory.mktemp("rehearsal")
+    corpora = rehearsal.flattened_corpora(root / "www")
+    work = root / "clone"
+    work.mkdir()
+    with rehearsal.serve(root / "www") as url:
+        rehearsal.prepare(work, url, corpora)
+        proc = snakemake(work, "--profile", "profiles/slurm", *SITE, "--", "all")
+    snakemake(work, "--report", "report.html", timeout=300)
+    return work, proc.stdout + proc.stderr
+
+
+def job_ids(work: Path) -> dict[str, list[str]]:
+    """SLURM job ids by rule, from the plugin's per-job logs (.snakemake/slurm_logs/rule_X/)."""
+    ids: dict[str, list[str]] = {}
+    for log in (work / ".snakemake" / "slurm_logs").rglob("*.log"):
+        rule = next(p for p in log.relative_to(work).parts if p.startswith("rule_"))[5:]
+        ids.setdefault(rule, []).append(log.stem)
+    return ids
+
+
+def test_every_rule_of_the_real_graph_ran(rehearsed):
+    _, log = rehearsed
+    table = log.split("Job stats:")[1].split("total")[0]
+    ran = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
+    assert ran == RULES  # nothing of the tiny default (synthetic data, flattening) leaked in
+
+
+def test_both_corpora_were_downloaded_by_the_workflow_and_checked(rehearsed):
+    work, _ = rehearsed
+    override = (work / rehearsal.OVERRIDE).read_text()
+    for name in ("alpaca_clean", "sharegpt"):
+        manifest = json.loads((work / f"dataAI/{name}.manifest.json").read_text())
+        assert manifest["source"].startswith("http://127.0.0.1:")
+        assert manifest["sha256"] in override  # the checksum the config gave
+        assert (work / f"logs/download_dataset/{name}.log").is_file()
+
+
+def test_lora_finetuning_at_7b_width_with_8bit_feed_forward(rehearsed):
+    work, _ = rehearsed
+    log = (work / "logs/finetune.log").read_text()
+    for layer in ("(w_1): Linear8bitLt(in_features=4096, out_features=11008",
+                  "(w_2): Linear8bitLt(in_features=11008, out_features=4096"):
+        assert layer in log
+    trainable = re.search(r"Trainable parameters = \{'torch\.float32': (\d+)", log)
+    int8 = re.search(r"Non trainable parameters = \{.*'torch\.int8': (\d+)", log)
+    # LoRA rank 2 on the four 4096 x 4096 attention layers of the one layer: 4 x 2 x 2 x 4096
+    assert trainable and int(trainable.group(1)) == 4 * 2 * 2 * 4096
+    assert int8 and int(int8.group(1)) == 3 * 4096 * 11008
+    assert "Step  4/    4" in log and (work / f"{STEP}.pt").is_file()
+
+
+def test_predictions_in_both_modes_from_the_int8_float16_release(rehearsed):
+    work, _ = rehearsed
+    n = len((work / "configs/input_examples.txt").read_text().splitlines())
+    for mode in ("py", "ct2"):
+        assert len((work / f"outputs/predictions_{mode}.txt").read_text().splitlines()) == n
+    assert "(int8_float16)" in (work / "logs/release_ct2.log").read_text()
+    assert (work / f"{STEP}.concat_CT2/model.bin").is_file()
+
+
+def test_evaluation_loads_no_model_with_nothing_to_score(rehearsed):
+    work, _ = rehearsed
+    result = json.loads((work / "outputs/eval.json").read_text())
+    assert result["base"] == result["finetuned"] == {}
+    assert 0 <= result["py_ct2_agreement"] <= 1
+    assert "no model loaded" in (work / "logs/evaluate.log").read_text()
+
+
+def test_report_and_curves(rehearsed):
+    work, _ = rehearsed
+    assert (work / "report.html").stat().st_size > 100_000
+    assert (work / "finetuned_llama7B/training_curves.png").is_file()
+
+
+def test_jobs_asked_for_what_they_used(rehearsed):
+    """Light rules run on the submit host; only training asks for a GPU (inference runs on the
+    CPU here); every job's memory request covers the peak its benchmark measured."""
+    work, _ = rehearsed
+    ids = job_ids(work)
+    assert set(ids) == set(RULES) - LOCAL_RULES, ids
+    for rule, jobs in ids.items():
+        for job in jobs:
+            tres = sacct_job(job)["AllocTRES"]
+            assert ("gres/gpu=1" in tres) == (rule == "finetune"), (rule, tres)
+    for bench in (work / "benchmarks/results").glob("*.tsv"):
+        header, values = bench.read_text().splitlines()[:2]
+        used = float(dict(zip(header.split("\t"), values.split("\t"), strict=True))["max_rss"])
+        rule = bench.stem.removesuffix("_py").removesuffix("_ct2")
+        asked = [int(slurm("sacct", "-j", job, "-X", "-n", "-P", "-o", "ReqMem").strip().rstrip("M"))
+                 for job in ids[rule]]
+        assert used <= min(asked), (bench.stem, used, asked)
