@@ -2,6 +2,7 @@
 # make test  - the same install plus test tools, then the whole test suite
 # make lint  - ruff and snakemake --lint
 # make chat  - the gradio chatbot on the newest release, on http://127.0.0.1:7860
+# make serve - an OpenAI-compatible API on the newest release, on http://127.0.0.1:8000/v1
 
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -9,7 +10,7 @@ PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 TORCH := $(shell grep '^torch==' requirements.txt)
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: install dev run test system-test-deps lint chat slurm-up slurm-down clean
+.PHONY: install dev run test system-test-deps lint chat serve slurm-up slurm-down clean
 
 install: $(VENV)/.installed
 dev: $(VENV)/.dev-installed
@@ -57,6 +58,14 @@ chat: install
 	snakemake --profile profiles/local translate_opts_$(MODE).yaml
 	python scripts/chatbot.py -inference_config_file translate_opts_$(MODE).yaml \
 		-inference_mode $(MODE) -max_context_length 512 -server_port $(PORT)
+
+# The same release behind an OpenAI-compatible API (scripts/serve_api.py): MODE=py or ct2,
+# PORT=8000 by default; VICUNA_API_KEY=... asks clients for that key.
+serve: PORT = 8000
+serve: install
+	snakemake --profile profiles/local translate_opts_$(MODE).yaml
+	python scripts/serve_api.py -inference_config_file translate_opts_$(MODE).yaml \
+		-inference_mode $(MODE) -max_context_length 512 --port $(PORT)
 
 slurm-up:
 	bash tests/slurm/cluster.sh up

@@ -1,0 +1,492 @@
+"""An OpenAI-compatible HTTP API on one model: /v1/chat/completions, /v1/completions and
+/v1/models, answered by a vicuna.serving engine.
+
+- Chat messages become the prompt as in the chatbot: vicuna.chat.build_prompt lays the rounds
+  out with vicuna.prompt.conversation (the ShareGPT flattening) and leaves the oldest whole
+  rounds out when prompt + max_tokens would not fit the context length; the response's
+  `x-dropped-rounds` header says how many. A system message is refused (400) unless the server
+  ignores them (`ignore_system_messages`): the model was finetuned with one fixed task line.
+- Decoding starts from the options file (as the chatbot's sliders do): max_tokens replaces its
+  max_length, temperature (0: greedy), top_p and top_k (beyond OpenAI, as in the chatbot) its
+  sampling; with the workflow's greedy default (top-k 1) only top_k > 1 samples.
+- Answers are cut at the chat's stop rule and at the client's `stop` strings: finish_reason
+  "stop" then, or at the end token; "length" when max_tokens ran out.
+- Every malformed request gets a 4xx with OpenAI's error shape, {"error": {"message", "type",
+  "param", "code"}}; nothing a client sends reaches it as a traceback or stops the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, StreamingResponse
+from starlette.routing import Route
+
+from vicuna import chat
+from vicuna.serving import Engine, Event, Sequence
+
+log = logging.getLogger(__name__)
+
+MAX_CHOICES = 8  # n, times the prompts of one /v1/completions request
+MAX_STOPS = 4  # as OpenAI
+MAX_STOP_CHARS = 256  # each stop string is looked for after every token
+MAX_MESSAGES = 256  # build_prompt counts the tokens again for each round it drops
+
+
+@dataclass
+class Settings:
+    model_name: str  # the id /v1/models lists and requests name
+    max_context_length: int  # prompt tokens + max_tokens, at most
+    api_key: str | None = None  # when set, every request needs "Authorization: Bearer <key>"
+    max_request_bytes: int = 1 << 20
+    max_pending: int = 64  # sequences waiting or being generated; more are refused (429)
+    ignore_system_messages: bool = False
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, param: str | None = None,
+                 code: str | None = None, kind: str = "invalid_request_error") -> None:
+        super().__init__(message)
+        self.status, self.message, self.param, self.code, self.kind = (
+            status, message, param, code, kind)
+
+
+def error_response(e: ApiError) -> JSONResponse:
+    body = {"error": {"message": e.message, "type": e.kind, "param": e.param, "code": e.code}}
+    return JSONResponse(body, status_code=e.status)
+
+
+# ---- requests: every field typed, unknown ones refused -----------------------------------
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class TextPart(_Strict):
+    type: Literal["text"]
+    text: str
+
+
+class Message(_Strict):
+    role: Literal["system", "user", "assistant"]
+    content: str | list[TextPart]
+
+    def text(self) -> str:
+        return self.content if isinstance(self.content, str) else "".join(
+            part.text for part in self.content)
+
+
+class StreamOptions(_Strict):
+    include_usage: bool = False
+
+
+class _Generation(_Strict):
+    model: str
+    max_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    top_k: int | None = Field(None, ge=1)  # beyond OpenAI: the chatbot's top-k (1: greedy)
+    n: int | None = Field(None, ge=1, le=MAX_CHOICES)
+    stop: str | list[str] | None = None
+    stream: bool | None = None
+    stream_options: StreamOptions | None = None
+    user: str | None = None  # OpenAI's end-user id: accepted, unused
+
+    @field_validator("stop")
+    @classmethod
+    def _stops(cls, stop: str | list[str] | None) -> str | list[str] | None:
+        stops = [stop] if isinstance(stop, str) else stop or []
+        if len(stops) > MAX_STOPS or any(not 0 < len(s) <= MAX_STOP_CHARS for s in stops):
+            raise ValueError(f"at most {MAX_STOPS} stop strings, each of 1 to "
+                             f"{MAX_STOP_CHARS} characters")
+        return stop
+
+    def stops(self) -> tuple[str, ...]:
+        return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
+
+
+class ChatRequest(_Generation):
+    messages: list[Message] = Field(min_length=1, max_length=MAX_MESSAGES)
+    max_completion_tokens: int | None = Field(None, ge=1)  # the newer name of max_tokens
+
+
+class CompletionRequest(_Generation):
+    prompt: str | list[str]
+
+
+def parse(body: dict, schema: type[_Strict]) -> _Strict:
+    """The request, or a 400 naming the first wrong field."""
+    try:
+        return schema.model_validate(body)
+    except ValidationError as e:
+        first = e.errors()[0]
+        param = ".".join(str(part) for part in first["loc"]) or None
+        if first["type"] == "extra_forbidden":
+            message = f"unknown or unsupported field {param!r}"
+        elif first["type"] == "missing":
+            message = f"missing required field {param!r}"
+        else:
+            message = f"{param}: {first['msg']}"
+        raise ApiError(400, message, param) from None
+
+
+async def read_json(request: Request, limit: int) -> dict:
+    """The body as a JSON object, read no further than `limit` bytes."""
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > limit:
+        raise ApiError(413, f"the request body is over {limit} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise ApiError(413, f"the request body is over {limit} bytes")
+    try:
+        data = json.loads(body, parse_constant=_no_constant)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ApiError(400, f"the request body is not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "the request body must be a JSON object")
+    return data
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+# ---- from a request to sequences ---------------------------------------------------------
+
+def chat_rounds(messages: list[Message], ignore_system: bool) -> tuple[list[tuple[str, str]], str]:
+    """The messages as (user, assistant) rounds and the last user message."""
+    if any(m.role == "system" for m in messages) and not ignore_system:
+        raise ApiError(400, "system messages are not supported: the model was finetuned with "
+                       "one fixed task line; send user and assistant messages only",
+                       "messages", "system_message_unsupported")
+    turns = [m for m in messages if m.role != "system"]
+    roles = [m.role for m in turns]
+    expected = ["user" if i % 2 == 0 else "assistant" for i in range(len(turns))]
+    if not turns or roles != expected or roles[-1] != "user":
+        raise ApiError(400, "messages must alternate user and assistant, starting and ending "
+                       "with a user message", "messages")
+    texts = [m.text() for m in turns]
+    return list(zip(texts[:-1:2], texts[1:-1:2], strict=True)), texts[-1]
+
+
+def max_new_tokens(req: _Generation, settings: Settings, default: int) -> int:
+    asked = [v for v in (req.max_tokens, getattr(req, "max_completion_tokens", None)) if v]
+    if len(set(asked)) > 1:
+        raise ApiError(400, "max_tokens and max_completion_tokens differ: send one",
+                       "max_tokens")
+    limit = settings.max_context_length - 1
+    if asked and asked[0] > limit:
+        raise ApiError(400, f"max_tokens is {asked[0]}, but the context length "
+                       f"{settings.max_context_length} leaves room for {limit} at most",
+                       "max_tokens")
+    return asked[0] if asked else min(default, limit)
+
+
+def decoding(req: _Generation, defaults: dict, max_length: int) -> dict:
+    """The options file's decoding, with what the request sets (options-file keys)."""
+    d = {**defaults, "max_length": max_length}
+    if req.top_k is not None:
+        d["random_sampling_topk"] = req.top_k
+    if req.top_p is not None:
+        d["random_sampling_topp"] = req.top_p
+    if req.temperature == 0:  # OpenAI's greedy
+        d["random_sampling_topk"] = 1
+    elif req.temperature is not None:
+        d["random_sampling_temp"] = req.temperature
+    return d
+
+
+# ---- generation, seen from the event loop -------------------------------------------------
+
+class Generation:
+    """The sequences of one request on the engine; iterate for their Events, close to cancel."""
+
+    def __init__(self, app_state, prompts: list[str], dec: dict, stops: tuple[str, ...],
+                 n: int) -> None:
+        self.state = app_state
+        if self.state.pending + len(prompts) * n > self.state.settings.max_pending:
+            raise ApiError(429, "too many requests waiting: try again later",
+                           code="rate_limit_exceeded", kind="rate_limit_error")
+        loop = asyncio.get_running_loop()
+        self.events: asyncio.Queue[Event] = asyncio.Queue()
+
+        def emit(event: Event) -> None:  # from the engine's thread
+            try:
+                loop.call_soon_threadsafe(self.events.put_nowait, event)
+            except RuntimeError:  # the loop is closed: the server is stopping
+                pass
+
+        self.sequences = [Sequence(text, dec, emit, stops, index=i * n + j)
+                          for i, text in enumerate(prompts) for j in range(n)]
+        self.state.pending += len(self.sequences)
+        self.closed = False
+        self.finals_seen: list[Event] = []  # the finishing Events streamed so far
+        self.state.engine.submit(self.sequences)
+
+    async def __aiter__(self) -> AsyncIterator[Event]:
+        open_ = len(self.sequences)
+        try:
+            while open_:
+                event = await self.events.get()
+                if event.finish_reason or event.error:
+                    open_ -= 1
+                yield event
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Done, or the client is gone: sequences still running are let go by the engine."""
+        if not self.closed:
+            self.closed = True
+            for seq in self.sequences:
+                seq.cancelled.set()
+            self.state.pending -= len(self.sequences)
+
+    async def finals(self) -> list[Event]:
+        """Every sequence's last Event, in index order (non-streamed answers)."""
+        last: dict[int, Event] = {}
+        try:
+            async for event in self:
+                if event.error:
+                    raise ApiError(500, event.error, kind="server_error")
+                last[event.index] = event
+        finally:
+            self.close()  # an error leaves the iteration suspended: let the others go now
+        return [last[i] for i in sorted(last)]
+
+
+class EventStream(StreamingResponse):
+    """Server-sent events of one Generation that stop, and so let the engine go, as soon as the
+    client leaves: the disconnect is watched for even while no token is coming."""
+
+    def __init__(self, content: AsyncIterator[str], gen: Generation, **kwargs) -> None:
+        super().__init__(content, media_type="text/event-stream", **kwargs)
+        self.gen = gen
+
+    async def __call__(self, scope, receive, send) -> None:
+        streaming = asyncio.ensure_future(self.stream_response(send))
+        listening = asyncio.ensure_future(self.listen_for_disconnect(receive))
+        try:
+            await asyncio.wait({streaming, listening}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (streaming, listening):
+                task.cancel()
+            results = await asyncio.gather(streaming, listening, return_exceptions=True)
+            await self.body_iterator.aclose()
+            self.gen.close()  # also when the stream never started
+        if isinstance(results[0], Exception) and not isinstance(results[0], OSError):
+            log.error("stream failed", exc_info=results[0])
+
+
+def sse(data: dict | str) -> str:
+    return f"data: {data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+def usage(prompt_tokens: int, finals: list[Event]) -> dict:
+    completion = sum(e.tokens for e in finals)
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
+            "total_tokens": prompt_tokens + completion}
+
+
+# ---- the endpoints -------------------------------------------------------------------------
+
+def check_key(request: Request) -> None:
+    key = request.app.state.settings.api_key
+    if key is None:
+        return
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), key.encode()):
+        raise ApiError(401, "missing or incorrect API key (Authorization: Bearer <key>)",
+                       code="invalid_api_key")
+
+
+def model_card(settings: Settings, created: int) -> dict:
+    return {"id": settings.model_name, "object": "model", "created": created,
+            "owned_by": "vicuna-workflow"}
+
+
+async def list_models(request: Request) -> JSONResponse:
+    check_key(request)
+    state = request.app.state
+    return JSONResponse({"object": "list", "data": [model_card(state.settings, state.created)]})
+
+
+async def get_model(request: Request) -> JSONResponse:
+    check_key(request)
+    state = request.app.state
+    check_model(request.path_params["model"], state.settings)
+    return JSONResponse(model_card(state.settings, state.created))
+
+
+def check_model(name: str, settings: Settings) -> None:
+    if name != settings.model_name:
+        raise ApiError(404, f"the model {name!r} does not exist: this server has "
+                       f"{settings.model_name!r}", "model", "model_not_found")
+
+
+async def chat_completions(request: Request):
+    check_key(request)
+    state = request.app.state
+    settings: Settings = state.settings
+    req = parse(await read_json(request, settings.max_request_bytes), ChatRequest)
+    check_model(req.model, settings)
+    history, message = chat_rounds(req.messages, settings.ignore_system_messages)
+    max_new = max_new_tokens(req, settings, state.engine.decoding["max_length"])
+    try:  # in a thread: a long conversation is tokenized once per round dropped
+        text, dropped = await asyncio.to_thread(
+            chat.build_prompt, history, message, state.engine.count_tokens,
+            settings.max_context_length, max_new)
+    except ValueError as e:
+        raise ApiError(400, str(e), "messages", "context_length_exceeded") from None
+    prompt_tokens = state.engine.count_tokens(text)
+    gen = Generation(state, [text], decoding(req, state.engine.decoding, max_new),
+                     req.stops(), req.n or 1)
+    head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()),
+            "model": settings.model_name}
+    headers = {"x-dropped-rounds": str(dropped)}
+    if req.stream:
+        include = bool(req.stream_options and req.stream_options.include_usage)
+        return EventStream(chat_chunks(gen, head, prompt_tokens, include), gen, headers=headers)
+    finals = await gen.finals()
+    choices = [{"index": e.index, "message": {"role": "assistant", "content": e.text},
+                "logprobs": None, "finish_reason": e.finish_reason} for e in finals]
+    return JSONResponse({**head, "object": "chat.completion", "choices": choices,
+                         "usage": usage(prompt_tokens, finals)}, headers=headers)
+
+
+async def completions(request: Request):
+    check_key(request)
+    state = request.app.state
+    settings: Settings = state.settings
+    req = parse(await read_json(request, settings.max_request_bytes), CompletionRequest)
+    check_model(req.model, settings)
+    prompts = [req.prompt] if isinstance(req.prompt, str) else req.prompt
+    n = req.n or 1
+    if not prompts or len(prompts) * n > MAX_CHOICES:
+        raise ApiError(400, f"1 to {MAX_CHOICES} answers a request (prompts times n)", "prompt")
+    max_new = max_new_tokens(req, settings, state.engine.decoding["max_length"])
+    counts = [state.engine.count_tokens(p) for p in prompts]
+    if max(counts) + max_new > settings.max_context_length:
+        raise ApiError(400, f"a prompt of {max(counts)} tokens and max_tokens {max_new} are over "
+                       f"the context length {settings.max_context_length}", "prompt",
+                       "context_length_exceeded")
+    gen = Generation(state, prompts, decoding(req, state.engine.decoding, max_new),
+                     req.stops(), n)
+    head = {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion",
+            "created": int(time.time()), "model": settings.model_name}
+    if req.stream:
+        include = bool(req.stream_options and req.stream_options.include_usage)
+        return EventStream(text_chunks(gen, head, sum(counts), include), gen)
+    finals = await gen.finals()
+    choices = [{"index": e.index, "text": e.text, "logprobs": None,
+                "finish_reason": e.finish_reason} for e in finals]
+    return JSONResponse({**head, "choices": choices, "usage": usage(sum(counts), finals)})
+
+
+async def chat_chunks(gen: Generation, head: dict, prompt_tokens: int,
+                      include_usage: bool) -> AsyncIterator[str]:
+    chunk = {**head, "object": "chat.completion.chunk"}
+
+    def choice(index: int, delta: dict, finish: str | None = None) -> str:
+        return sse({**chunk, "choices": [{"index": index, "delta": delta, "logprobs": None,
+                                          "finish_reason": finish}]})
+
+    for seq in gen.sequences:
+        yield choice(seq.index, {"role": "assistant", "content": ""})
+    async for kind, event, delta in deltas(gen):
+        if kind == "text":
+            yield choice(event.index, {"content": delta})
+        elif kind == "finish":
+            yield choice(event.index, {}, event.finish_reason)
+        else:
+            yield delta
+            return
+    if include_usage:
+        yield sse({**chunk, "choices": [], "usage": usage(prompt_tokens, gen.finals_seen)})
+    yield sse("[DONE]")
+
+
+async def text_chunks(gen: Generation, head: dict, prompt_tokens: int,
+                      include_usage: bool) -> AsyncIterator[str]:
+    def choice(index: int, text: str, finish: str | None = None) -> str:
+        return sse({**head, "choices": [{"index": index, "text": text, "logprobs": None,
+                                         "finish_reason": finish}]})
+
+    async for kind, event, delta in deltas(gen):
+        if kind == "text":
+            yield choice(event.index, delta)
+        elif kind == "finish":
+            yield choice(event.index, "", event.finish_reason)
+        else:
+            yield delta
+            return
+    if include_usage:
+        yield sse({**head, "choices": [], "usage": usage(prompt_tokens, gen.finals_seen)})
+    yield sse("[DONE]")
+
+
+async def deltas(gen: Generation) -> AsyncIterator[tuple[str, Event, str]]:
+    """("text", event, new text), ("finish", event, ""), or ("error", event, an SSE error)."""
+    sent: dict[int, str] = {}
+    async for event in gen:
+        if event.error:
+            body = {"error": {"message": event.error, "type": "server_error", "param": None,
+                              "code": None}}
+            yield "error", event, sse(body)
+            return
+        before = sent.get(event.index, "")
+        # Only text that extends what was sent goes out (a stream cannot take text back); a
+        # trailing U+FFFD may be the first bytes of a character still coming: held back.
+        text = event.text if event.finish_reason else event.text.rstrip("\ufffd")
+        if text.startswith(before) and len(text) > len(before):
+            sent[event.index] = text
+            yield "text", event, text[len(before):]
+        if event.finish_reason:
+            gen.finals_seen.append(event)
+            yield "finish", event, ""
+
+
+# ---- the application -------------------------------------------------------------------------
+
+async def _api_error(request: Request, e: ApiError) -> JSONResponse:
+    return error_response(e)
+
+
+async def _http_error(request: Request, e: HTTPException) -> JSONResponse:
+    return error_response(ApiError(e.status_code, str(e.detail)))
+
+
+async def _server_error(request: Request, e: Exception) -> JSONResponse:
+    log.exception("request failed", exc_info=e)
+    return error_response(ApiError(500, "internal server error (see the server's log)",
+                                   kind="server_error"))
+
+
+def build_app(engine: Engine, settings: Settings) -> Starlette:
+    routes = [
+        Route("/v1/models", list_models, methods=["GET"]),
+        Route("/v1/models/{model:path}", get_model, methods=["GET"]),
+        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+        Route("/v1/completions", completions, methods=["POST"]),
+    ]
+    app = Starlette(routes=routes, exception_handlers={
+        ApiError: _api_error, HTTPException: _http_error, Exception: _server_error})
+    app.state.engine = engine
+    app.state.settings = settings
+    app.state.pending = 0
+    app.state.created = int(time.time())
+    return app
