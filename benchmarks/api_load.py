@@ -8,8 +8,9 @@ and, decoding being greedy, the same under load as alone.
     .venv/bin/python benchmarks/api_load.py -inference_config_file translate_opts_ct2.yaml \\
         -inference_mode ct2                                       # the workflow's release
 
-Without an options file, the model is the one of benchmarks/inference_speed.py (25M
-parameters, float32 release), asked for exactly --max_tokens tokens a request (min_length).
+Without an options file, the model is the one of benchmarks/inference_speed.py (dim 512,
+6 layers: 53M parameters with the LLaMA tokenizer's 32,000 pieces; float32 release), asked for
+exactly --max_tokens tokens a request (min_length).
 The server is started by this script and stopped at the end; nothing leaves 127.0.0.1.
 """
 
