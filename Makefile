@@ -8,7 +8,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 TORCH := $(shell grep '^torch==' requirements.txt)
-export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 .PHONY: install dev run test system-test-deps lint chat serve slurm-up slurm-down clean
 
@@ -73,6 +73,16 @@ slurm-up:
 slurm-down:
 	bash tests/slurm/cluster.sh down
 
+# What the workflow made for CONFIG (config.yaml unless given): every rule's outputs, as
+# Snakemake knows them, the step checkpoints and unfinished downloads beside them, logs and
+# timings. Never llama/ or any other input the config names: no rule makes those.
+CONFIG ?=
 clean:
-	rm -rf synthetic llama dataAI inputs outputs logs benchmarks/results finetuned_* \
-		*-vicuna-onmt.pt vocab.txt replicate_vicuna.yaml translate_opts_*.yaml
+	@test -x $(VENV)/bin/snakemake || (echo "make clean: no $(VENV)/bin/snakemake (make install)" >&2; exit 1)
+	$(VENV)/bin/snakemake $(if $(CONFIG),--configfile $(CONFIG)) --delete-all-output --quiet
+	model=$$($(PY) -c 'import sys, yaml; print([n for f in sys.argv[1:] for n in \
+		[yaml.safe_load(open(f)).get("model_name")] if n][-1])' $(or $(CONFIG),config.yaml)) && \
+	rm -f finetuned_$$model/$${model}-vicuna-onmt_step_*.pt finetuned_$$model/.finetune_inputs.json \
+		finetuned_$$model/*_resume.pt dataAI/*.part dataAI/*.part.json && \
+	find finetuned_$$model dataAI outputs synthetic -depth -type d -empty -delete 2>/dev/null || true
+	rm -rf logs benchmarks/results

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from rehearsal import clone
 from slurm_cluster import cluster  # noqa: F401 (a fixture for the SLURM tests)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,11 +39,13 @@ def edited_config(tmp_path: Path, edit) -> Path:
     return path
 
 
-def snakemake(workdir: Path, *args: str, configfile: Path = REPO / "config.yaml",
+def snakemake(workdir: Path, *args: str, configfile: Path | None = None,
               check: bool = True, timeout: int = 1200) -> subprocess.CompletedProcess:
-    cmd = [str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "-d", str(workdir),
-           f"--configfile={configfile}", *args]
-    result = subprocess.run(cmd, capture_output=True, text=True, env=env(), timeout=timeout)
+    """Snakemake as a user runs it: from the root of a clone (`workdir`), with its config.yaml
+    unless `configfile` replaces it."""
+    cmd = [str(BIN / "snakemake"), *([f"--configfile={configfile}"] if configfile else []), *args]
+    result = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, env=env(),
+                            timeout=timeout)
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
     return result
@@ -59,12 +62,13 @@ def run_script(name: str, *args: str, cwd: Path | None = None,
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
-    """The workflow's `all` on the default config, once per test session, in a fresh folder
-    (VICUNA_TINY_RUN=DIR points the tests at an existing run instead, while developing)."""
+    """`make run` once per test session: the workflow's `all` on the default config, from the
+    root of a fresh clone (VICUNA_TINY_RUN=DIR points the tests at an existing run instead,
+    while developing)."""
     if os.environ.get("VICUNA_TINY_RUN"):
         return Path(os.environ["VICUNA_TINY_RUN"])
-    workdir = tmp_path_factory.mktemp("tiny_run")
-    snakemake(workdir, "--profile", str(REPO / "profiles" / "local"), "--", "all")
+    workdir = clone(tmp_path_factory.mktemp("tiny_run"))
+    snakemake(workdir, "--profile", "profiles/local", "all")
     return workdir
 
 

@@ -22,6 +22,8 @@ from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import yaml
+
 from vicuna import prompt, random_base, synthetic
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,32 +31,19 @@ LLAMA_TOKENIZER = REPO.parent / "shared" / "fixtures" / "llama-tokenizer" / "tok
 CONFIG = "configs/llama7b-vicuna.yaml"
 OVERRIDE = "rehearsal.yaml"
 
-# The shrinking, as YAML; {alpaca} and {sharegpt} are filled with each corpus's url and sha256.
-OVERRIDE_TEXT = """\
+# The shrinking; each corpus's url and sha256 are added by `override`.
+SHRINK = {
+    "train": {
+        "precision": "fp32",  # no GPU: fp16 training needs one
+        "optim": "adam", "batch_size": 256, "valid_batch_size": 256, "accum_count": 1,
+        "bucket_size": 64, "num_workers": 0, "warmup_steps": 1, "train_steps": 4,
+        "save_checkpoint_steps": 2, "valid_steps": 4, "report_every": 1,
+    },
+    "inference": {"device": "cpu", "precision": "fp32", "cpu_threads": 2, "max_length": 8},
+}
+HEADER = """\
 # Shrinks configs/llama7b-vicuna.yaml to rehearse it on a CPU: the 7B-shaped base in llama/7B
 # has fewer layers; the corpora are small copies served on 127.0.0.1.
-data:
-  corpora:
-    alpaca_clean: {alpaca}
-    sharegpt: {sharegpt}
-train:
-  precision: fp32           # no GPU: fp16 training needs one
-  optim: adam
-  batch_size: 256
-  valid_batch_size: 256
-  accum_count: 1
-  bucket_size: 64
-  num_workers: 0
-  warmup_steps: 1
-  train_steps: 4
-  save_checkpoint_steps: 2
-  valid_steps: 4
-  report_every: 1
-inference:
-  device: cpu
-  precision: fp32
-  cpu_threads: 2
-  max_length: 8
 """
 
 
@@ -107,19 +96,30 @@ def serve(directory: Path) -> Iterator[str]:
         httpd.server_close()
 
 
-def override(base_url: str, corpora: dict[str, Path]) -> str:
-    def source(name: str) -> str:
+def override(base_url: str, corpora: dict[str, Path], heldout: bool = False,
+             changes: dict | None = None) -> str:
+    """The override file's text: SHRINK, the corpora's sources, then `changes` (section by
+    section); with `heldout`, the alpaca copy is also a held-out corpus, so that `evaluate`
+    loads and scores both models (the memory benchmark measures that)."""
+    def source(name: str) -> dict:
         sha = hashlib.sha256(corpora[name].read_bytes()).hexdigest()
-        return f'{{url: "{base_url}/{corpora[name].name}", sha256: "{sha}"}}'
+        return {"url": f"{base_url}/{corpora[name].name}", "sha256": sha}
 
-    return OVERRIDE_TEXT.format(alpaca=source("alpaca_clean"), sharegpt=source("sharegpt"))
+    data: dict = {"corpora": {name: source(name) for name in ("alpaca_clean", "sharegpt")}}
+    if heldout:
+        data["heldout"] = {"alpaca": source("alpaca_clean")}
+    sections = {"data": data, **{k: dict(v) for k, v in SHRINK.items()}}
+    for section, values in (changes or {}).items():
+        sections.setdefault(section, {}).update(values)
+    return HEADER + yaml.safe_dump(sections, sort_keys=False)
 
 
-def prepare(workdir: Path, base_url: str, corpora: dict[str, Path], n_layers: int = 1) -> int:
+def prepare(workdir: Path, base_url: str, corpora: dict[str, Path], n_layers: int = 1,
+            heldout: bool = False, changes: dict | None = None) -> int:
     """A clone in `workdir` holding the 7B-shaped base in llama/ and the override file; returns
     the base checkpoint's size in bytes."""
     clone(workdir)
     size = random_base.write_random(workdir / "llama" / "7B", "7B", n_layers=n_layers)
     shutil.copy(LLAMA_TOKENIZER, workdir / "llama" / "tokenizer.model")
-    (workdir / OVERRIDE).write_text(override(base_url, corpora))
+    (workdir / OVERRIDE).write_text(override(base_url, corpora, heldout, changes))
     return size

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
-from conftest import REPO, edited_config, snakemake
+from conftest import REPO, clone, edited_config, snakemake
 
 
 def dry_run(tmp_path, configfile):
-    workdir = tmp_path / "work"
-    workdir.mkdir()
-    result = snakemake(workdir, "-n", "--", "all", configfile=configfile, check=False)
-    return workdir, result
+    """`snakemake -n all` from the root of a fresh clone, with `configfile` in place."""
+    workdir = clone(tmp_path / "work")
+    shutil.copy(configfile, workdir / "config.yaml")
+    before = sorted(p.name for p in workdir.iterdir())
+    result = snakemake(workdir, "-n", "all", check=False)
+    return workdir, before, result
 
 
 CASES = {
@@ -27,23 +31,23 @@ CASES = {
 @pytest.mark.parametrize("case", CASES)
 def test_bad_config_fails_at_parse_time_naming_the_key(tmp_path, case):
     edit, message = CASES[case]
-    workdir, result = dry_run(tmp_path, edited_config(tmp_path, edit))
+    workdir, before, result = dry_run(tmp_path, edited_config(tmp_path, edit))
     assert result.returncode != 0
     assert message in result.stdout + result.stderr
     assert "Building DAG" not in result.stdout + result.stderr  # no job was even planned
-    assert sorted(p.name for p in workdir.iterdir()) in ([], [".snakemake"])
+    assert sorted(p.name for p in workdir.iterdir() if p.name != ".snakemake") == before
 
 
 def test_cross_key_check_names_both_keys(tmp_path):
     def edit(c):
         c["train"]["quantization"]["type"] = ""
-    _, result = dry_run(tmp_path, edited_config(tmp_path, edit))
+    _, _, result = dry_run(tmp_path, edited_config(tmp_path, edit))
     assert result.returncode != 0
     assert "train.quantization.type must be set" in result.stdout + result.stderr
 
 
 def test_default_config_plans_the_whole_graph(tmp_path):
-    _, result = dry_run(tmp_path, REPO / "config.yaml")
+    _, _, result = dry_run(tmp_path, REPO / "config.yaml")
     assert result.returncode == 0, result.stderr
     for rule in ["synthetic_data", "pretrain_base", "convert_llama", "extract_vocabulary",
                  "finetune_config", "finetune", "merge_lora", "release_ct2", "simple_inference"]:

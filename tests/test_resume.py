@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import BIN, REPO, env
+from conftest import BIN, env
 
 from vicuna import resume
 
@@ -172,10 +172,9 @@ def test_a_truncated_checkpoint_is_never_picked(tiny_run, tmp_path):
     assert step == 200 and ck["optim"]["training_step"] > 200 - 2
 
 
-def snakemake_cmd(workdir: Path) -> list[str]:
-    return [str(BIN / "snakemake"), "-s", str(REPO / "Snakefile"), "-d", str(workdir),
-            f"--configfile={REPO / 'config.yaml'}", "--profile", str(REPO / "profiles/local"),
-            "--", "all"]
+def snakemake_cmd() -> list[str]:
+    """`make run`'s command, run from the root of the run's clone."""
+    return [str(BIN / "snakemake"), "--profile", "profiles/local", "--", "all"]
 
 
 @pytest.mark.workflow
@@ -183,7 +182,7 @@ def test_killed_training_resumes_from_its_step_checkpoint(tiny_run, tmp_path):
     work = tmp_path / "run"
     shutil.copytree(tiny_run, work, symlinks=True)  # keeps mtimes: upstream stays up to date
     shutil.rmtree(work / "finetuned_llama-tiny")
-    first = subprocess.Popen(snakemake_cmd(work), env=env(), stdout=subprocess.DEVNULL,
+    first = subprocess.Popen(snakemake_cmd(), cwd=work, env=env(), stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL, start_new_session=True)
     checkpoint = work / f"{SAVE_MODEL}_step_200.pt"
     deadline = time.monotonic() + 600
@@ -197,9 +196,9 @@ def test_killed_training_resumes_from_its_step_checkpoint(tiny_run, tmp_path):
     assert not (work / f"{SAVE_MODEL}_step_400.pt").exists(), "killed too late to test resuming"
 
     # A killed Snakemake leaves its lock behind, as after a lost node.
-    subprocess.run([*snakemake_cmd(work)[:-2], "--unlock"], env=env(), check=True,
+    subprocess.run([*snakemake_cmd()[:-2], "--unlock"], cwd=work, env=env(), check=True,
                    capture_output=True)
-    second = subprocess.run(snakemake_cmd(work), env=env(), capture_output=True, text=True,
+    second = subprocess.run(snakemake_cmd(), cwd=work, env=env(), capture_output=True, text=True,
                             timeout=1200)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     log = (work / "logs/finetune.log").read_text()

@@ -1,0 +1,111 @@
+"""Peak resident memory of each model-loading job against the size of the checkpoint it loads,
+on 7B-shaped checkpoints (dim 4096, FFN 11008, LLaMA's 32,000-piece vocabulary) with 1, 2 and 4
+layers: the workflow itself, run locally on the 7B config plus the rehearsal's shrinking override
+(tests/rehearsal.py, with a held-out corpus so that `evaluate` loads both models), CPU only.
+Each rule's peak comes from its Snakemake benchmark file (max_rss); the fit is
+peak = a x size + b per rule, written to benchmarks/job_memory.json; rules/common.smk's
+MEMORY_FIT must stay at or above it (tests/test_plan.py checks).
+
+    .venv/bin/python benchmarks/job_memory.py [--layers 1 2 4] [--keep]
+
+Needs the real LLaMA tokenizer (../shared/fixtures/llama-tokenizer/tokenizer.model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+import rehearsal  # noqa: E402
+
+STEP = "finetuned_llama7B/llama7B-vicuna-onmt_step_4"
+# rule (benchmark file) -> the checkpoint its memory is sized from, as in the rules
+LOADS = {
+    "convert_llama": "llama/7B",
+    "extract_vocabulary": "llama7B-vicuna-onmt.pt",
+    "finetune": "llama7B-vicuna-onmt.pt",
+    "merge_lora": "llama7B-vicuna-onmt.pt",
+    "release_ct2": f"{STEP}.concat.pt",
+    "simple_inference_py": f"{STEP}.concat.pt",
+    "simple_inference_ct2": f"{STEP}.concat_CT2",
+    "evaluate": f"{STEP}.concat.pt",
+}
+
+
+def size_mb(path: Path) -> float:
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+    return sum(p.stat().st_size for p in files) / 2**20
+
+
+def measure(n_layers: int, root: Path) -> dict[str, tuple[float, float, float]]:
+    """rule -> (checkpoint MB, peak RSS MB, seconds) for a base of `n_layers` layers."""
+    corpora = rehearsal.flattened_corpora(root / "www")
+    work = root / f"layers{n_layers}"
+    work.mkdir()
+    with rehearsal.serve(root / "www") as url:
+        rehearsal.prepare(work, url, corpora, n_layers=n_layers, heldout=True)
+        cmd = [str(REPO / ".venv/bin/snakemake"), "--profile", "profiles/local", "--configfile",
+               rehearsal.CONFIG, rehearsal.OVERRIDE, "--", "all"]
+        proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
+    if proc.returncode:
+        sys.exit(f"{n_layers} layers: the workflow failed:\n{proc.stderr[-3000:]}")
+    rows = {}
+    for rule, loads in LOADS.items():
+        with open(work / "benchmarks/results" / f"{rule}.tsv") as f:
+            row = next(csv.DictReader(f, delimiter="\t"))
+        rows[rule] = (size_mb(work / loads), float(row["max_rss"]), float(row["s"]))
+    return rows
+
+
+def fit(points: list[tuple[float, float]]) -> tuple[float, float]:
+    """Least squares a, b of peak = a x size + b."""
+    n = len(points)
+    mx, my = sum(x for x, _ in points) / n, sum(y for _, y in points) / n
+    a = sum((x - mx) * (y - my) for x, y in points) / sum((x - mx) ** 2 for x, _ in points)
+    return a, my - a * mx
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--layers", type=int, nargs="+", default=[1, 2, 4])
+    p.add_argument("--output", type=Path, default=REPO / "benchmarks" / "job_memory.json")
+    p.add_argument("--keep", action="store_true", help="keep the runs' folders")
+    a = p.parse_args()
+    if not rehearsal.LLAMA_TOKENIZER.is_file():
+        sys.exit(f"error: {rehearsal.LLAMA_TOKENIZER}: the real LLaMA tokenizer is needed")
+    root = Path(tempfile.mkdtemp(prefix="job_memory_"))
+    runs: dict[int, dict] = {}
+    try:
+        for n in a.layers:
+            start = time.monotonic()
+            runs[n] = measure(n, root)
+            print(f"{n} layers: {time.monotonic() - start:.0f} s", file=sys.stderr)
+    finally:
+        if not a.keep:
+            shutil.rmtree(root, ignore_errors=True)
+    result = {"layers": a.layers, "rules": {}}
+    print("| rule | " + " | ".join(f"{n} layers: size / peak MB" for n in a.layers)
+          + " | a | b MB |\n|---|" + "---|" * (len(a.layers) + 2))
+    for rule in LOADS:
+        points = [runs[n][rule][:2] for n in a.layers]
+        slope, intercept = fit(points)
+        result["rules"][rule] = {"a": round(slope, 3), "b_mb": round(intercept),
+                                 "points": [[round(x), round(y), round(runs[n][rule][2], 1)]
+                                            for n, (x, y) in zip(a.layers, points, strict=True)]}
+        cells = " | ".join(f"{x:,.0f} / {y:,.0f}" for x, y in points)
+        print(f"| {rule} | {cells} | {slope:.2f} | {intercept:,.0f} |")
+    a.output.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {a.output}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

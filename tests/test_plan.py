@@ -1,0 +1,100 @@
+"""The README's 7B command, planned (`--dry-run`) on placeholder bases of the real size: Meta's
+params.json and sparse consolidated.NN.pth files, for 7B (one 13.5 GB shard) and 13B (two).
+Every job asks for at least the memory measured for its checkpoint's size
+(benchmarks/job_memory.json), and for a GPU exactly where it runs a model on `cuda`."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import REPO, clone, snakemake
+
+from vicuna import random_base
+
+MEASURED = json.loads((REPO / "benchmarks" / "job_memory.json").read_text())["rules"]
+# Jobs that run a model on the configured device; `evaluate` only with something to score.
+DEVICE_RULES = {"simple_inference"}
+TRAINING = "finetune"
+
+
+def readme_commands(prefix: str) -> list[str]:
+    """The command lines of the README's ```bash blocks that start with `prefix`."""
+    blocks = re.findall(r"```bash\n(.*?)```", (REPO / "README.md").read_text(), re.S)
+    lines = [line.split(" #")[0].strip() for block in blocks for line in block.splitlines()]
+    return [line for line in lines if line.startswith(prefix)]
+
+
+SEVEN_B = next(c for c in readme_commands("snakemake ") if "llama7b-vicuna.yaml" in c)
+
+
+def planned_jobs(output: str) -> list[dict]:
+    """Each planned job of a dry run: rule, wildcards and resources."""
+    jobs = []
+    for block in re.split(r"\n\s*\n", output):
+        rule = re.search(r"^(?:local)?rule (\w+):", block, re.M)
+        resources = re.search(r"^\s+resources: (.*)$", block, re.M)
+        if rule and resources:
+            wildcards = re.search(r"^\s+wildcards: (.*)$", block, re.M)
+            jobs.append({
+                "rule": rule.group(1),
+                "wildcards": dict(w.split("=") for w in wildcards.group(1).split(", "))
+                if wildcards else {},
+                "resources": dict(r.split("=", 1) for r in resources.group(1).split(", ")),
+            })
+    return jobs
+
+
+@pytest.fixture(scope="module", params=["7B", "13B"])
+def plan(request, tmp_path_factory) -> tuple[str, float, list[dict]]:
+    """The README's 7B command as written, plus --dry-run; for 13B with an override file that
+    points `base` at it, as a user with that model would."""
+    model = request.param
+    work = clone(tmp_path_factory.mktemp(f"plan{model}"))
+    shards = random_base.write_placeholder(work / "llama" / model, model)
+    (work / "llama" / "tokenizer.model").write_bytes(b"")  # read by no job of a dry run
+    args = shlex.split(SEVEN_B)[1:]
+    if model == "13B":
+        (work / "13B.yaml").write_text("model_name: llama13B\nbase: {model_dir: llama/13B}\n")
+        at = args.index("configs/llama7b-vicuna.yaml") + 1
+        args[at:at] = ["13B.yaml"]
+    result = snakemake(work, *args, "--dry-run")
+    size_mb = sum(p.stat().st_size for p in shards) / 2**20
+    shutil.rmtree(work / "llama")
+    return model, size_mb, planned_jobs(result.stdout)
+
+
+def test_the_whole_graph_is_planned(plan):
+    _, _, jobs = plan
+    rules = {job["rule"] for job in jobs}
+    assert rules >= {"download_dataset", "convert_llama", "extract_vocabulary", "finetune_config",
+                     "finetune_samples", "finetune", "merge_lora", "release_ct2", "translate_opts",
+                     "simple_inference", "evaluate", "training_curves", "data_report"}
+    assert not rules & {"synthetic_data", "pretrain_base", "flatten_dataset"}
+
+
+def test_each_job_asks_for_at_least_its_measured_memory(plan):
+    model, size_mb, jobs = plan
+    print(f"{model}: {size_mb / 1024:.1f} GiB of weights")
+    for job in jobs:
+        name = job["rule"] + (f"_{job['wildcards']['mode']}" if "mode" in job["wildcards"] else "")
+        if name in MEASURED:
+            fit = MEASURED[name]
+            # every checkpoint of the run is at most the base's size (float16 all along)
+            need = fit["a"] * size_mb + fit["b_mb"]
+            asked = int(job["resources"]["mem_mb"])
+            print(f"  {name}: asks {asked / 1024:.1f} GiB, measured fit {need / 1024:.1f} GiB")
+            assert asked >= need, (name, asked, need)
+
+
+def test_a_gpu_exactly_where_a_model_runs_on_cuda(plan):
+    """The 7B config runs inference on `cuda`: both modes ask for a GPU, as training does; the
+    evaluation has no held-out corpus and no references there, loads no model, and asks none."""
+    _, _, jobs = plan
+    for job in jobs:
+        gpu = int(job["resources"].get("gpu", 0))
+        assert gpu == (job["rule"] in DEVICE_RULES | {TRAINING}), job
