@@ -44,25 +44,6 @@ def tokenizer(tmp: Path) -> tuple[Path, int]:
     return path, spm.SentencePieceProcessor(model_file=str(path)).get_piece_size()
 
 
-def tensors(dim: int, layers: int, vocab: int, hidden: int, kv_dim: int) -> dict[str, tuple]:
-    """Meta's names and full shapes."""
-    shapes = {"tok_embeddings.weight": (vocab, dim), "norm.weight": (dim,),
-              "output.weight": (vocab, dim)}
-    for i in range(layers):
-        shapes.update({
-            f"layers.{i}.attention.wq.weight": (dim, dim),
-            f"layers.{i}.attention.wk.weight": (kv_dim, dim),
-            f"layers.{i}.attention.wv.weight": (kv_dim, dim),
-            f"layers.{i}.attention.wo.weight": (dim, dim),
-            f"layers.{i}.feed_forward.w1.weight": (hidden, dim),
-            f"layers.{i}.feed_forward.w2.weight": (dim, hidden),
-            f"layers.{i}.feed_forward.w3.weight": (hidden, dim),
-            f"layers.{i}.attention_norm.weight": (dim,),
-            f"layers.{i}.ffn_norm.weight": (dim,),
-        })
-    return shapes
-
-
 def write_meta(model_dir: Path, params: dict, shapes: dict, shards: int) -> None:
     """One shard in memory at a time (the generator's own memory is not measured)."""
     import torch
@@ -129,12 +110,14 @@ def measure(cmd: list[str], quiet: bool = False) -> tuple[float, int, int]:
 def generate(args: argparse.Namespace, tmp: Path) -> None:
     """The random checkpoint and the tokenizer, in tmp/model and tmp/generated.json."""
     from vicuna.llama import ModelArgs
+    from vicuna.random_base import tensor_shapes
 
     tok, vocab = tokenizer(tmp)
     params = {"dim": args.dim, "n_layers": args.layers, "n_heads": args.heads,
               "n_kv_heads": args.kv_heads, "multiple_of": 256, "norm_eps": 1e-5, "vocab_size": -1}
-    hidden = ModelArgs.from_params(params).hidden_dim
-    shapes = tensors(args.dim, args.layers, vocab, hidden, args.dim // args.heads * args.kv_heads)
+    model_args = ModelArgs.from_params(params, vocab_size=vocab)
+    hidden = model_args.hidden_dim
+    shapes = tensor_shapes(model_args)
     if args.layout == "meta":
         write_meta(tmp / "model", params, shapes, args.shards)
     else:

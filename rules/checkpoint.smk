@@ -37,6 +37,8 @@ rule extract_vocabulary:
         runtime=runtime_min("checkpoint"),
     log:
         "logs/extract_vocabulary.log",
+    benchmark:
+        "benchmarks/results/extract_vocabulary.tsv"
     conda:
         "../envs/vicuna.yaml"
     shell:
