@@ -32,5 +32,6 @@ rule all:
         rules.data_report.output.stats,
         expand(rules.simple_inference.output.predictions, mode=MODES),
         rules.evaluate.output.json,
+        HELDOUT_LOSS,
         rules.training_curves.output.curves,
     default_target: True

@@ -3,18 +3,52 @@
 
 # The validation corpus and the held-out corpora, each scored for base and finetuned.
 EVAL_CORPORA = ({"valid": "valid"} if VALID else {}) | dict(sorted(HELDOUT.items()))
-# Models are loaded only for held-out losses and for the base's answers to referenced prompts;
-# without either, `evaluate` compares the two modes' predictions and needs neither memory nor GPU.
-EVAL_LOADS_MODELS = bool(EVAL_CORPORA) or "references" in config["inference"]
+# `evaluate` loads a model only for the base's answers to referenced prompts; without
+# references it compares the two modes' predictions and needs neither memory nor GPU.
+EVAL_LOADS_MODELS = "references" in config["inference"]
 
 
-# outputs/eval.json and outputs/eval.tsv: held-out loss per corpus, exact match, py/ct2 agreement.
-rule evaluate:
+# outputs/heldout_loss.json: held-out loss and perplexity per corpus, base and finetuned, one
+# model at a time. Its own job, so that a change of the decoding options does not rerun it; not
+# planned at all without a held-out corpus.
+rule heldout_loss:
     input:
         base=rules.convert_llama.output.checkpoint,
         finetuned=rules.merge_lora.output.checkpoint,
         tokenizer=config["base"]["tokenizer_model"],
         heldout=[corpus_path(source) for source in EVAL_CORPORA.values()],
+    output:
+        json="outputs/heldout_loss.json",
+    params:
+        heldout=" ".join(f"--heldout {name} {corpus_path(source)}"
+                         for name, source in EVAL_CORPORA.items()),
+        device=config["inference"]["device"],
+        precision=config["inference"]["precision"],
+    resources:
+        mem_mb=mem_mb("heldout_loss", "finetuned"),
+        gpu=gpus(config["inference"]["device"]),
+    log:
+        "logs/heldout_loss.log",
+    benchmark:
+        "benchmarks/results/heldout_loss.tsv"
+    conda:
+        "../envs/vicuna.yaml"
+    shell:
+        "heldout_loss.py --base {input.base} --finetuned {input.finetuned}"
+        " --tokenizer_model {input.tokenizer} {params.heldout}"
+        " --device {params.device} --precision {params.precision}"
+        " --json {output.json} > {log} 2>&1"
+
+
+# The held-out losses where there are held-out corpora, else nothing (`all` asks for them too).
+HELDOUT_LOSS = [rules.heldout_loss.output.json] if EVAL_CORPORA else []
+
+
+# outputs/eval.json and outputs/eval.tsv: exact match, py/ct2 agreement, and the held-out losses.
+rule evaluate:
+    input:
+        base=rules.convert_llama.output.checkpoint,
+        heldout_loss=HELDOUT_LOSS,
         prompts=config["inference"]["input_examples"],
         references=config["inference"].get("references", []),
         predictions=expand(rules.simple_inference.output.predictions, mode=MODES),
@@ -24,13 +58,10 @@ rule evaluate:
         table="outputs/eval.tsv",
         html=report("outputs/eval.html", category="Evaluation"),
     params:
-        heldout=" ".join(f"--heldout {name} {corpus_path(source)}"
-                         for name, source in EVAL_CORPORA.items()),
+        heldout_loss=" ".join(f"--heldout_loss {path}" for path in HELDOUT_LOSS),
         references=lambda w, input: f"--references {input.references}" if input.references else "",
-        device=config["inference"]["device"],
-        precision=config["inference"]["precision"],
     resources:
-        mem_mb=mem_mb("evaluate", "finetuned") if EVAL_LOADS_MODELS else 1000,
+        mem_mb=mem_mb("evaluate", "base") if EVAL_LOADS_MODELS else 1000,
         gpu=gpus(config["inference"]["device"]) if EVAL_LOADS_MODELS else 0,
     log:
         "logs/evaluate.log",
@@ -39,11 +70,9 @@ rule evaluate:
     conda:
         "../envs/vicuna.yaml"
     shell:
-        "evaluate.py --base {input.base} --finetuned {input.finetuned}"
-        " --tokenizer_model {input.tokenizer} {params.heldout} --prompts {input.prompts}"
+        "evaluate.py --base {input.base} {params.heldout_loss} --prompts {input.prompts}"
         " {params.references} --predictions_py {input.predictions[0]}"
         " --predictions_ct2 {input.predictions[1]} --translate_opts_py {input.options}"
-        " --device {params.device} --precision {params.precision}"
         " --json {output.json} --table {output.table} --html {output.html} > {log} 2>&1"
 
 

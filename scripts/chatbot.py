@@ -15,7 +15,7 @@ import os
 import sys
 from pathlib import Path
 
-from vicuna import chat, inference
+from vicuna import chat, decoding, inference
 
 # gradio reports usage to its servers unless told not to: this page talks to nobody else.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -41,6 +41,8 @@ def build_ui(model: chat.Model, mode: str, max_context_length: int):
     import gradio as gr
 
     defaults = model.decoding
+    # the sliders start where the engines would (OpenNMT-py's defaults for a key left out)
+    start = {**decoding.ONMT_DEFAULTS, **defaults}
 
     def respond(message: str, rounds: list[tuple[str, str]], temperature: float, top_k: int,
                 top_p: float, max_new_tokens: int):
@@ -55,8 +57,8 @@ def build_ui(model: chat.Model, mode: str, max_context_length: int):
             yield gr.skip(), gr.skip(), gr.skip(), f"**Not sent:** {e}", gr.skip()
             return
         notice = dropped_notice(dropped, max_context_length)
-        decoding = {"max_length": int(max_new_tokens), "random_sampling_temp": temperature,
-                    "random_sampling_topk": int(top_k), "random_sampling_topp": top_p}
+        settings = decoding.chosen(defaults, max_length=int(max_new_tokens),
+                                   temperature=temperature, top_k=int(top_k), top_p=top_p)
         shown = rounds_to_messages(rounds) + [{"role": "user", "content": message}]
 
         def update(answer: str) -> tuple:
@@ -66,7 +68,7 @@ def build_ui(model: chat.Model, mode: str, max_context_length: int):
                     [*rounds, (message, answer)], notice, text)
 
         yield update("")
-        for answer in model.answer(text, decoding):
+        for answer in model.answer(text, settings):
             yield update(answer)
 
     with gr.Blocks(title="Vicuna chat", analytics_enabled=False) as demo:
@@ -84,11 +86,11 @@ def build_ui(model: chat.Model, mode: str, max_context_length: int):
             clear = gr.Button("Clear", elem_id="clear", scale=1)
         with gr.Accordion("Decoding", open=False):
             with gr.Row():
-                temperature = gr.Slider(0.05, 2.0, value=defaults.get("random_sampling_temp", 1.0),
+                temperature = gr.Slider(0.05, 2.0, value=start["random_sampling_temp"],
                                         step=0.05, label="Temperature", elem_id="temperature")
-                top_k = gr.Slider(0, 100, value=defaults.get("random_sampling_topk", 1), step=1,
-                                  label="Top-k (1: greedy)", elem_id="top-k")
-                top_p = gr.Slider(0.0, 1.0, value=defaults.get("random_sampling_topp", 0.0),
+                top_k = gr.Slider(0, 100, value=start["random_sampling_topk"], step=1,
+                                  label="Top-k (1: greedy, 0: all tokens)", elem_id="top-k")
+                top_p = gr.Slider(0.0, 1.0, value=start["random_sampling_topp"],
                                   step=0.05, label="Top-p (0: off)", elem_id="top-p")
                 max_new = gr.Slider(1, max_context_length - 1,
                                     value=min(defaults["max_length"], max_context_length - 1),

@@ -12,8 +12,7 @@ import sys
 from pathlib import Path
 
 from vicuna import inference
-from vicuna.files import check_output, require_file, text_file, write_json, write_lines
-from vicuna.flatten import iter_lines
+from vicuna.files import check_output, iter_lines, require_file, text_file, write_json, write_lines
 
 
 def main() -> None:

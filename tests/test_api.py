@@ -42,8 +42,8 @@ RAW_PROMPT = prompt.conversation([], U3)  # for /v1/completions, sent as it is
 def test_until_stops_cuts_at_the_first_stop_and_holds_back_beginnings():
     assert until_stops("a b c", ("b",)) == ("a ", True)
     assert until_stops("a b c", ("c", "b")) == ("a ", True)
-    assert until_stops("a b" + chat.STOP + " b", ("b",)) == ("a ", True)
-    assert until_stops("a" + chat.STOP + "x b", ("b",)) == ("a", True)  # the chat's STOP first
+    assert until_stops("a b" + prompt.STOP + " b", ("b",)) == ("a ", True)
+    assert until_stops("a" + prompt.STOP + "x b", ("b",)) == ("a", True)  # the layout's STOP first
     assert until_stops("answer EN", ("END",)) == ("answer ", False)  # held back while growing
     assert until_stops("answer EN", ("END",), hold=False) == ("answer EN", False)
     assert until_stops("answer\n\n###", ("END",), hold=False) == ("answer", False)  # as the chatbot
@@ -203,7 +203,7 @@ def expected(servers, options, tmp_path_factory) -> dict[str, dict[str, str]]:
                    "-inference_config_file", str(options[mode]), "-inference_mode", mode,
                    "-output_dir", str(root))
         lines = (root / f"predictions_{mode}.txt").read_text(encoding="utf-8").splitlines()
-        chat_answer, raw_answer = (chat.until_stop(prompt.from_line(line))[0] for line in lines)
+        chat_answer, raw_answer = (prompt.until_stop(prompt.from_line(line))[0] for line in lines)
         answers[mode] = {"chat": chat_answer, "raw": raw_answer}
     return answers
 

@@ -1,5 +1,5 @@
 """The chatbot's prompt within the context budget, at the budget's edges, and answers as the
-chatbot shows them (vicuna.chat, vicuna.evaluate)."""
+chatbot shows them (vicuna.chat, vicuna.prompt.until_stop, vicuna.evaluate)."""
 
 import pytest
 from conftest import LLAMA_TOKENIZER
@@ -90,7 +90,7 @@ def test_token_counter_counts_bos_and_pieces():
     ("line one\nline two", "line one\nline two", False),
 ])
 def test_until_stop(generated, shown, stopped):
-    assert chat.until_stop(generated) == (shown, stopped)
+    assert prompt.until_stop(generated) == (shown, stopped)
 
 
 def test_exact_match_reads_answers_as_the_chatbot_shows_them():

@@ -1,37 +1,57 @@
 """Each config key reaches only the rules it affects: after a change, `snakemake -n` plans
-exactly the stale steps."""
+exactly the stale steps, per mode where a rule has one (translate_opts[ct2])."""
 
 from __future__ import annotations
 
 import re
+from collections import Counter
 
 import pytest
 from conftest import REPO, edited_config, snakemake
 
 pytestmark = pytest.mark.workflow
 
-INFERENCE = {"translate_opts": 2, "simple_inference": 2, "evaluate": 1, "all": 1}
+
+def modes(*rules: str, mode: tuple[str, ...] = ("py", "ct2")) -> dict[str, int]:
+    return {f"{rule}[{m}]": 1 for rule in rules for m in mode}
+
+
+# A decoding option: both modes' options and predictions, then the scores; no held-out loss.
+INFERENCE = {**modes("translate_opts", "simple_inference"), "evaluate": 1, "all": 1}
+# A key one mode reads (vicuna.decoding.MODE_KEYS): that mode's jobs only.
+CT2_ONLY = {**modes("translate_opts", "simple_inference", mode=("ct2",)), "evaluate": 1, "all": 1}
+# inference.precision is py's, and the held-out losses run in it too.
+PY_ONLY = {**modes("translate_opts", "simple_inference", mode=("py",)), "heldout_loss": 1,
+           "evaluate": 1, "all": 1}
 TRAINING = {"finetune_config": 1, "finetune": 1, "finetune_samples": 1, "merge_lora": 1,
-            "training_curves": 1, "release_ct2": 1, **INFERENCE}
+            "training_curves": 1, "release_ct2": 1, "heldout_loss": 1, **INFERENCE}
 DATA = {"flatten_dataset": 4, "data_report": 1, **TRAINING}
 
 CHANGES = {
     "decoding": (lambda c: c["inference"].update(max_length=32), INFERENCE),
     "sampling": (lambda c: c["inference"].update(random_sampling_temp=0.7), INFERENCE),
+    "ct2 compute type": (lambda c: c["inference"].update(compute_type="int8"), CT2_ONLY),
+    "ct2 threads": (lambda c: c["inference"].update(cpu_threads=1), CT2_ONLY),
+    "py precision": (lambda c: c["inference"].update(precision="fp16"), PY_ONLY),
     "lora": (lambda c: c["train"]["lora"].update(rank=4), TRAINING),
     "optimizer": (lambda c: c["train"].update(learning_rate=1e-3), TRAINING),
     "data": (lambda c: c["data"].update(on_error="skip"), DATA),
     "release": (lambda c: c["release"].update(quantization="int8"),
-                {"release_ct2": 1, "translate_opts": 1, "simple_inference": 1, "evaluate": 1, "all": 1}),
+                {"release_ct2": 1, **CT2_ONLY}),
 }
 
 
 def planned_jobs(workdir, configfile) -> dict[str, int]:
+    """Planned jobs per rule, as rule[mode] where the job has a mode wildcard."""
     out = snakemake(workdir, "-n", "--", "all", configfile=configfile).stdout
     if "Nothing to be done" in out:
         return {}
-    table = out.split("Job stats:")[1].split("total")[0]
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
+    jobs: Counter = Counter()
+    for block in re.split(r"^(?=(?:local)?rule \w+:)", out, flags=re.M)[1:]:
+        rule = re.match(r"(?:local)?rule (\w+):", block).group(1)
+        mode = re.search(r"^\s+wildcards: mode=(\w+)", block, re.M)
+        jobs[rule + (f"[{mode.group(1)}]" if mode else "")] += 1
+    return dict(jobs)
 
 
 def test_no_change_plans_nothing(tiny_run):

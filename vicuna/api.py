@@ -9,8 +9,9 @@
 - Decoding starts from the options file (as the chatbot's sliders do): max_tokens replaces its
   max_length, temperature (0: greedy), top_p and top_k (beyond OpenAI, as in the chatbot) its
   sampling; with the workflow's greedy default (top-k 1) only top_k > 1 samples.
-- Answers are cut at the chat's stop rule and at the client's `stop` strings: finish_reason
-  "stop" then, or at the end token; "length" when max_tokens ran out.
+- Answers are cut at the prompt layout's stop rule (vicuna.prompt.until_stop) and at the
+  client's `stop` strings: finish_reason "stop" then, or at the end token; "length" when
+  max_tokens ran out.
 - Every malformed request gets a 4xx with OpenAI's error shape, {"error": {"message", "type",
   "param", "code"}}; nothing a client sends reaches it as a traceback or stops the server.
 """
@@ -35,6 +36,7 @@ from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
 from vicuna import chat
+from vicuna.decoding import chosen
 from vicuna.serving import Engine, Event, Sequence
 
 log = logging.getLogger(__name__)
@@ -197,17 +199,10 @@ def max_new_tokens(req: _Generation, settings: Settings, default: int) -> int:
 
 
 def decoding(req: _Generation, defaults: dict, max_length: int) -> dict:
-    """The options file's decoding, with what the request sets (options-file keys)."""
-    d = {**defaults, "max_length": max_length}
-    if req.top_k is not None:
-        d["random_sampling_topk"] = req.top_k
-    if req.top_p is not None:
-        d["random_sampling_topp"] = req.top_p
-    if req.temperature == 0:  # OpenAI's greedy
-        d["random_sampling_topk"] = 1
-    elif req.temperature is not None:
-        d["random_sampling_temp"] = req.temperature
-    return d
+    """The options file's decoding, with what the request sets (options-file keys; temperature
+    0, OpenAI's greedy, is greedy in both engines: vicuna.decoding)."""
+    return chosen(defaults, max_length=max_length, temperature=req.temperature,
+                  top_k=req.top_k, top_p=req.top_p)
 
 
 # ---- generation, seen from the event loop -------------------------------------------------

@@ -1,8 +1,9 @@
 """The chatbot's side of inference: the multi-round prompt that fits the context budget, and
 answers in both modes (`ct2` streamed token by token, `py` in one piece).
 
-Decoding settings are dicts with the options file's keys (max_length, random_sampling_temp,
-random_sampling_topk, random_sampling_topp), so both engines read them as in batch inference.
+Decoding settings are dicts with the options file's keys (vicuna.decoding.SAMPLING), so both
+engines read them as in batch inference; answers end at the prompt layout's stop
+(vicuna.prompt.until_stop).
 """
 
 from __future__ import annotations
@@ -11,13 +12,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from vicuna import inference, prompt
-
-DECODING_KEYS = ("max_length", "random_sampling_temp", "random_sampling_topk",
-                 "random_sampling_topp")
-
-# The model opening a next round by itself: the answer ends where that starts.
-STOP = "\n\n### Instruction:"
+from vicuna import decoding, inference, prompt
 
 Answerer = Callable[[str, dict], Iterator[str]]  # (prompt text, decoding) -> answer so far
 
@@ -48,24 +43,9 @@ def token_counter(sp) -> Callable[[str], int]:
     return lambda text: len(inference.prompt_tokens(sp, text))
 
 
-def until_stop(text: str) -> tuple[str, bool]:
-    """The answer part of generated text, and whether the model went past it (STOP seen).
-
-    A trailing beginning of STOP is held back, so a stream never shows "\\n\\n###" and then
-    takes it away.
-    """
-    head, sep, _ = text.partition(STOP)
-    if sep:
-        return head, True
-    for n in range(len(STOP) - 1, 0, -1):
-        if text.endswith(STOP[:n]):
-            return text[:-n], False
-    return text, False
-
-
-def ct2_stream(generator, sp, text: str, decoding: dict) -> Iterator[str]:
+def ct2_stream(generator, sp, text: str, settings: dict) -> Iterator[str]:
     """Yield the answer decoded so far after each new token (CTranslate2's generate_tokens)."""
-    args = inference.ct2_decoding(decoding)
+    args = decoding.ct2_args(settings)
     steps = generator.generate_tokens(
         inference.prompt_tokens(sp, text), max_length=args["max_length"],
         sampling_topk=args["sampling_topk"], sampling_topp=args["sampling_topp"],
@@ -79,7 +59,7 @@ def ct2_stream(generator, sp, text: str, decoding: dict) -> Iterator[str]:
                 break
             ids.append(step.token_id)
             # Decode all ids each time: a character can span several byte-fallback pieces.
-            answer, stopped = until_stop(sp.decode(ids))
+            answer, stopped = prompt.until_stop(sp.decode(ids))
             if answer != shown:  # held-back pieces change nothing on the page
                 shown = answer
                 yield answer
@@ -90,32 +70,32 @@ def ct2_stream(generator, sp, text: str, decoding: dict) -> Iterator[str]:
 
 
 def py_answer(generate: Callable[..., list[inference.Answer]], text: str,
-              decoding: dict) -> Iterator[str]:
+              settings: dict) -> Iterator[str]:
     """OpenNMT-py's whole answer at once (its engine does not stream), as a one-item stream."""
-    [answer] = generate([prompt.to_line(text)], decoding)
-    yield until_stop(prompt.from_line(answer.text))[0]
+    [answer] = generate([prompt.to_line(text)], settings)
+    yield prompt.until_stop(prompt.from_line(answer.text))[0]
 
 
 @dataclass
 class Model:
     count_tokens: Callable[[str], int]
     answer: Answerer
-    decoding: dict  # the options file's decoding settings: the chatbot's defaults
+    decoding: dict  # the options file's decoding.SAMPLING settings: the chatbot's defaults
 
 
 def load(mode: str, options_file: str | Path) -> Model:
     """The model of one mode, configured by its translate_opts_<mode>.yaml."""
     opts = inference.load_options(options_file)
-    decoding = {key: opts[key] for key in DECODING_KEYS if key in opts}
+    defaults = decoding.defaults(opts)
     if mode == "ct2":
         generator, sp = inference.load_ct2(opts)
         return Model(token_counter(sp), lambda text, dec: ct2_stream(generator, sp, text, dec),
-                     decoding)
+                     defaults)
     if mode == "py":
         from vicuna import tokenizer
 
         generate = inference.py_engine(options_file)
         sp = tokenizer.load(opts["src_subword_model"])
         return Model(token_counter(sp), lambda text, dec: py_answer(generate, text, dec),
-                     decoding)
+                     defaults)
     raise ValueError(f"inference mode {mode!r}: expected one of {sorted(inference.ENGINES)}")

@@ -11,7 +11,7 @@ import numpy as np
 import sentencepiece as spm
 
 from vicuna import prompt
-from vicuna.flatten import iter_lines
+from vicuna.files import iter_lines
 
 PERCENTILES = (50, 90, 99)
 

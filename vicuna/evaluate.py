@@ -1,18 +1,36 @@
-"""Held-out loss of an OpenNMT-py model, counted as OpenNMT-py's validation does (the model
-reads <s> + tokens and predicts tokens + </s>; the loss is averaged over tokens), and exact
-match of answers."""
+"""What the finetuning did, measured: held-out loss of an OpenNMT-py model, counted as
+OpenNMT-py's validation does (the model reads <s> + tokens and predicts tokens + </s>; the loss
+is averaged over tokens), exact match of answers, and the agreement of the two modes.
+
+Two jobs use it: `heldout_loss` (the losses, which depend on the checkpoints and corpora only)
+and `evaluate` (answers and agreement, which depend on the decoding options, and the table)."""
 
 from __future__ import annotations
 
+import gc
 import math
+import tempfile
 from pathlib import Path
 
 import sentencepiece as spm
 import torch
+import yaml
 
-from vicuna import chat, checkpoint, prompt
+from vicuna import checkpoint, inference, prompt, tokenizer
+from vicuna.files import iter_lines
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
+
+
+def read_lines(path: str | Path, what: str) -> list[str]:
+    """A file's lines; a named error for a missing or empty one (nothing to score)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such {what} file")
+    lines = list(iter_lines(path))
+    if not lines:
+        raise ValueError(f"{path}: empty {what} file, nothing to score")
+    return lines
 
 
 def load_model(path: str | Path, device: str = "cpu", precision: str = "fp32") -> torch.nn.Module:
@@ -41,6 +59,38 @@ def perplexity(loss: float) -> float:
     return math.exp(loss)
 
 
+def heldout_losses(models: dict[str, Path], heldout: dict[str, list[str]], tokenizer_model: str,
+                   device: str, precision: str, load=load_model) -> dict[str, dict[str, float]]:
+    """Loss and perplexity of each model on each held-out corpus: {model: {<corpus>_loss,
+    <corpus>_perplexity}}; one model in memory at a time (`load` is the loader, for tests)."""
+    sp = tokenizer.load(tokenizer_model)
+    result: dict[str, dict[str, float]] = {}
+    for name, path in models.items():
+        model = load(path, device, precision)
+        result[name] = {}
+        for corpus, lines in heldout.items():
+            loss = heldout_loss(model, sp, lines)
+            result[name][f"{corpus}_loss"] = round(loss, 4)
+            result[name][f"{corpus}_perplexity"] = round(perplexity(loss), 3)
+        del model
+        gc.collect()
+    return result
+
+
+def greedy_answers(model: Path, options_file: Path, prompts: list[str], run=inference.run) -> list[str]:
+    """The py engine's answers of another checkpoint, with the options file's decoding (`run`
+    is the batch inference, for tests)."""
+    opts = yaml.safe_load(Path(options_file).read_text(encoding="utf-8"))
+    opts["model"] = str(model)
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+        yaml.safe_dump(opts, f)
+    try:
+        answers, _ = run("py", f.name, prompts)
+    finally:
+        Path(f.name).unlink()
+    return [a.text for a in answers]
+
+
 def exact_match(predictions: list[str], references: list[str], *, until_stop: bool) -> float:
     """The share of predictions (corpus lines) equal to their reference, blanks at the ends aside.
 
@@ -49,9 +99,37 @@ def exact_match(predictions: list[str], references: list[str], *, until_stop: bo
     """
     def answer(line: str) -> str:
         text = prompt.from_line(line)
-        return (chat.until_stop(text)[0] if until_stop else text).strip()
+        return (prompt.until_stop(text)[0] if until_stop else text).strip()
 
     if len(predictions) != len(references):
         raise ValueError(f"{len(predictions)} predictions but {len(references)} references")
     hits = sum(answer(p) == answer(r) for p, r in zip(predictions, references, strict=True))
     return hits / len(references)
+
+
+def answer_scores(answers: list[str], references: list[str]) -> dict[str, float]:
+    """exact_match (as the chatbot shows answers) and exact_match_eos (stopped by </s>)."""
+    return {"exact_match": round(exact_match(answers, references, until_stop=True), 4),
+            "exact_match_eos": round(exact_match(answers, references, until_stop=False), 4)}
+
+
+def agreement(py: list[str], ct2: list[str]) -> float:
+    """The share of prompts whose py and ct2 predictions are the same line."""
+    if len(py) != len(ct2) or not py:
+        raise ValueError(f"{len(py)} py predictions but {len(ct2)} ct2 predictions")
+    return round(sum(x == y for x, y in zip(py, ct2, strict=True)) / len(py), 4)
+
+
+def table_rows(result: dict) -> list[str]:
+    """eval.tsv's rows: each metric for base and finetuned, then the agreement."""
+    metrics = sorted({k for name in ("base", "finetuned") for k in result[name]})
+    return ["metric\tbase\tfinetuned"] + [
+        f"{m}\t{result['base'].get(m, '')}\t{result['finetuned'].get(m, '')}" for m in metrics
+    ] + [f"py_ct2_agreement\t\t{result['py_ct2_agreement']}"]
+
+
+def html_table(rows: list[str]) -> str:
+    """The table's rows as HTML, for the Snakemake report."""
+    cells = ["".join(f"<{tag}>{c}</{tag}>" for c in row.split("\t"))
+             for tag, row in zip(["th"] + ["td"] * (len(rows) - 1), rows, strict=True)]
+    return "<table id='eval'>" + "".join(f"<tr>{c}</tr>" for c in cells) + "</table>\n"

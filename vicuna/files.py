@@ -1,5 +1,5 @@
-"""Writing outputs so that a killed job never leaves something that looks complete, and a
-tool never destroys what it did not make.
+"""Reading text files line by line (`iter_lines`), and writing outputs so that a killed job
+never leaves something that looks complete, and a tool never destroys what it did not make.
 
 An output path that already exists is replaced without asking only when it is the tool's own
 kind of file (`own`, a cheap look at its first bytes), or an empty directory (nothing is lost).
@@ -128,6 +128,14 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path)
     elif path.exists() or path.is_symlink():
         path.unlink()
+
+
+def iter_lines(path: str | os.PathLike) -> Iterator[str]:
+    """The lines of a UTF-8 text file, without their "\\n"; only "\\n" ends a line (a corpus line
+    may hold other characters that str.splitlines() would split at)."""
+    with open(path, encoding="utf-8", newline="\n") as f:
+        for line in f:
+            yield line.rstrip("\n")
 
 
 def write_text(path: str | os.PathLike, text: str, *, force: bool = False) -> None:

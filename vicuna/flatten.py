@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 from vicuna import prompt
@@ -102,9 +101,3 @@ def flatten(path: Path, fmt: str, on_error: str = "stop") -> tuple[list[str], Co
         raise RecordError(f"{path}: no example: every record was skipped ({reasons})" if skipped
                           else f"{path}: no record in it (an empty corpus)")
     return lines, skipped
-
-
-def iter_lines(path: Path) -> Iterator[str]:
-    with open(path, encoding="utf-8", newline="\n") as f:
-        for line in f:
-            yield line.rstrip("\n")

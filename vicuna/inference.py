@@ -20,7 +20,7 @@ from pathlib import Path
 import sentencepiece as spm
 import yaml
 
-from vicuna import checkpoint, onmt_fixes, prompt
+from vicuna import checkpoint, decoding, onmt_fixes, prompt
 from vicuna.files import require_file
 
 DEFAULT_CONTEXT = 2048  # LLaMA's context length, in tokens
@@ -120,14 +120,14 @@ def py_engine(options_file: str | Path) -> Generate:
     # OpenNMT-py gives back detokenized text: count its tokens as ct2 does, with the tokenizer.
     sp = spm.SentencePieceProcessor(model_file=opt.src_subword_model)
 
-    def generate(prompts: list[str], decoding: dict | None = None) -> list[Answer]:
-        # `decoding`: options-file decoding keys for this call only (the chatbot's sliders);
+    def generate(prompts: list[str], settings: dict | None = None) -> list[Answer]:
+        # `settings`: decoding.SAMPLING keys for this call only (the chatbot's sliders);
         # the translator reads them from its attributes at each batch.
         translator = engine.translator
-        saved = {attr: getattr(translator, attr) for attr in _TRANSLATOR_ATTRS.values()}
+        saved = {attr: getattr(translator, attr) for attr in decoding.TRANSLATOR_ATTRS.values()}
         try:
-            for key, value in (decoding or {}).items():
-                setattr(translator, _TRANSLATOR_ATTRS[key], value)
+            for key, value in (settings or {}).items():
+                setattr(translator, decoding.TRANSLATOR_ATTRS[key], value)
             scores, preds = engine.infer_list(prompts)
         finally:
             for attr, value in saved.items():
@@ -140,15 +140,6 @@ def py_engine(options_file: str | Path) -> Generate:
     return generate
 
 
-# options-file key -> the attribute of OpenNMT-py's Translator that holds it
-_TRANSLATOR_ATTRS = {
-    "max_length": "max_length",
-    "random_sampling_temp": "random_sampling_temp",
-    "random_sampling_topk": "sample_from_topk",
-    "random_sampling_topp": "sample_from_topp",
-}
-
-
 def ct2_engine(options_file: str | Path) -> Generate:
     """CTranslate2's Generator; the prompt is <s> + sentencepiece pieces, as in OpenNMT-py."""
     opts = load_options(options_file)
@@ -156,7 +147,7 @@ def ct2_engine(options_file: str | Path) -> Generate:
 
     def generate(prompts: list[str]) -> list[Answer]:
         tokens = [prompt_tokens(sp, prompt.from_line(p)) for p in prompts]
-        results = generator.generate_batch(tokens, **ct2_decoding(opts))
+        results = generator.generate_batch(tokens, **decoding.ct2_args(opts))
         answers = []
         for r in results:
             pieces = r.sequences[0]
@@ -190,22 +181,6 @@ def load_ct2(opts: dict):
 def prompt_tokens(sp, text: str) -> list[str]:
     """What the model reads for a prompt text, in both modes: <s> + sentencepiece pieces."""
     return ["<s>", *sp.encode(text, out_type=str)]
-
-
-def ct2_decoding(opts: dict) -> dict:
-    """OpenNMT-py decoding options -> CTranslate2's generate_batch arguments."""
-    topk = opts.get("random_sampling_topk", 1)
-    return {
-        "max_batch_size": opts.get("batch_size", 16),
-        "beam_size": opts.get("beam_size", 1),
-        "max_length": opts["max_length"],
-        "min_length": opts.get("min_length", 0),
-        "sampling_topk": 1 if topk == 0 else topk,  # 0 means "all" in OpenNMT-py: see note
-        "sampling_topp": opts.get("random_sampling_topp", 1.0) or 1.0,
-        "sampling_temperature": opts.get("random_sampling_temp", 1.0),
-        "include_prompt_in_result": False,
-        "return_scores": True,
-    }
 
 
 ENGINES: dict[str, Callable[[str | Path], Generate]] = {"py": py_engine, "ct2": ct2_engine}

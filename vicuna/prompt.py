@@ -1,4 +1,5 @@
-"""Prompt layouts, written once: the training files and the chatbot both use these functions.
+"""Prompt layouts, written once: the training files and the chatbot both use these functions,
+and where an answer in that layout stops (`until_stop`: the chatbot, the API, the evaluation).
 
 OpenNMT-py reads one example a line, so every "\\n" inside an example is stored as NEWLINE.
 """
@@ -17,6 +18,9 @@ TASK_WITH_INPUT = (
     "Below is an instruction that describes a task, paired with an input that provides "
     "further context. Write a response that appropriately completes the request."
 )
+
+# The model opening a next round by itself: the answer ends where that starts.
+STOP = "\n\n### Instruction:"
 
 # Characters that Python's str.splitlines() (and so many readers) treat as line breaks.
 # "\r\n", "\r" and the Unicode separators are real line breaks: keep them as NEWLINE.
@@ -56,3 +60,18 @@ def from_line(line: str) -> str:
     """One corpus or prediction line -> text."""
     return line.rstrip("\n").replace(NEWLINE, "\n")
 
+
+
+def until_stop(text: str) -> tuple[str, bool]:
+    """The answer part of generated text, and whether the model went past it (STOP seen).
+
+    A trailing beginning of STOP is held back, so a stream never shows "\\n\\n###" and then
+    takes it away.
+    """
+    head, sep, _ = text.partition(STOP)
+    if sep:
+        return head, True
+    for n in range(len(STOP) - 1, 0, -1):
+        if text.endswith(STOP[:n]):
+            return text[:-n], False
+    return text, False

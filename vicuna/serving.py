@@ -10,7 +10,7 @@ reads Events back through each Sequence's `emit`, called from that thread.
 - `py`: OpenNMT-py's engine, which is not thread-safe and does not stream: one sequence at a
   time, in order of arrival, each answer in one piece.
 
-Answers are cut as the chatbot cuts them (vicuna.chat.until_stop), then at the client's own
+Answers are cut as the chatbot cuts them (vicuna.prompt.until_stop), then at the client's own
 stop strings.
 """
 
@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vicuna import chat, inference, prompt
+from vicuna import chat, decoding, inference, prompt
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ class Event:
 class Sequence:
     """One answer to generate (one choice of one request)."""
     text: str  # the prompt, as text
-    decoding: dict  # options-file keys (chat.DECODING_KEYS); max_length counts new tokens
+    decoding: dict  # options-file keys (decoding.SAMPLING); max_length counts new tokens
     emit: Callable[[Event], None]  # called from the worker thread
     stops: tuple[str, ...] = ()  # the client's stop strings, besides the chat's own
     index: int = 0
@@ -50,13 +50,13 @@ class Sequence:
 
 
 def until_stops(text: str, stops: tuple[str, ...] = (), hold: bool = True) -> tuple[str, bool]:
-    """chat.until_stop, then cut at the first of `stops` too: (answer, whether it stopped).
+    """prompt.until_stop, then cut at the first of `stops` too: (answer, whether it stopped).
 
     While `hold` (the answer is still growing), a trailing beginning of a stop string is held
-    back, so that a stream never shows text that it takes away later. The chat's own STOP is
+    back, so that a stream never shows text that it takes away later. The layout's own STOP is
     held back at the end too, as the chatbot shows answers.
     """
-    answer, stopped = chat.until_stop(text)
+    answer, stopped = prompt.until_stop(text)
     hits = [i for s in stops if (i := text.find(s)) != -1]
     if hits and (not stopped or min(hits) < len(answer)):
         return text[:min(hits)], True
@@ -160,10 +160,10 @@ class Ct2Engine(Engine):
         self.generator, self.sp = inference.load_ct2(opts)
         self.opts = opts
         self.max_batch = max_batch
-        super().__init__(chat.token_counter(self.sp), default_decoding(opts))
+        super().__init__(chat.token_counter(self.sp), decoding.defaults(opts))
 
     def _sampling(self, seq: Sequence) -> dict:
-        args = inference.ct2_decoding({**self.opts, **seq.decoding})
+        args = decoding.ct2_args({**self.opts, **seq.decoding})
         return {key: args[key] for key in ("min_length", "sampling_topk", "sampling_topp",
                                            "sampling_temperature")}
 
@@ -198,7 +198,7 @@ class PyEngine(Engine):
 
         self.generate = inference.py_engine(options_file)
         super().__init__(chat.token_counter(tokenizer.load(opts["src_subword_model"])),
-                         default_decoding(opts))
+                         decoding.defaults(opts))
 
     def _generate(self, batch: list[Sequence]) -> None:
         [seq] = batch
@@ -209,10 +209,6 @@ class PyEngine(Engine):
         tokens = min(answer.tokens, seq.decoding["max_length"])
         full = stopped or tokens < seq.decoding["max_length"]
         seq.emit(Event(seq.index, text, tokens, "stop" if full else "length"))
-
-
-def default_decoding(opts: dict) -> dict:
-    return {key: opts[key] for key in chat.DECODING_KEYS if key in opts}
 
 
 def load(mode: str, options_file: str | Path, max_batch: int | None = None) -> Engine:

@@ -1,0 +1,77 @@
+"""The evaluation's logic, without the workflow (vicuna.evaluate): held-out losses one model
+at a time, the base's greedy answers with the workflow's options, scores and the table."""
+
+from __future__ import annotations
+
+import gc
+import math
+import weakref
+from pathlib import Path
+
+import pytest
+import yaml
+
+from vicuna import evaluate
+from vicuna.inference import Answer
+
+
+def test_read_lines_names_a_missing_or_empty_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match=f"{tmp_path / 'no.txt'}: no such references"):
+        evaluate.read_lines(tmp_path / "no.txt", "references")
+    (tmp_path / "empty.txt").write_text("")
+    with pytest.raises(ValueError, match="empty prompts file, nothing to score"):
+        evaluate.read_lines(tmp_path / "empty.txt", "prompts")
+    (tmp_path / "two.txt").write_text("a\u2028b\nc\n", encoding="utf-8")
+    assert evaluate.read_lines(tmp_path / "two.txt", "x") == ["a\u2028b", "c"]
+
+
+def test_heldout_losses_hold_one_model_at_a_time(tiny_meta):
+    lines = ["Below is a task.｟newline｠Answer it.", "cat dog"]
+    alive: list[weakref.ref] = []
+
+    def load(path, device, precision):
+        gc.collect()
+        assert all(ref() is None for ref in alive), "the previous model is still in memory"
+        model = evaluate.load_model(path, device, precision)
+        alive.append(weakref.ref(model))
+        return model
+
+    models = {"base": tiny_meta["onmt"], "finetuned": tiny_meta["onmt"]}
+    result = evaluate.heldout_losses(models, {"valid": lines}, str(tiny_meta["tokenizer"]),
+                                     "cpu", "fp32", load=load)
+    assert result["base"] == result["finetuned"]
+    assert set(result["base"]) == {"valid_loss", "valid_perplexity"}
+    assert result["base"]["valid_perplexity"] == pytest.approx(
+        math.exp(result["base"]["valid_loss"]), rel=1e-3)
+    assert math.log(320) / 2 < result["base"]["valid_loss"]  # a random model: no better than that
+
+
+def test_greedy_answers_run_the_py_options_on_another_checkpoint(tmp_path):
+    options = tmp_path / "translate_opts_py.yaml"
+    options.write_text(yaml.safe_dump({"model": "merged.pt", "max_length": 7, "seed": 1}))
+    seen = {}
+
+    def run(mode, options_file, prompts):
+        seen.update(mode=mode, opts=yaml.safe_load(Path(options_file).read_text()), file=options_file)
+        return [Answer(f"answer to {p}", 0.0, 1) for p in prompts], 0.1
+
+    answers = evaluate.greedy_answers(Path("base.pt"), options, ["a", "b"], run=run)
+    assert answers == ["answer to a", "answer to b"]
+    assert seen["mode"] == "py" and seen["opts"] == {"model": "base.pt", "max_length": 7, "seed": 1}
+    assert not Path(seen["file"]).exists()  # the temporary options file is gone
+
+
+def test_scores_agreement_and_table():
+    refs = ["cat", "dog"]
+    answers = ["cat｟newline｠｟newline｠### Instruction:｟newline｠more", "dog"]
+    assert evaluate.answer_scores(answers, refs) == {"exact_match": 1.0, "exact_match_eos": 0.5}
+    assert evaluate.agreement(["a", "b", "c"], ["a", "x", "c"]) == pytest.approx(0.6667)
+    with pytest.raises(ValueError, match="2 py predictions but 1 ct2"):
+        evaluate.agreement(["a", "b"], ["a"])
+    result = {"base": {"exact_match": 0.0, "valid_loss": 2.0},
+              "finetuned": {"exact_match": 1.0, "valid_loss": 0.5}, "py_ct2_agreement": 1.0}
+    rows = evaluate.table_rows(result)
+    assert rows == ["metric\tbase\tfinetuned", "exact_match\t0.0\t1.0", "valid_loss\t2.0\t0.5",
+                    "py_ct2_agreement\t\t1.0"]
+    html = evaluate.html_table(rows)
+    assert html.startswith("<table id='eval'><tr><th>metric</th>") and html.count("<tr>") == 4
