@@ -5,32 +5,14 @@ saved in Meta's format: params.json + consolidated.00.pth (+ tokenizer.model).""
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
+import sys
 from pathlib import Path
 
 import torch
 
 from vicuna import llama, pretrain, prompt, tokenizer
-from vicuna.files import atomic_path
-
-
-def corpus_texts(paths: list[Path]) -> list[str]:
-    """The texts the tokenizer learns from: the instruction data as laid out for training
-    (template words included, as LLaMA's tokenizer knows English) and the pretraining lines."""
-    texts: list[str] = []
-    for path in paths:
-        if path.suffix == ".json":
-            for record in json.loads(path.read_text(encoding="utf-8")):
-                if "conversations" in record:
-                    turns = [t["value"] for t in record["conversations"]]
-                    texts.append(prompt.conversation(list(zip(turns[::2], turns[1::2], strict=True))))
-                else:
-                    texts.append(prompt.alpaca(record["instruction"], record["input"],
-                                               record["output"]))
-        else:
-            texts += [prompt.from_line(line) for line in path.read_text(encoding="utf-8").splitlines()]
-    return texts
+from vicuna.files import atomic_path, iter_lines
 
 
 def main() -> None:
@@ -54,14 +36,17 @@ def main() -> None:
     a = p.parse_args()
     torch.set_num_threads(a.threads)
 
-    texts = corpus_texts([*a.tokenizer_texts, a.pretrain_text])
+    try:
+        texts = pretrain.tokenizer_texts([*a.tokenizer_texts, a.pretrain_text])
+    except (OSError, ValueError) as e:
+        sys.exit(f"error: {e}")
     sp = tokenizer.train(texts, a.vocab_size, a.tokenizer_model)
 
     args = llama.ModelArgs(
         dim=a.dim, n_layers=a.n_layers, n_heads=a.n_heads, vocab_size=sp.get_piece_size(),
         multiple_of=a.multiple_of, norm_eps=a.norm_eps,
     )
-    lines = [prompt.from_line(line) for line in a.pretrain_text.read_text(encoding="utf-8").splitlines()]
+    lines = [prompt.from_line(line) for line in iter_lines(a.pretrain_text)]
     model, losses = pretrain.pretrain(
         args, sp, lines, steps=a.steps, batch_size=a.batch_size,
         learning_rate=a.learning_rate, seq_len=a.seq_len, seed=a.seed,

@@ -1,14 +1,42 @@
-"""Short pretraining of the tiny reference LLaMA: next-token prediction on packed text."""
+"""Short pretraining of the tiny reference LLaMA: next-token prediction on packed text, and the
+texts its tokenizer learns from."""
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import sentencepiece as spm
 import torch
 from tqdm import tqdm
 
+from vicuna import flatten, prompt
+from vicuna.files import iter_lines
 from vicuna.llama import ModelArgs, Transformer
+
+
+def record_text(record: object) -> str:
+    """One alpaca or ShareGPT record (told apart by its `conversations`) laid out as for
+    training, with vicuna.flatten's checks."""
+    sharegpt = isinstance(record, dict) and "conversations" in record
+    return (flatten.sharegpt_text if sharegpt else flatten.alpaca_text)(record)
+
+
+def tokenizer_texts(paths: list[Path]) -> list[str]:
+    """The texts the tokenizer learns from: the instruction data (.json) as laid out for
+    training (template words included, as LLaMA's tokenizer knows English) and the lines of
+    text corpora (newlines as ｟newline｠). A bad record is an error naming file and index."""
+    texts: list[str] = []
+    for path in map(Path, paths):
+        if path.suffix != ".json":
+            texts += [prompt.from_line(line) for line in iter_lines(path)]
+            continue
+        for index, record in enumerate(flatten.read_records(path)):
+            try:
+                texts.append(record_text(record))
+            except flatten.RecordError as e:
+                raise flatten.RecordError(f"{path}: record {index}: {e}") from None
+    return texts
 
 
 def pack(sp: spm.SentencePieceProcessor, lines: list[str], seq_len: int) -> torch.Tensor:
