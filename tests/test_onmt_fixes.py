@@ -76,3 +76,11 @@ def test_fusedadam_without_apex_falls_back_to_adam():
 def test_gpu_ranks_follow_the_devices():
     assert training.gpu_args(0) == ["-world_size", "1"]
     assert training.gpu_args(2) == ["-world_size", "2", "-gpu_ranks", "0", "1"]
+
+
+def test_another_opennmt_py_version_is_refused_in_one_line():
+    onmt_fixes.check_onmt_version()  # the installed one is the one the fixes were written for
+    with pytest.raises(RuntimeError) as error:
+        onmt_fixes.check_onmt_version("3.6.0")
+    message = str(error.value)
+    assert "\n" not in message and "3.6.0" in message and "opennmt-py==3.5.1" in message

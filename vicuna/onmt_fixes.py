@@ -12,6 +12,21 @@ import functools
 import torch
 
 _applied = False
+# The version whose internals the patches below were written against (and tested on).
+ONMT_VERSION = "3.5.1"
+
+
+def check_onmt_version(version: str | None = None) -> None:
+    """A one-line error before patching another OpenNMT-py's internals (whose names and
+    arguments may differ, and a silent mismatch would train or decode wrongly)."""
+    if version is None:
+        import onmt
+
+        version = getattr(onmt, "__version__", "unknown")
+    if version != ONMT_VERSION:
+        raise RuntimeError(f"OpenNMT-py {version} is installed, but vicuna.onmt_fixes patches "
+                           f"OpenNMT-py {ONMT_VERSION}'s internals: install opennmt-py=="
+                           f"{ONMT_VERSION} (make install)")
 
 
 def allow_checkpoint_pickles() -> None:
@@ -24,6 +39,7 @@ def freeze_generator_with_lora() -> None:
     """With LoRA, OpenNMT-py marks only LoRA weights trainable *before* it attaches the output
     layer, so the generator trains too, yet LoRA checkpoints are saved with generator=None and
     what it learned is lost. Freeze it, so training optimizes what is actually saved."""
+    check_onmt_version()
     import onmt.model_builder as builder
 
     original = builder.build_base_model
@@ -46,6 +62,7 @@ def fix_cached_rotary_position() -> None:
     """In cached decoding, GeneratorLM passes `step + max(src_len)` as the position of the
     token generated at `step`: one too far (the prompt fills positions 0..len-1, so the token
     fed at step 1 sits at position len). Shift every step after the prompt back by one."""
+    check_onmt_version()
     from onmt.translate.translator import GeneratorLM
 
     original = GeneratorLM._decode_and_generate
