@@ -22,8 +22,11 @@ from pathlib import Path
 import torch
 import yaml
 
+from vicuna import decoding
+
 REPO = Path(__file__).resolve().parents[1]
 LLAMA_TOKENIZER = REPO.parent / "shared" / "fixtures" / "llama-tokenizer" / "tokenizer.model"
+FALLBACK_VOCAB = 768  # config.yaml's synthetic.vocab_size
 
 
 def script(name: str, *args: str) -> None:
@@ -36,9 +39,11 @@ def build(tmp: Path, dim: int, layers: int) -> tuple[Path, int]:
 
     if LLAMA_TOKENIZER.is_file():
         tok = LLAMA_TOKENIZER
-    else:  # a user's clone: a LLaMA-style tokenizer of our own
+    else:  # a user's clone: a LLaMA-style tokenizer of our own, as the tiny default trains it
+        # (the synthetic text has fewer than a thousand distinct pieces: ask for the tiny's 768)
         sets = synthetic.generate(1, 2000, 0, 1, 2000)
-        tokenizer.train([prompt.alpaca(**r) for r in sets["alpaca"]], 2000, tmp / "tok.model")
+        tokenizer.train([prompt.alpaca(**r) for r in sets["alpaca"]], FALLBACK_VOCAB,
+                        tmp / "tok.model")
         tok = tmp / "tok.model"
     vocab = tokenizer.load(tok).get_piece_size()
     torch.manual_seed(0)
@@ -56,15 +61,13 @@ def build(tmp: Path, dim: int, layers: int) -> tuple[Path, int]:
 
 
 def options(tmp: Path, mode: str, model: Path, tok: Path, batch: int, new_tokens: int) -> Path:
-    opts = {"model": str(model), "src_subword_model": str(tok), "batch_size": batch,
-            "beam_size": 1, "max_length": new_tokens, "min_length": new_tokens,
-            "random_sampling_topk": 1, "random_sampling_topp": 0.0, "random_sampling_temp": 1.0,
-            "seed": 1}
-    if mode == "py":
-        opts.update(transforms=["sentencepiece"], tgt_subword_model=str(tok), batch_type="sents",
-                    gpu=-1, world_size=1, gpu_ranks=[], precision="fp32")
-    else:
-        opts.update(device="cpu", compute_type="default")
+    """The mode's options file as the workflow writes it (greedy), answers of new_tokens each."""
+    inference = {"device": "cpu", "precision": "fp32", "compute_type": "default",
+                 "cpu_threads": 0, "batch_size": batch, "beam_size": 1, "max_length": new_tokens,
+                 "random_sampling_topk": 1, "random_sampling_topp": 0.0,
+                 "random_sampling_temp": 1.0, "seed": 1}
+    opts = decoding.options_file(mode, str(model), str(tok), inference)
+    opts["min_length"] = new_tokens
     path = tmp / f"{mode}_{model.name}_{batch}.yaml"
     path.write_text(yaml.safe_dump(opts))
     return path
