@@ -6,7 +6,7 @@ Each rule's peak comes from its Snakemake benchmark file (max_rss); the fit is
 peak = a x size + b per rule, written to benchmarks/job_memory.json; rules/common.smk's
 MEMORY_FIT must stay at or above it (tests/test_plan.py checks).
 
-    .venv/bin/python benchmarks/job_memory.py [--layers 1 2 4] [--keep]
+    .venv/bin/python benchmarks/job_memory.py [--layers 1 2 4] [--keep | --reuse DIR]
 
 Needs the real LLaMA tokenizer (../shared/fixtures/llama-tokenizer/tokenizer.model).
 """
@@ -37,7 +37,10 @@ LOADS = {
     "release_ct2": f"{STEP}.concat.pt",
     "simple_inference_py": f"{STEP}.concat.pt",
     "simple_inference_ct2": f"{STEP}.concat_CT2",
-    "evaluate": f"{STEP}.concat.pt",
+    "heldout_loss": f"{STEP}.concat.pt",
+    # without references (as here and in the 7B config) it loads no model; with them it runs
+    # the py engine on the base, sized as simple_inference_py
+    "evaluate": "llama7B-vicuna-onmt.pt",
 }
 
 
@@ -47,9 +50,16 @@ def size_mb(path: Path) -> float:
 
 
 def measure(n_layers: int, root: Path) -> dict[str, tuple[float, float, float]]:
-    """rule -> (checkpoint MB, peak RSS MB, seconds) for a base of `n_layers` layers."""
-    corpora = rehearsal.flattened_corpora(root / "www")
+    """rule -> (checkpoint MB, peak RSS MB, seconds) for a base of `n_layers` layers (a run
+    already in root/layers<n> is read again, not repeated)."""
     work = root / f"layers{n_layers}"
+    if not work.is_dir():
+        run(n_layers, root, work)
+    return read(work)
+
+
+def run(n_layers: int, root: Path, work: Path) -> None:
+    corpora = rehearsal.flattened_corpora(root / "www")
     work.mkdir()
     with rehearsal.serve(root / "www") as url:
         rehearsal.prepare(work, url, corpora, n_layers=n_layers, heldout=True)
@@ -58,6 +68,9 @@ def measure(n_layers: int, root: Path) -> dict[str, tuple[float, float, float]]:
         proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
     if proc.returncode:
         sys.exit(f"{n_layers} layers: the workflow failed:\n{proc.stderr[-3000:]}")
+
+
+def read(work: Path) -> dict[str, tuple[float, float, float]]:
     rows = {}
     for rule, loads in LOADS.items():
         with open(work / "benchmarks/results" / f"{rule}.tsv") as f:
@@ -79,10 +92,11 @@ def main() -> None:
     p.add_argument("--layers", type=int, nargs="+", default=[1, 2, 4])
     p.add_argument("--output", type=Path, default=REPO / "benchmarks" / "job_memory.json")
     p.add_argument("--keep", action="store_true", help="keep the runs' folders")
+    p.add_argument("--reuse", type=Path, help="a folder kept by --keep: read its runs again")
     a = p.parse_args()
     if not rehearsal.LLAMA_TOKENIZER.is_file():
         sys.exit(f"error: {rehearsal.LLAMA_TOKENIZER}: the real LLaMA tokenizer is needed")
-    root = Path(tempfile.mkdtemp(prefix="job_memory_"))
+    root = a.reuse or Path(tempfile.mkdtemp(prefix="job_memory_"))
     runs: dict[int, dict] = {}
     try:
         for n in a.layers:
@@ -90,7 +104,7 @@ def main() -> None:
             runs[n] = measure(n, root)
             print(f"{n} layers: {time.monotonic() - start:.0f} s", file=sys.stderr)
     finally:
-        if not a.keep:
+        if not (a.keep or a.reuse):
             shutil.rmtree(root, ignore_errors=True)
     result = {"layers": a.layers, "rules": {}}
     print("| rule | " + " | ".join(f"{n} layers: size / peak MB" for n in a.layers)

@@ -9,7 +9,6 @@ import json
 import re
 import shlex
 import shutil
-from pathlib import Path
 
 import pytest
 from conftest import REPO, clone, snakemake

@@ -14,7 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import BIN, REPO, clone, env
+from conftest import BIN, clone, env
 from test_plan import SEVEN_B, readme_commands
 
 pytestmark = pytest.mark.workflow
