@@ -29,7 +29,10 @@ def main() -> None:
     with open(a.config, encoding="utf-8") as f:
         cfg = yaml.safe_load(f)
 
-    onmt_fixes.apply()
+    try:
+        onmt_fixes.apply()
+    except ValueError as e:
+        sys.exit(f"error: {e}")
     from onmt.bin.train import main as onmt_train
 
     extra = training.gpu_args(torch.cuda.device_count()) + training.optim_args(cfg)

@@ -227,12 +227,18 @@ def missing_input_args(script: str, tmp_path: Path, tiny_meta) -> list:
         "data_report.py": ["--corpus", "a", m, "--tokenizer_model", tok, "--seq_length", "8",
                            "--stats", out / "s.tsv", "--histogram", out / "h.png"],
         "training_curves.py": ["--log_dir", m, "--output", out / "c.png"],
+        "heldout_loss.py": ["--base", tiny_meta["onmt"], "--finetuned", tiny_meta["onmt"],
+                            "--tokenizer_model", tok, "--heldout", "valid", m, "--json", out / "h.json"],
+        "evaluate.py": ["--base", tiny_meta["onmt"], "--prompts", tok, "--predictions_py", m,
+                        "--predictions_ct2", m, "--translate_opts_py", m, "--json", out / "e.json",
+                        "--table", out / "e.tsv"],
     }[script]
 
 
 SCRIPTS = ["flatten_dataset.py", "extract_vocabulary.py", "lora_weights.py", "release_model.py",
            "convert_llama.py", "simple_inference.py", "write_finetune_config.py",
-           "write_translate_opts.py", "data_report.py", "training_curves.py"]
+           "write_translate_opts.py", "data_report.py", "training_curves.py", "heldout_loss.py",
+           "evaluate.py"]
 
 
 @pytest.mark.parametrize("script", SCRIPTS)

@@ -24,7 +24,8 @@ def check_onmt_version(version: str | None = None) -> None:
 
         version = getattr(onmt, "__version__", "unknown")
     if version != ONMT_VERSION:
-        raise RuntimeError(f"OpenNMT-py {version} is installed, but vicuna.onmt_fixes patches "
+        # a ValueError, as every user-fixable error: the scripts report it in one line
+        raise ValueError(f"OpenNMT-py {version} is installed, but vicuna.onmt_fixes patches "
                            f"OpenNMT-py {ONMT_VERSION}'s internals: install opennmt-py=="
                            f"{ONMT_VERSION} (make install)")
 
