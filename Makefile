@@ -34,8 +34,9 @@ run: install
 	snakemake --profile profiles/local all
 
 # As root (CI, a fresh machine), the tests' system parts are installed and started too:
-# Debian's Chromium for the browser test, and a single-node SLURM cluster for the profile's
-# tests (stopped again afterwards). Elsewhere those tests skip, saying why.
+# Debian's Chromium for the browser test, graphviz for the README's rule graph command, and a
+# single-node SLURM cluster for the profile's tests (stopped again afterwards). Elsewhere those
+# tests skip, saying why.
 test: dev
 	@if [ "$$(id -u)" = 0 ]; then $(MAKE) --no-print-directory system-test-deps; fi
 	$(PY) -m pytest -ra --durations=15; status=$$?; \
@@ -43,8 +44,8 @@ test: dev
 	exit $$status
 
 system-test-deps:
-	command -v chromium >/dev/null || \
-		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
+	command -v chromium >/dev/null && command -v dot >/dev/null || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium graphviz >/dev/null)
 	bash tests/slurm/cluster.sh up
 
 lint: dev
