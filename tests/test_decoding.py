@@ -126,3 +126,13 @@ def test_chosen_settings_keep_what_the_user_leaves_alone():
     assert chosen == {**defaults, "max_length": 3, "random_sampling_topk": 0,
                       "random_sampling_temp": 0.5}
     assert set(chosen) <= set(decoding.TRANSLATOR_ATTRS)  # a py engine can set each per call
+
+
+def test_ct2_threads_never_exceed_the_cpus_this_process_may_use(monkeypatch):
+    """CTranslate2's own 0 means 4 threads on any machine: oversubscribed on 2 cores."""
+    import os
+
+    from vicuna.inference import cpu_threads
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    assert (cpu_threads(0), cpu_threads(1), cpu_threads(2), cpu_threads(8)) == (2, 1, 2, 2)

@@ -12,6 +12,7 @@ asks its question and ends in "ASSISTANT:"), and its Answer says so in `truncate
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -170,12 +171,20 @@ def load_ct2(opts: dict):
     # (int8_float16 runs as int8_float32 on a CPU, which has no float16 kernels).
     generator = ctranslate2.Generator(
         opts["model"], device=device, compute_type=opts.get("compute_type", "default"),
-        inter_threads=1, intra_threads=opts.get("threads", 0),
+        inter_threads=1, intra_threads=cpu_threads(opts.get("threads", 0)),
     )
     sp = spm.SentencePieceProcessor(model_file=opts["src_subword_model"])
     if opts.get("seed") is not None:
         ctranslate2.set_random_seed(opts["seed"])
     return generator, sp
+
+
+def cpu_threads(wanted: int) -> int:
+    """CTranslate2's threads: as configured, never more than this process may use (a SLURM
+    job's CPUs, a laptop's cores); 0 means all of those. CTranslate2's own 0 means 4 threads
+    whatever the machine has, oversubscribed (and slower) on 2 cores."""
+    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return min(wanted, available or 1) if wanted > 0 else (available or 1)
 
 
 def prompt_tokens(sp, text: str) -> list[str]:
