@@ -340,6 +340,13 @@ def existing_output_args(script: str, tmp_path: Path, tiny_meta, lora: Path, out
         "data_report.py": ["--corpus", "a", tmp_path / "corpus.txt", "--tokenizer_model", tok,
                            "--seq_length", "8", "--stats", tmp_path / "s.tsv", "--histogram", out],
         "training_curves.py": ["--log_dir", tmp_path, "--output", out],
+        "heldout_loss.py": ["--base", tiny_meta["onmt"], "--finetuned", tiny_meta["onmt"],
+                            "--tokenizer_model", tok, "--heldout", "valid", tmp_path / "corpus.txt",
+                            "--json", out],
+        "evaluate.py": ["--base", tiny_meta["onmt"], "--prompts", tmp_path / "p.txt",
+                        "--predictions_py", tmp_path / "p.txt", "--predictions_ct2", tmp_path / "p.txt",
+                        "--translate_opts_py", tmp_path / "p.txt", "--json", out,
+                        "--table", tmp_path / "e.tsv"],
     }[script]
 
 

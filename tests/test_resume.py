@@ -237,7 +237,7 @@ def test_a_corpus_changed_in_place_plans_retraining(tiny_run, tmp_path):
     shutil.copytree(tiny_run, work, symlinks=True)
     corpus = work / "dataAI/sharegpt.txt"
     corpus.write_text(corpus.read_text() + corpus.read_text().splitlines(keepends=True)[0])
-    plan = subprocess.run([*snakemake_cmd()[:-1], "--dry-run", "all"], cwd=work, env=env(),
+    plan = subprocess.run([*snakemake_cmd()[:-2], "--dry-run", "all"], cwd=work, env=env(),
                           capture_output=True, text=True, timeout=300)
     assert plan.returncode == 0, plan.stderr[-3000:]
     for rule in ("finetune", "finetune_samples", "merge_lora", "release_ct2", "simple_inference"):
