@@ -62,9 +62,15 @@ def _check_kind(file: Path, ck: object, kind: str | None) -> None:
                          f"weights): give a finetuning step checkpoint")
 
 
-def build_model(checkpoint: dict, lora: dict | None = None) -> torch.nn.Module:
-    """The float32 OpenNMT-py model of a full checkpoint; with `lora` (a LoRA step checkpoint),
-    the base model with the unmerged LoRA layers of that checkpoint's options attached."""
+def build_model(checkpoint: dict, lora: dict | None = None, *, device: str = "cpu",
+                dtype: torch.dtype = torch.float32, consume: bool = False) -> torch.nn.Module:
+    """The OpenNMT-py model of a full checkpoint, on `device` in `dtype`; with `lora` (a LoRA step
+    checkpoint), the base model with the unmerged LoRA layers of that checkpoint's options.
+
+    The model is built on the meta device (no memory) and filled one tensor at a time, each
+    converted and moved on its way in. With `consume`, each tensor also leaves the checkpoint
+    as it goes in, so the job never holds the checkpoint and the model whole at once: its host
+    memory peaks at the model's size on a CPU, and at the checkpoint's on a GPU."""
     from onmt.inputters.inputter import dict_to_vocabs
     from onmt.model_builder import build_base_model
 
@@ -73,16 +79,38 @@ def build_model(checkpoint: dict, lora: dict | None = None) -> torch.nn.Module:
     if lora is not None:
         opt = lora["opt"]
         opt.quant_layers, opt.quant_type = [], ""  # the reference: float32, no 8-bit
-    model = build_base_model(opt, dict_to_vocabs(checkpoint["vocab"]))
-    state = {**checkpoint["model"], **(lora["model"] if lora else {})}
-    # torch's own loader: OpenNMT-py overrides load_state_dict with one that consumes the dict
-    missing, unexpected = torch.nn.Module.load_state_dict(model, state, strict=False)
-    torch.nn.Module.load_state_dict(model.generator, checkpoint["generator"])
-    missing = [m for m in missing if not m.startswith("generator.")]
-    if missing or unexpected:
-        raise ValueError(f"checkpoint does not fit its model: missing {missing[:3]}, "
-                         f"unexpected {unexpected[:3]}")
-    return model.float().eval()
+    with torch.device("meta"):
+        model = build_base_model(opt, dict_to_vocabs(checkpoint["vocab"]))
+    sources = [checkpoint["model"], *([lora["model"]] if lora else [])]
+    generator = {f"generator.{k}": v for k, v in checkpoint["generator"].items()}
+    wanted = {name for name, _ in model.named_parameters()}
+    given = set(generator).union(*sources)
+    if wanted != given:
+        raise ValueError(f"checkpoint does not fit its model: missing {sorted(wanted - given)[:3]}, "
+                         f"unexpected {sorted(given - wanted)[:3]}")
+    for source in (*sources, generator):
+        for name in list(source):
+            tensor = source.pop(name) if consume else source[name]
+            # torch's own loader: OpenNMT-py overrides load_state_dict with one that consumes
+            torch.nn.Module.load_state_dict(model, {name: tensor.to(device=device, dtype=dtype)},
+                                            strict=False, assign=True)
+            del tensor
+    if consume:
+        checkpoint["generator"] = None
+    _rotary_tables(model, device)
+    return model.eval()
+
+
+def _rotary_tables(model: torch.nn.Module, device: str) -> None:
+    """OpenNMT-py keeps each attention's rotary table as a plain attribute, not a buffer: built
+    on the meta device, it is made again where the model lives."""
+    from onmt.modules.multi_headed_attn import rotaryembeddings
+
+    for module in model.modules():
+        rope = getattr(module, "rope", None)
+        if isinstance(rope, torch.Tensor) and rope.is_meta:
+            module.rope, module.cos, module.sin = rotaryembeddings(
+                module.rotary_dim, maxseqlen=rope.size(0), base=module.rotary_theta, device=device)
 
 
 @torch.no_grad()

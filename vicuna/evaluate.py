@@ -34,10 +34,10 @@ def read_lines(path: str | Path, what: str) -> list[str]:
 
 
 def load_model(path: str | Path, device: str = "cpu", precision: str = "fp32") -> torch.nn.Module:
-    """A checkpoint's model on `device` in `precision`; the checkpoint's own tensors are let go
-    before the model moves, so that the job holds one copy of one model at a time."""
-    model = checkpoint.build_model(checkpoint.load(path))
-    return model.to(device=device, dtype=DTYPES[precision])
+    """A checkpoint's model on `device` in `precision`, filled from the checkpoint tensor by
+    tensor as the checkpoint lets them go: one copy of one model at a time."""
+    return checkpoint.build_model(checkpoint.load(path), device=device, dtype=DTYPES[precision],
+                                  consume=True)
 
 
 @torch.no_grad()
