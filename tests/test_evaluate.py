@@ -75,3 +75,19 @@ def test_scores_agreement_and_table():
                     "py_ct2_agreement\t\t1.0"]
     html = evaluate.html_table(rows)
     assert html.startswith("<table id='eval'><tr><th>metric</th>") and html.count("<tr>") == 4
+
+
+def test_a_streamed_model_equals_the_plain_one_and_empties_its_checkpoint(tiny_meta):
+    """evaluate.load_model builds on the meta device and takes each tensor out of the
+    checkpoint as it goes in: the same logits, and no second copy left behind."""
+    import torch
+
+    from vicuna import checkpoint
+
+    plain = checkpoint.build_model(checkpoint.load(tiny_meta["onmt"]))
+    source = checkpoint.load(tiny_meta["onmt"])
+    streamed = checkpoint.build_model(source, consume=True)
+    assert source["model"] == {} and source["generator"] is None
+    assert not any(p.is_meta for p in streamed.parameters())
+    tokens = torch.randint(3, 300, (2, 30))
+    assert torch.equal(checkpoint.logits(plain, tokens), checkpoint.logits(streamed, tokens))
