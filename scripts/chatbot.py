@@ -13,9 +13,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
-from vicuna import chat, decoding, inference
+from vicuna import chat, decoding
 
 # gradio reports usage to its servers unless told not to: this page talks to nobody else.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -115,13 +114,8 @@ def build_ui(model: chat.Model, mode: str, max_context_length: int):
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("-inference_config_file", required=True, type=Path)
-    p.add_argument("-inference_mode", required=True, choices=sorted(inference.ENGINES))
-    p.add_argument("-max_context_length", type=int, default=2048,
-                   help="prompt tokens + max new tokens, at most (LLaMA: 2048)")
+    chat.add_server_args(p, "prompt tokens + max new tokens")
     p.add_argument("-server_port", type=int, default=7860)
-    p.add_argument("--host", default="127.0.0.1",
-                   help="address to serve on; 0.0.0.0 opens it to the network")
     p.add_argument("--username", help="with --password: ask for this login (basic auth)")
     p.add_argument("--password")
     p.add_argument("--share", action="store_true",

@@ -17,7 +17,7 @@ import os
 import sys
 from pathlib import Path
 
-from vicuna import api, inference, serving
+from vicuna import api, chat, inference, serving
 
 
 def log_to_stderr() -> None:
@@ -32,12 +32,7 @@ def log_to_stderr() -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("-inference_config_file", required=True, type=Path)
-    p.add_argument("-inference_mode", required=True, choices=sorted(inference.ENGINES))
-    p.add_argument("-max_context_length", type=int, default=2048,
-                   help="prompt tokens + max_tokens, at most (LLaMA: 2048)")
-    p.add_argument("--host", default="127.0.0.1",
-                   help="address to serve on; 0.0.0.0 opens it to the network")
+    chat.add_server_args(p, "prompt tokens + max_tokens")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--api_key", default=os.environ.get("VICUNA_API_KEY") or None,
                    help="require this bearer key (default: $VICUNA_API_KEY; none: no key)")

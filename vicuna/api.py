@@ -333,12 +333,19 @@ def check_model(name: str, settings: Settings) -> None:
                        f"{settings.model_name!r}", "model", "model_not_found")
 
 
-async def chat_completions(request: Request):
+async def generation_request(request: Request, schema: type[_Strict]):
+    """What every generating endpoint does first: the key, the body's size and fields, the
+    model's name; then the app's state, its settings and the parsed request."""
     check_key(request)
     state = request.app.state
     settings: Settings = state.settings
-    req = parse(await read_json(request, settings.max_request_bytes), ChatRequest)
+    req = parse(await read_json(request, settings.max_request_bytes), schema)
     check_model(req.model, settings)
+    return state, settings, req
+
+
+async def chat_completions(request: Request):
+    state, settings, req = await generation_request(request, ChatRequest)
     history, message = chat_rounds(req.messages, settings.ignore_system_messages)
     max_new = max_new_tokens(req, settings, state.engine.decoding["max_length"])
     try:  # in a thread: a long conversation is tokenized once per round dropped
@@ -364,11 +371,7 @@ async def chat_completions(request: Request):
 
 
 async def completions(request: Request):
-    check_key(request)
-    state = request.app.state
-    settings: Settings = state.settings
-    req = parse(await read_json(request, settings.max_request_bytes), CompletionRequest)
-    check_model(req.model, settings)
+    state, settings, req = await generation_request(request, CompletionRequest)
     prompts = [req.prompt] if isinstance(req.prompt, str) else req.prompt
     n = req.n or 1
     if not prompts or len(prompts) * n > MAX_CHOICES:

@@ -99,3 +99,14 @@ def load(mode: str, options_file: str | Path) -> Model:
         return Model(token_counter(sp), lambda text, dec: py_answer(generate, text, dec),
                      defaults)
     raise ValueError(f"inference mode {mode!r}: expected one of {sorted(inference.ENGINES)}")
+
+
+def add_server_args(parser, max_context_help: str) -> None:
+    """The flags both servers share (the chatbot and the API): the tutorial's model flags and
+    where to listen (127.0.0.1 unless told otherwise)."""
+    parser.add_argument("-inference_config_file", required=True, type=Path)
+    parser.add_argument("-inference_mode", required=True, choices=sorted(inference.ENGINES))
+    parser.add_argument("-max_context_length", type=int, default=2048,
+                        help=f"{max_context_help}, at most (LLaMA: 2048)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to serve on; 0.0.0.0 opens it to the network")
