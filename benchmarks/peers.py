@@ -29,7 +29,8 @@ llama-cpp-python sdist of the installed version (fetched with pip) or --gguf_con
 Every engine runs in its own process, with --threads threads (torch, CTranslate2, llama.cpp);
 its peak resident memory is that process's ru_maxrss. This process imports no torch: a child's
 ru_maxrss starts from its parent's resident size at fork. peft and llama-cpp-python come from
-requirements-dev.txt; without llama-cpp-python (or its sdist), llama.cpp is skipped, saying why.
+benchmarks/requirements-peers.txt; without llama-cpp-python (or its sdist), llama.cpp is skipped,
+saying why.
 About 4 minutes on the project's 2-core machine.
 """
 
@@ -193,7 +194,7 @@ def gguf(work: Path, hf: Path, converter: str | None) -> dict:
     try:
         import llama_cpp
     except ImportError:
-        return {"gguf_skip": "llama-cpp-python is not installed (pip install -r requirements-dev.txt)"}
+        return {"gguf_skip": "llama-cpp-python is not installed (pip install -r benchmarks/requirements-peers.txt)"}
     if converter is None:
         # The converter is not in the installed package, only in the sdist (vendor/llama.cpp/),
         # with the gguf-py and conversion/ it imports: take those from the same version's sdist.

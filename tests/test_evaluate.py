@@ -91,3 +91,17 @@ def test_a_streamed_model_equals_the_plain_one_and_empties_its_checkpoint(tiny_m
     assert not any(p.is_meta for p in streamed.parameters())
     tokens = torch.randint(3, 300, (2, 30))
     assert torch.equal(checkpoint.logits(plain, tokens), checkpoint.logits(streamed, tokens))
+
+
+def test_two_models_of_one_checkpoint_share_no_weights(tiny_meta):
+    """Not consumed, the checkpoint's tensors are copied: a model changed in place (LoRA layers
+    merge into their weights in eval mode) leaves the other one alone."""
+    from vicuna import checkpoint
+
+    source = checkpoint.load(tiny_meta["onmt"])
+    one, two = checkpoint.build_model(source), checkpoint.build_model(source)
+    for p in one.parameters():
+        p.data.add_(1.0)
+    assert all((a != b).all() for a, b in zip(one.parameters(), two.parameters(), strict=True))
+    assert not any(p.data_ptr() == t.data_ptr() for p in two.parameters()
+                   for t in source["model"].values())

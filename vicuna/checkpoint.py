@@ -91,9 +91,11 @@ def build_model(checkpoint: dict, lora: dict | None = None, *, device: str = "cp
     for source in (*sources, generator):
         for name in list(source):
             tensor = source.pop(name) if consume else source[name]
-            # torch's own loader: OpenNMT-py overrides load_state_dict with one that consumes
-            torch.nn.Module.load_state_dict(model, {name: tensor.to(device=device, dtype=dtype)},
-                                            strict=False, assign=True)
+            # A copy unless consumed: `to` returns the tensor itself when nothing changes, and
+            # two models of one checkpoint must not share weights (LoRA layers merge into theirs
+            # in eval mode). torch's own loader: OpenNMT-py's consumes the dict.
+            tensor = tensor.to(device=device, dtype=dtype, copy=not consume)
+            torch.nn.Module.load_state_dict(model, {name: tensor}, strict=False, assign=True)
             del tensor
     if consume:
         checkpoint["generator"] = None
