@@ -194,7 +194,8 @@ def gguf(work: Path, hf: Path, converter: str | None) -> dict:
     try:
         import llama_cpp
     except ImportError:
-        return {"gguf_skip": "llama-cpp-python is not installed (pip install -r benchmarks/requirements-peers.txt)"}
+        return {"gguf_skip": "llama-cpp-python is not installed "
+                             "(pip install -r benchmarks/requirements-peers.txt)"}
     if converter is None:
         # The converter is not in the installed package, only in the sdist (vendor/llama.cpp/),
         # with the gguf-py and conversion/ it imports: take those from the same version's sdist.
