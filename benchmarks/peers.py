@@ -37,6 +37,7 @@ About 4 minutes on the project's 2-core machine.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import re
@@ -702,10 +703,14 @@ def main() -> None:
         if not args.skip_finetune:
             print("finetuning ...", flush=True)
             ours = finetune_ours(args, work, env)
-            peft = run_child("peft", {"work": str(work), "manifest": manifest,
-                                      "threads": args.threads, "batch_sequences": args.batch_sequences,
-                                      "ft_warmup": args.ft_warmup, "ft_steps": args.ft_steps,
-                                      "learning_rate": args.learning_rate}, work, env, "peft")
+            if importlib.util.find_spec("peft") is None:
+                print("peft skipped: not installed (pip install -r benchmarks/requirements-peers.txt)")
+            else:
+                peft = run_child("peft", {"work": str(work), "manifest": manifest,
+                                          "threads": args.threads,
+                                          "batch_sequences": args.batch_sequences,
+                                          "ft_warmup": args.ft_warmup, "ft_steps": args.ft_steps,
+                                          "learning_rate": args.learning_rate}, work, env, "peft")
         report(args, manifest, results, chat, ours, peft)
     print(f"\n{time.monotonic() - started:.0f} s in all; load average at the start "
           f"{load[0]:.1f}, at the end {os.getloadavg()[0]:.1f} (1 minute; other work on the "
