@@ -109,15 +109,15 @@ def measure(cmd: list[str], quiet: bool = False) -> tuple[float, int, int]:
 
 def generate(args: argparse.Namespace, tmp: Path) -> None:
     """The random checkpoint and the tokenizer, in tmp/model and tmp/generated.json."""
+    from vicuna.convert import meta_shapes
     from vicuna.llama import ModelArgs
-    from vicuna.random_base import tensor_shapes
 
     tok, vocab = tokenizer(tmp)
     params = {"dim": args.dim, "n_layers": args.layers, "n_heads": args.heads,
               "n_kv_heads": args.kv_heads, "multiple_of": 256, "norm_eps": 1e-5, "vocab_size": -1}
     model_args = ModelArgs.from_params(params, vocab_size=vocab)
     hidden = model_args.hidden_dim
-    shapes = tensor_shapes(model_args)
+    shapes = meta_shapes(model_args)
     if args.layout == "meta":
         write_meta(tmp / "model", params, shapes, args.shards)
     else:

@@ -448,9 +448,8 @@ def read_shape(model_dir: str | Path) -> LlamaShape:
     return read_plan(model_dir)[0]
 
 
-def check_shapes(plan: dict[str, Planned], shape: LlamaShape) -> None:
-    """Every tensor must have the shape the config implies: a wrong config trains for days
-    before anyone notices otherwise."""
+def meta_shapes(shape: LlamaShape | ModelArgs) -> dict[str, tuple[int, ...]]:
+    """Meta's tensor names and their whole (unsharded) shapes, for a model of this shape."""
     d, hd, kv, ff = shape.dim, shape.head_dim, shape.kv_heads, shape.hidden_dim
     expected = {
         "tok_embeddings.weight": (shape.vocab_size, d),
@@ -470,6 +469,13 @@ def check_shapes(plan: dict[str, Planned], shape: LlamaShape) -> None:
     }
     for i in range(shape.n_layers):
         expected.update({f"layers.{i}.{k}": v for k, v in per_layer.items()})
+    return expected
+
+
+def check_shapes(plan: dict[str, Planned], shape: LlamaShape) -> None:
+    """Every tensor must have the shape the config implies: a wrong config trains for days
+    before anyone notices otherwise."""
+    expected = meta_shapes(shape)
     config = Path(shape.config).name
     for name, want in expected.items():
         if name not in plan:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from vicuna.convert import SHARD_DIM
+from vicuna.convert import SHARD_DIM, meta_shapes
 from vicuna.llama import ModelArgs
 
 # Meta's params.json of LLaMA 1, as it ships with the weights (vocab_size -1: the tokenizer decides)
@@ -23,26 +23,6 @@ PARAMS = {
 }
 SHARDS = {"7B": 1, "13B": 2}  # consolidated.NN.pth files Meta ships
 LLAMA_VOCAB = 32000
-
-
-def tensor_shapes(args: ModelArgs) -> dict[str, tuple[int, ...]]:
-    """Meta's tensor names and their whole (unsharded) shapes."""
-    d, ff, kv = args.dim, args.hidden_dim, args.kv_heads * args.head_dim
-    shapes: dict[str, tuple[int, ...]] = {"tok_embeddings.weight": (args.vocab_size, d)}
-    for i in range(args.n_layers):
-        shapes.update({
-            f"layers.{i}.attention.wq.weight": (d, d),
-            f"layers.{i}.attention.wk.weight": (kv, d),
-            f"layers.{i}.attention.wv.weight": (kv, d),
-            f"layers.{i}.attention.wo.weight": (d, d),
-            f"layers.{i}.feed_forward.w1.weight": (ff, d),
-            f"layers.{i}.feed_forward.w2.weight": (d, ff),
-            f"layers.{i}.feed_forward.w3.weight": (ff, d),
-            f"layers.{i}.attention_norm.weight": (d,),
-            f"layers.{i}.ffn_norm.weight": (d,),
-        })
-    shapes.update({"norm.weight": (d,), "output.weight": (args.vocab_size, d)})
-    return shapes
 
 
 def _args(model: str, n_layers: int | None, vocab_size: int) -> tuple[dict, ModelArgs]:
@@ -59,7 +39,7 @@ def write_random(model_dir: str | Path, model: str = "7B", n_layers: int | None 
     params, args = _args(model, n_layers, vocab_size)
     gen = torch.Generator().manual_seed(seed)
     state = {}
-    for name, shape in tensor_shapes(args).items():
+    for name, shape in meta_shapes(args).items():
         if name.endswith("norm.weight"):
             state[name] = torch.ones(shape, dtype=torch.float16)
         else:
@@ -76,7 +56,7 @@ def write_placeholder(model_dir: str | Path, model: str = "7B",
     """Meta's params.json and sparse consolidated.NN.pth files of the real float16 size (no
     weights: they read as zeros): what a dry run sees of a downloaded model, for free."""
     params, args = _args(model, None, vocab_size)
-    shapes = tensor_shapes(args)
+    shapes = meta_shapes(args)
     shards = SHARDS[model]
     per_shard = 0
     for name, shape in shapes.items():
