@@ -14,7 +14,7 @@ rule convert_llama:
     resources:
         mem_mb=mem_mb("convert_llama"),
         runtime=runtime_min(),
-        disk_mb=lambda w, input: math.ceil(model_mb(input.model)),
+        disk_mb=disk_mb(),
     log:
         "logs/convert_llama.log",
     benchmark:

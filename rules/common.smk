@@ -161,6 +161,11 @@ def runtime_min(key="model", minutes=10):
     return runtime
 
 
+def disk_mb(key="model"):
+    """A resource callable: room for a checkpoint the size of input `key` (what the job writes)."""
+    return lambda wildcards, input: math.ceil(model_mb(input[key]))
+
+
 def gpus(device):
     """One GPU for a job whose configured device is `cuda`, none otherwise."""
     return 1 if device == "cuda" else 0

@@ -11,7 +11,7 @@ rule merge_lora:
     resources:
         mem_mb=mem_mb("merge_lora", "base"),
         runtime=runtime_min("base"),
-        disk_mb=lambda w, input: math.ceil(model_mb(input.base)),
+        disk_mb=disk_mb("base"),
     log:
         "logs/merge_lora.log",
     benchmark:
@@ -34,7 +34,7 @@ rule release_ct2:
     resources:
         mem_mb=mem_mb("release_ct2", "checkpoint"),
         runtime=runtime_min("checkpoint"),
-        disk_mb=lambda w, input: math.ceil(model_mb(input.checkpoint)),
+        disk_mb=disk_mb("checkpoint"),
     log:
         "logs/release_ct2.log",
     benchmark:
