@@ -127,7 +127,7 @@ SECONDS_PER_GB = 60  # reading, converting and writing a checkpoint: 9 s/GB meas
 
 
 def files_mb(paths):
-    """Size in MB of the files, directories (recursively) and globs that exist among `paths`."""
+    """Size in MB of the files and directories (recursively) that exist among `paths`."""
     total = 0
     for path in map(Path, [paths] if isinstance(paths, str) else paths):
         if path.is_dir():
