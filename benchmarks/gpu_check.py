@@ -12,10 +12,8 @@ what each job took.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -46,15 +44,6 @@ def finetune_figures(log: str) -> dict:
             "fp16": "model_dtype: fp16" in log or "'torch.float16'" in log}
 
 
-def jobs(work: Path) -> dict:
-    out = {}
-    for bench in sorted((work / "benchmarks/results").glob("*.tsv")):
-        with open(bench) as f:
-            row = next(csv.DictReader(f, delimiter="\t"))
-        out[bench.stem] = {"seconds": float(row["s"]), "max_rss_mb": float(row["max_rss"])}
-    return out
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=REPO / "benchmarks/results/gpu_check")
@@ -68,15 +57,9 @@ def main() -> None:
         sys.exit(f"error: {rehearsal.LLAMA_TOKENIZER}: the real LLaMA tokenizer is needed")
     a.out.mkdir(parents=True, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix="gpu_check_"))
-    corpora = rehearsal.flattened_corpora(root / "www", n=200)
     work = root / "clone"
-    work.mkdir()
     start = time.monotonic()
-    with rehearsal.serve(root / "www") as url:
-        rehearsal.prepare(work, url, corpora, n_layers=a.layers, changes=GPU)
-        cmd = [str(REPO / ".venv/bin/snakemake"), "--profile", "profiles/local", "--configfile",
-               rehearsal.CONFIG, rehearsal.OVERRIDE, "--", "all"]
-        proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
+    proc = rehearsal.run_locally(root, work, n_examples=200, n_layers=a.layers, changes=GPU)
     (a.out / "snakemake.log").write_text(proc.stdout + proc.stderr)
     for log in (work / "logs").rglob("*.log"):
         (a.out / log.name).write_text(log.read_text(errors="replace"))
@@ -93,7 +76,8 @@ def main() -> None:
         result["ct2_int8_float16_on_cuda"] = "automatically converted" not in ct2_log
         result["py_ct2_agreement"] = json.loads((work / "outputs/eval.json").read_text())[
             "py_ct2_agreement"]
-        result["jobs"] = jobs(work)
+        result["jobs"] = {name: {"seconds": job["s"], "max_rss_mb": job["max_rss"]}
+                          for name, job in rehearsal.job_benchmarks(work).items()}
     (a.out / "gpu_check.json").write_text(json.dumps(result, indent=1) + "\n")
     lines = [f"# GPU check: {result['gpu']}, torch {result['torch']}, {a.layers} layers of 7B",
              "", f"workflow ok: {result['workflow_ok']}, {result['wall_seconds']} s wall"]

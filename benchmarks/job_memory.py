@@ -14,10 +14,8 @@ Needs the real LLaMA tokenizer (../shared/fixtures/llama-tokenizer/tokenizer.mod
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -59,24 +57,15 @@ def measure(n_layers: int, root: Path) -> dict[str, tuple[float, float, float]]:
 
 
 def run(n_layers: int, root: Path, work: Path) -> None:
-    corpora = rehearsal.flattened_corpora(root / "www")
-    work.mkdir()
-    with rehearsal.serve(root / "www") as url:
-        rehearsal.prepare(work, url, corpora, n_layers=n_layers, heldout=True)
-        cmd = [str(REPO / ".venv/bin/snakemake"), "--profile", "profiles/local", "--configfile",
-               rehearsal.CONFIG, rehearsal.OVERRIDE, "--", "all"]
-        proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
+    proc = rehearsal.run_locally(root, work, n_layers=n_layers, heldout=True)
     if proc.returncode:
         sys.exit(f"{n_layers} layers: the workflow failed:\n{proc.stderr[-3000:]}")
 
 
 def read(work: Path) -> dict[str, tuple[float, float, float]]:
-    rows = {}
-    for rule, loads in LOADS.items():
-        with open(work / "benchmarks/results" / f"{rule}.tsv") as f:
-            row = next(csv.DictReader(f, delimiter="\t"))
-        rows[rule] = (size_mb(work / loads), float(row["max_rss"]), float(row["s"]))
-    return rows
+    jobs = rehearsal.job_benchmarks(work)
+    return {rule: (size_mb(work / loads), jobs[rule]["max_rss"], jobs[rule]["s"])
+            for rule, loads in LOADS.items()}
 
 
 def fit(points: list[tuple[float, float]]) -> tuple[float, float]:

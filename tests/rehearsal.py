@@ -12,6 +12,7 @@ says, so `base` is the 7B config's own.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import shutil
 import subprocess
@@ -21,6 +22,7 @@ from contextlib import contextmanager
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -123,3 +125,29 @@ def prepare(workdir: Path, base_url: str, corpora: dict[str, Path], n_layers: in
     shutil.copy(LLAMA_TOKENIZER, workdir / "llama" / "tokenizer.model")
     (workdir / OVERRIDE).write_text(override(base_url, corpora, heldout, changes))
     return size
+
+
+def run_locally(root: Path, work: Path, n_examples: int = 24, **prepare_args: Any
+                ) -> subprocess.CompletedProcess:
+    """The rehearsal through profiles/local in a new clone `work`, its corpora served from
+    root/www for the run (benchmarks/job_memory.py and gpu_check.py); `prepare_args` go to
+    `prepare` (n_layers, heldout, changes)."""
+    corpora = flattened_corpora(root / "www", n=n_examples)
+    work.mkdir()
+    with serve(root / "www") as url:
+        prepare(work, url, corpora, **prepare_args)
+        cmd = [str(REPO / ".venv" / "bin" / "snakemake"), "--profile", "profiles/local",
+               "--configfile", CONFIG, OVERRIDE, "--", "all"]
+        return subprocess.run(cmd, cwd=work, capture_output=True, text=True)
+
+
+def job_benchmarks(work: Path) -> dict[str, dict[str, float]]:
+    """Each job's Snakemake benchmark file (benchmarks/results/<job>.tsv), by job: seconds
+    (`s`), peak resident memory in MB (`max_rss`), ..."""
+    jobs = {}
+    for bench in sorted((work / "benchmarks" / "results").glob("*.tsv")):
+        with open(bench, encoding="utf-8") as f:
+            row = next(csv.DictReader(f, delimiter="\t"))
+        jobs[bench.stem] = {key: float(value) for key, value in row.items()
+                            if value not in ("", "NA") and key != "h:m:s"}
+    return jobs

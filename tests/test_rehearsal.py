@@ -146,10 +146,9 @@ def test_jobs_asked_for_what_they_used(rehearsed):
             tres = sacct_job(job)["AllocTRES"]
             assert ("gres/gpu=1" in tres) == (name == "finetune"), (name, tres)
     assert len(ids["simple_inference_py"]) == len(ids["simple_inference_ct2"]) == 1
-    for bench in (work / "benchmarks/results").glob("*.tsv"):
-        header, values = bench.read_text().splitlines()[:2]
-        used = float(dict(zip(header.split("\t"), values.split("\t"), strict=True))["max_rss"])
-        [job] = ids[bench.stem]
+    for name, bench in rehearsal.job_benchmarks(work).items():
+        used = bench["max_rss"]
+        [job] = ids[name]
         asked = mem_mb(slurm("sacct", "-j", job, "-X", "-n", "-P", "-o", "ReqMem").strip())
-        print(f"{bench.stem}: used {used:.0f} MB, asked {asked:.0f} MB")
-        assert used <= asked, (bench.stem, used, asked)
+        print(f"{name}: used {used:.0f} MB, asked {asked:.0f} MB")
+        assert used <= asked, (name, used, asked)
