@@ -15,6 +15,7 @@ report: "report/workflow.rst"
 
 
 include: "rules/common.smk"
+include: "rules/resources.smk"
 include: "rules/synthetic.smk"
 include: "rules/data.smk"
 include: "rules/checkpoint.smk"
@@ -22,6 +23,13 @@ include: "rules/finetune.smk"
 include: "rules/release.smk"
 include: "rules/inference.smk"
 include: "rules/evaluate.smk"
+
+
+# Too light to send to a cluster: they write a small file from the config.
+localrules:
+    all,
+    finetune_config,
+    translate_opts,
 
 
 # Batch predictions in both modes, and every artifact on the way.

@@ -51,8 +51,10 @@ rule evaluate:
         heldout_loss=HELDOUT_LOSS,
         prompts=config["inference"]["input_examples"],
         references=config["inference"].get("references", []),
-        predictions=expand(rules.simple_inference.output.predictions, mode=MODES),
-        options="translate_opts_py.yaml",
+        predictions_py=expand(rules.simple_inference.output.predictions, mode="py"),
+        predictions_ct2=expand(rules.simple_inference.output.predictions, mode="ct2"),
+        # the base's answers are generated with the py mode's options
+        options=expand(rules.translate_opts.output.options, mode="py"),
     output:
         json="outputs/eval.json",
         table="outputs/eval.tsv",
@@ -61,7 +63,8 @@ rule evaluate:
         heldout_loss=" ".join(f"--heldout_loss {path}" for path in HELDOUT_LOSS),
         references=lambda w, input: f"--references {input.references}" if input.references else "",
     resources:
-        mem_mb=mem_mb("evaluate", "base") if EVAL_LOADS_MODELS else 1000,
+        # the base's answers: the py engine on the base, sized as py inference
+        mem_mb=mem_mb("simple_inference_py", "base") if EVAL_LOADS_MODELS else 1000,
         gpu=gpus(config["inference"]["device"]) if EVAL_LOADS_MODELS else 0,
     log:
         "logs/evaluate.log",
@@ -71,8 +74,8 @@ rule evaluate:
         "../envs/vicuna.yaml"
     shell:
         "evaluate.py --base {input.base} {params.heldout_loss} --prompts {input.prompts}"
-        " {params.references} --predictions_py {input.predictions[0]}"
-        " --predictions_ct2 {input.predictions[1]} --translate_opts_py {input.options}"
+        " {params.references} --predictions_py {input.predictions_py}"
+        " --predictions_ct2 {input.predictions_ct2} --translate_opts_py {input.options}"
         " --json {output.json} --table {output.table} --html {output.html} > {log} 2>&1"
 
 

@@ -1,12 +1,12 @@
 # Batch inference in both modes: py (OpenNMT-py) and ct2 (CTranslate2).
-from vicuna import decoding
+from vicuna import engines
 
 
 MODE_MODEL = {"py": rules.merge_lora.output.checkpoint, "ct2": rules.release_ct2.output.model}
 
 
 # translate_opts_py.yaml / translate_opts_ct2.yaml from config.yaml's `inference` section: each
-# mode's job gets only the keys it reads (decoding.MODE_KEYS), so a ct2-only key reruns only ct2.
+# mode's job gets only the keys it reads (engines.config_keys), so a ct2-only key reruns only ct2.
 rule translate_opts:
     input:
         model=lambda w: MODE_MODEL[w.mode],
@@ -17,7 +17,7 @@ rule translate_opts:
         mode=one_of(MODES),
     params:
         inference=lambda w: as_json(
-            {key: config["inference"][key] for key in decoding.MODE_KEYS[w.mode]}
+            {key: config["inference"][key] for key in engines.config_keys(w.mode)}
         ),
     log:
         "logs/translate_opts_{mode}.log",

@@ -14,7 +14,7 @@ import argparse
 import os
 import sys
 
-from vicuna import chat, decoding
+from vicuna import chat, decoding, engines
 
 # gradio reports usage to its servers unless told not to: this page talks to nobody else.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -36,10 +36,10 @@ def dropped_notice(dropped: int, max_context_length: int) -> str:
             f"the context length of {max_context_length} tokens (prompt + max new tokens).")
 
 
-def build_ui(model: chat.Model, mode: str, max_context_length: int):
+def build_ui(model: engines.Engine, mode: str, max_context_length: int):
     import gradio as gr
 
-    defaults = model.decoding
+    defaults = model.defaults
     # the sliders start where the engines would (OpenNMT-py's defaults for a key left out)
     start = {**decoding.ONMT_DEFAULTS, **defaults}
 
@@ -67,7 +67,7 @@ def build_ui(model: chat.Model, mode: str, max_context_length: int):
                     [*rounds, (message, answer)], notice, text)
 
         yield update("")
-        for answer in model.answer(text, settings):
+        for answer in model.stream(text, settings):
             yield update(answer)
 
     with gr.Blocks(title="Vicuna chat", analytics_enabled=False) as demo:
@@ -127,7 +127,7 @@ def main() -> None:
     if a.max_context_length < 2:
         sys.exit("error: -max_context_length must be at least 2")
     try:
-        model = chat.load(a.inference_mode, a.inference_config_file)
+        model = engines.load(a.inference_mode, a.inference_config_file)
     except (FileNotFoundError, ValueError) as e:
         sys.exit(f"error: {e}")
     demo = build_ui(model, a.inference_mode, a.max_context_length)

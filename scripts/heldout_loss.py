@@ -21,7 +21,7 @@ def main() -> None:
     p.add_argument("--tokenizer_model", required=True)
     p.add_argument("--heldout", nargs=2, action="append", required=True, metavar=("NAME", "TEXT"))
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    p.add_argument("--precision", choices=sorted(evaluate.DTYPES), default="fp32")
+    p.add_argument("--precision", choices=evaluate.PRECISIONS, default="fp32")
     p.add_argument("--json", type=Path, required=True)
     a = p.parse_args()
     try:

@@ -17,7 +17,7 @@ import os
 import sys
 from pathlib import Path
 
-from vicuna import api, chat, inference, serving
+from vicuna import api, chat, serving
 
 
 def log_to_stderr() -> None:
@@ -51,12 +51,11 @@ def main() -> None:
         sys.exit("error: -max_context_length must be at least 2")
     log_to_stderr()
     try:
-        opts = inference.load_options(a.inference_config_file)
-        engine = serving.load(a.inference_mode, a.inference_config_file, a.max_batch)
+        worker = serving.load(a.inference_mode, a.inference_config_file, a.max_batch)
     except (OSError, ValueError) as e:
         sys.exit(f"error: {e}")
     settings = api.Settings(
-        model_name=a.model_name or Path(opts["model"]).name,
+        model_name=a.model_name or Path(worker.engine.opts["model"]).name,
         max_context_length=a.max_context_length, api_key=a.api_key,
         max_request_bytes=a.max_request_bytes, max_pending=a.max_pending,
         ignore_system_messages=a.ignore_system_messages,
@@ -66,10 +65,10 @@ def main() -> None:
     print(f"serving {settings.model_name!r} ({a.inference_mode}) on "
           f"http://{a.host}:{a.port}/v1", flush=True)
     try:
-        uvicorn.run(api.build_app(engine, settings), host=a.host, port=a.port,
+        uvicorn.run(api.build_app(worker, settings), host=a.host, port=a.port,
                     log_level="info", timeout_graceful_shutdown=5)
     finally:
-        engine.close()
+        worker.close()
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from vicuna import inference
+from vicuna import engines, inference
 from vicuna.files import check_output, iter_lines, require_file, text_file, write_json, write_lines
 
 
@@ -19,7 +19,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("-input_file", required=True, type=Path)
     p.add_argument("-inference_config_file", required=True, type=Path)
-    p.add_argument("-inference_mode", required=True, choices=sorted(inference.ENGINES))
+    p.add_argument("-inference_mode", required=True, choices=sorted(engines.REGISTRY))
     p.add_argument("-output_dir", required=True, type=Path)
     p.add_argument("-force", "--force", action="store_true",
                    help="replace outputs that are not text files (a directory, a binary)")
@@ -31,6 +31,7 @@ def main() -> None:
         prompts = list(iter_lines(require_file(a.input_file, "prompts")))
         if not prompts:
             raise ValueError(f"{a.input_file}: no prompt in it")
+        inference.check_prompts(prompts, a.input_file)
         answers, seconds = inference.run(a.inference_mode, a.inference_config_file, prompts)
         if len(answers) != len(prompts):
             raise ValueError(f"{len(prompts)} prompts but {len(answers)} answers")

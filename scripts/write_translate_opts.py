@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Write translate_opts_<mode>.yaml, the inference options of one mode, from config.yaml's
 `inference` section: the same decoding options for OpenNMT-py (`py`) and CTranslate2 (`ct2`).
-Only the mode's keys are read (vicuna.decoding.MODE_KEYS)."""
+Only the mode's keys are read (vicuna.engines.config_keys)."""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ import sys
 
 import yaml
 
-from vicuna import decoding
+from vicuna import engines
 from vicuna.files import check_output, require_file, text_file, write_text
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--mode", choices=sorted(decoding.MODE_KEYS), required=True)
+    p.add_argument("--mode", choices=sorted(engines.REGISTRY), required=True)
     p.add_argument("--model", required=True, help="merged checkpoint (py) or CTranslate2 dir (ct2)")
     p.add_argument("--tokenizer_model", required=True)
     p.add_argument("--inference_json", required=True,
@@ -30,8 +30,8 @@ def main() -> None:
         check_output(a.output, force=a.force, own=text_file)
         require_file(a.tokenizer_model, "sentencepiece model")
         try:
-            opts = decoding.options_file(a.mode, a.model, a.tokenizer_model,
-                                         json.loads(a.inference_json))
+            opts = engines.options_file(a.mode, a.model, a.tokenizer_model,
+                                        json.loads(a.inference_json))
         except json.JSONDecodeError as e:
             raise ValueError(f"--inference_json: not JSON ({e})") from None
         except KeyError as e:

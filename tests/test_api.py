@@ -23,8 +23,10 @@ import pytest
 import requests
 from conftest import REPO, run_script
 
-from vicuna import api, chat, prompt, tokenizer
-from vicuna.serving import Engine, Event, Sequence, until_stops
+from vicuna import api, prompt, tokenizer
+from vicuna.engines.base import count_tokens as count_prompt
+from vicuna.serving import Event, Sequence, Worker
+from vicuna.stops import until_stops
 
 KEY = "test-key"
 CONTEXT = 2048  # the servers' -max_context_length
@@ -51,11 +53,11 @@ def test_until_stops_cuts_at_the_first_stop_and_holds_back_beginnings():
 
 # ---- the application on a stand-in engine, in-process ------------------------------------
 
-class EchoEngine(Engine):
+class EchoWorker(Worker):
     """Answers with the prompt it was given; a prompt holding "boom" fails."""
 
     def __init__(self) -> None:
-        super().__init__(len, {"max_length": 8})
+        super().__init__(None, count_tokens=len, decoding={"max_length": 8})
 
     def _generate(self, batch: list[Sequence]) -> None:
         for seq in batch:
@@ -67,7 +69,7 @@ class EchoEngine(Engine):
 def echo_client(**settings):
     from starlette.testclient import TestClient
 
-    engine = EchoEngine()
+    engine = EchoWorker()
     app = api.build_app(engine, api.Settings("echo", 512, **settings))
     with TestClient(app, raise_server_exceptions=False) as client:
         yield client
@@ -210,7 +212,8 @@ def expected(servers, options, tmp_path_factory) -> dict[str, dict[str, str]]:
 
 @pytest.fixture(scope="module")
 def count_tokens(tiny_meta):
-    return chat.token_counter(tokenizer.load(tiny_meta["tokenizer"]))
+    sp = tokenizer.load(tiny_meta["tokenizer"])
+    return lambda text: count_prompt(sp, text)
 
 
 def multi_round() -> list[dict]:
@@ -346,6 +349,60 @@ def test_concurrent_requests_each_get_their_own_answer(mode, servers):
         assert max(sizes) > 1, "concurrent requests were not batched"
 
 
+@pytest.mark.parametrize("mode", ["ct2", "py"])
+def test_an_empty_prompt_among_concurrent_requests_is_refused_and_changes_no_answer(mode,
+                                                                                    servers):
+    """Answers never depend on what else is in the batch: an empty /v1/completions prompt is a
+    400 naming it, and the requests sent beside it get what each gets alone."""
+    client = servers[mode].client()
+    model = client.models.list().data[0].id
+    prompts = [prompt.conversation([], f"Repeat these words.\n{w}")
+               for w in ("cat dog", "sun moon", "red blue green", "one two")]
+
+    def ask(text: str):
+        try:
+            reply = client.completions.create(model=model, prompt=text, max_tokens=8,
+                                              temperature=0)
+            return reply.choices[0].text
+        except openai.BadRequestError as e:
+            return e.body
+
+    alone = [ask(p) for p in prompts]
+    asks = [*prompts[:2], "", *prompts[2:]]
+    barrier = threading.Barrier(len(asks))
+
+    def together(text: str):
+        barrier.wait()
+        return ask(text)
+
+    with ThreadPoolExecutor(len(asks)) as pool:
+        answers = list(pool.map(together, asks))
+    assert answers[:2] + answers[3:] == alone
+    assert answers[2]["param"] == "prompt" and "empty" in answers[2]["message"]
+    with pytest.raises(openai.BadRequestError) as e:
+        client.completions.create(model=model, prompt=[prompts[0], "  "], max_tokens=4)
+    assert e.value.body["param"] == "prompt.1"
+
+
+def test_a_requests_temperature_samples_though_the_options_are_greedy(servers, expected):
+    """The options files are greedy (top-k 1): temperature 0 or no temperature answers the
+    greedy answer; a temperature above 0 samples (OpenAI's meaning), unless the request asks
+    for top_k 1 itself; top_k 0 (every token) is accepted."""
+    client = servers["ct2"].client()
+    model = client.models.list().data[0].id
+    messages = [{"role": "user", "content": U3}]
+
+    def answers(**fields) -> list[str]:
+        reply = client.chat.completions.create(model=model, messages=messages, n=8, **fields)
+        return [c.message.content for c in reply.choices]
+
+    assert set(answers()) == {expected["ct2"]["raw"]}
+    assert set(answers(temperature=0)) == {expected["ct2"]["raw"]}
+    assert set(answers(temperature=1.0, extra_body={"top_k": 1})) == {expected["ct2"]["raw"]}
+    assert len(set(answers(temperature=1.0))) > 1
+    assert len(set(answers(temperature=1.0, extra_body={"top_k": 0}))) > 1
+
+
 def test_client_gone_mid_stream_frees_its_place(servers):
     server = servers["ct2"]
     client = server.client()
@@ -386,6 +443,7 @@ MALFORMED = [
     ("misspelt field", chat_body(max_token=5), 400, "max_token"),
     ("wrong type", chat_body(max_tokens="5"), 400, "max_tokens"),
     ("out of range", chat_body(temperature=3), 400, "temperature"),
+    ("negative top_k", chat_body(top_k=-1), 400, "top_k"),
     ("missing messages", {"model": "tiny-ct2"}, 400, "messages"),
     ("no messages", chat_body(messages=[]), 400, "messages"),
     ("bad role", chat_body(messages=[{"role": "bot", "content": "hi"}]), 400,

@@ -5,6 +5,7 @@ import pytest
 from conftest import LLAMA_TOKENIZER
 
 from vicuna import chat, evaluate, prompt
+from vicuna.engines.base import count_tokens, prompt_pieces
 
 HISTORY = [("first question", "first answer"), ("second question", "second answer"),
            ("third question", "third answer")]
@@ -80,7 +81,8 @@ def test_token_counter_counts_bos_and_pieces():
 
     sp = tokenizer.load(LLAMA_TOKENIZER)
     text = prompt.conversation([("hi", "hello")], "Repeat these words.\ncat dog")
-    assert chat.token_counter(sp)(text) == 1 + len(sp.encode(text))
+    assert count_tokens(sp, text) == 1 + len(sp.encode(text))
+    assert prompt_pieces(sp, text) == ["<s>", *sp.encode(text, out_type=str)]
 
 
 @pytest.mark.parametrize(("generated", "shown", "stopped"), [

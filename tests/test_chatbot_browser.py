@@ -17,12 +17,14 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
 from conftest import CHROMIUM, CHROMIUM_ARGS, REPO
 
-from vicuna import chat, prompt, tokenizer
+from vicuna import prompt, tokenizer
+from vicuna.engines.base import count_tokens
 
 SCRIPT = REPO / "scripts" / "chatbot.py"
 
@@ -106,7 +108,11 @@ def wide(options, tmp_path_factory) -> Iterator[str]:
 def narrow_budget(options) -> dict:
     """A context length that holds M2's prompt alone exactly, so any earlier round is dropped."""
     opts = yaml.safe_load(options.read_text())
-    count = chat.token_counter(tokenizer.load(opts["src_subword_model"]))
+    sp = tokenizer.load(opts["src_subword_model"])
+
+    def count(text: str) -> int:
+        return count_tokens(sp, text)
+
     long_message = "Repeat these words.\n" + " ".join(["sun", "moon", "star", "tree"] * 3)
     assert count(prompt.conversation([], M1)) < count(prompt.conversation([], long_message))
     return {"message": long_message,
@@ -289,10 +295,11 @@ def slow():
                 time.sleep(0.2)
                 words.append(f"w{i}")
                 yield " ".join(words)
-        finally:  # where ct2_stream stops CTranslate2's decoding
+        finally:  # where the ct2 engine's stream stops CTranslate2's decoding
             closed.set()
 
-    model = chat.Model(lambda text: len(text.split()), answer, {"max_length": 100})
+    model = SimpleNamespace(count_tokens=lambda text: len(text.split()), stream=answer,
+                            defaults={"max_length": 100})
     demo = script.build_ui(model, "slow", 2048)
     port = free_port()
     demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True,

@@ -10,7 +10,8 @@ import torch
 import yaml
 from conftest import REPO, run_script
 
-from vicuna import decoding
+from vicuna import decoding, engines
+from vicuna.engines.base import prompt_pieces
 
 INFERENCE = {"device": "cpu", "precision": "fp32", "compute_type": "default", "cpu_threads": 1,
              "batch_size": 4, "beam_size": 1, "max_length": 8, "random_sampling_topk": 1,
@@ -23,27 +24,27 @@ def schema_keys() -> set[str]:
 
 
 def test_every_inference_key_is_read_by_a_mode_or_the_rules():
-    read = set().union(*map(set, decoding.MODE_KEYS.values()))
+    read = set().union(*(set(engines.config_keys(mode)) for mode in engines.REGISTRY))
     assert read | {"input_examples", "references"} == schema_keys()
 
 
-@pytest.mark.parametrize("mode", sorted(decoding.MODE_KEYS))
+@pytest.mark.parametrize("mode", sorted(engines.REGISTRY))
 def test_each_mode_is_written_from_its_keys_alone(mode):
-    own = {key: INFERENCE[key] for key in decoding.MODE_KEYS[mode]}
-    opts = decoding.options_file(mode, "m", "tok.model", own)
+    own = {key: INFERENCE[key] for key in engines.config_keys(mode)}
+    opts = engines.options_file(mode, "m", "tok.model", own)
     assert {opts[key] for key in decoding.KEYS} == {own[key] for key in decoding.KEYS}
     for key in own:  # no key is read that the rule does not give
         with pytest.raises(KeyError):
-            decoding.options_file(mode, "m", "tok.model", {k: v for k, v in own.items() if k != key})
+            engines.options_file(mode, "m", "tok.model", {k: v for k, v in own.items() if k != key})
 
 
 def test_mode_only_keys_reach_their_mode_only():
-    py = decoding.options_file("py", "m", "t", INFERENCE)
-    ct2 = decoding.options_file("ct2", "m", "t", INFERENCE)
+    py = engines.options_file("py", "m", "t", INFERENCE)
+    ct2 = engines.options_file("ct2", "m", "t", INFERENCE)
     assert "precision" in py and "precision" not in ct2
     assert {"compute_type", "threads"} <= set(ct2) and not {"compute_type", "threads"} & set(py)
     with pytest.raises(ValueError, match="inference mode 'tf'"):
-        decoding.options_file("tf", "m", "t", INFERENCE)
+        engines.options_file("tf", "m", "t", INFERENCE)
 
 
 @pytest.mark.parametrize(("options", "expected"), [
@@ -96,12 +97,12 @@ def test_opennmt_py_topk_0_samples_every_token_and_temperature_0_is_greedy():
 def test_ct2_topk_0_samples_and_temperature_0_is_greedy(tiny_meta, tmp_path):
     import ctranslate2
 
-    from vicuna import inference, tokenizer
+    from vicuna import tokenizer
 
     run_script("release_model.py", "--model", str(tiny_meta["onmt"]), "--output",
                str(tmp_path / "ct2"), "--quantization", "float32")
     generator = ctranslate2.Generator(str(tmp_path / "ct2"), device="cpu", intra_threads=1)
-    tokens = inference.prompt_tokens(tokenizer.load(tiny_meta["tokenizer"]), "Write a word.")
+    tokens = prompt_pieces(tokenizer.load(tiny_meta["tokenizer"]), "Write a word.")
 
     def answers(**options) -> set[tuple[str, ...]]:
         seen = set()
@@ -132,7 +133,22 @@ def test_ct2_threads_never_exceed_the_cpus_this_process_may_use(monkeypatch):
     """CTranslate2's own 0 means 4 threads on any machine: oversubscribed on 2 cores."""
     import os
 
-    from vicuna.inference import cpu_threads
+    from vicuna.engines.ct2 import cpu_threads
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
     assert (cpu_threads(0), cpu_threads(1), cpu_threads(2), cpu_threads(8)) == (2, 1, 2, 2)
+
+
+def test_a_requests_temperature_samples_even_where_the_options_are_greedy():
+    """OpenAI's meaning (vicuna.decoding.requested): temperature 0 is greedy, above 0 samples;
+    the options file's greedy top-k 1 does not silently make it greedy, its sampling top-k
+    stays, and the request's own top_k wins."""
+    greedy = decoding.defaults({**INFERENCE, "model": "m"})  # top-k 1
+    assert decoding.requested(greedy) == greedy  # no temperature: the options file's way
+    assert decoding.requested(greedy, temperature=0.8)["random_sampling_topk"] == 0
+    assert decoding.requested(greedy, temperature=0)["random_sampling_topk"] == 1
+    assert decoding.requested(greedy, temperature=0.8, top_k=1)["random_sampling_topk"] == 1
+    assert decoding.requested(greedy, temperature=0.8, top_k=5)["random_sampling_topk"] == 5
+    top40 = {**greedy, "random_sampling_topk": 40}
+    assert decoding.requested(top40, temperature=0.8)["random_sampling_topk"] == 40
+    assert decoding.ct2_args(decoding.requested(greedy, temperature=0))["sampling_topk"] == 1

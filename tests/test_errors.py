@@ -15,7 +15,7 @@ import torch
 import yaml
 from conftest import REPO, run_script
 
-from vicuna import checkpoint, config_check, files, inference
+from vicuna import checkpoint, config_check, files, inference, options
 
 SCHEMA = REPO / "schemas" / "config.schema.yaml"
 
@@ -260,7 +260,7 @@ def test_bad_options_file_is_named(tmp_path, text, words):
     path = tmp_path / "translate_opts_py.yaml"
     path.write_text(text)
     with pytest.raises(ValueError) as e:
-        inference.load_options(path)
+        options.load(path)
     assert str(e.value).startswith(str(path)) and words in str(e.value)
     assert "\n" not in str(e.value)
 

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from vicuna import evaluate
-from vicuna.inference import Answer
+from vicuna.engines import Answer
 
 
 def test_read_lines_names_a_missing_or_empty_file(tmp_path):
@@ -29,12 +29,13 @@ def test_heldout_losses_hold_one_model_at_a_time(tiny_meta):
     lines = ["Below is a task.｟newline｠Answer it.", "cat dog"]
     alive: list[weakref.ref] = []
 
-    def load(path, device, precision):
+    def load(path, tokenizer_model, device, precision):
         gc.collect()
         assert all(ref() is None for ref in alive), "the previous model is still in memory"
-        model = evaluate.load_model(path, device, precision)
-        alive.append(weakref.ref(model))
-        return model
+        engine = evaluate.load_scorer(path, tokenizer_model, device, precision)
+        engine.logprobs([[1, 5, 6]])  # its model is built
+        alive.append(weakref.ref(engine._model()))
+        return engine
 
     models = {"base": tiny_meta["onmt"], "finetuned": tiny_meta["onmt"]}
     result = evaluate.heldout_losses(models, {"valid": lines}, str(tiny_meta["tokenizer"]),
@@ -78,7 +79,7 @@ def test_scores_agreement_and_table():
 
 
 def test_a_streamed_model_equals_the_plain_one_and_empties_its_checkpoint(tiny_meta):
-    """evaluate.load_model builds on the meta device and takes each tensor out of the
+    """evaluate.load_scorer's model is built on the meta device and takes each tensor out of the
     checkpoint as it goes in: the same logits, and no second copy left behind."""
     import torch
 

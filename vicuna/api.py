@@ -7,8 +7,11 @@
   `x-dropped-rounds` header says how many. A system message is refused (400) unless the server
   ignores them (`ignore_system_messages`): the model was finetuned with one fixed task line.
 - Decoding starts from the options file (as the chatbot's sliders do): max_tokens replaces its
-  max_length, temperature (0: greedy), top_p and top_k (beyond OpenAI, as in the chatbot) its
-  sampling; with the workflow's greedy default (top-k 1) only top_k > 1 samples.
+  max_length, temperature, top_p and top_k (beyond OpenAI, as in the chatbot: 1 greedy, 0 every
+  token) its sampling, with OpenAI's meaning of temperature (vicuna.decoding.requested): 0 is
+  greedy, above 0 samples even where the options file is greedy (the workflow's top-k 1).
+- A completion prompt with nothing in it is refused (400, `param` naming it): the model would
+  answer nothing in particular.
 - Answers are cut at the prompt layout's stop rule (vicuna.prompt.until_stop) and at the
   client's `stop` strings: finish_reason "stop" then, or at the end token; "length" when
   max_tokens ran out.
@@ -36,8 +39,8 @@ from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
 from vicuna import chat
-from vicuna.decoding import chosen
-from vicuna.serving import Engine, Event, Sequence
+from vicuna import decoding as meanings
+from vicuna.serving import Event, Sequence, Worker
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +68,12 @@ class ApiError(Exception):
             status, message, param, code, kind)
 
 
+def error_body(e: ApiError) -> dict:
+    return {"error": {"message": e.message, "type": e.kind, "param": e.param, "code": e.code}}
+
+
 def error_response(e: ApiError) -> JSONResponse:
-    body = {"error": {"message": e.message, "type": e.kind, "param": e.param, "code": e.code}}
-    return JSONResponse(body, status_code=e.status)
+    return JSONResponse(error_body(e), status_code=e.status)
 
 
 # ---- requests: every field typed, unknown ones refused -----------------------------------
@@ -99,7 +105,7 @@ class _Generation(_Strict):
     max_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
-    top_k: int | None = Field(None, ge=1)  # beyond OpenAI: the chatbot's top-k (1: greedy)
+    top_k: int | None = Field(None, ge=0)  # beyond OpenAI: the chatbot's (1 greedy, 0 all)
     n: int | None = Field(None, ge=1, le=MAX_CHOICES)
     stop: str | list[str] | None = None
     stream: bool | None = None
@@ -199,10 +205,10 @@ def max_new_tokens(req: _Generation, settings: Settings, default: int) -> int:
 
 
 def decoding(req: _Generation, defaults: dict, max_length: int) -> dict:
-    """The options file's decoding, with what the request sets (options-file keys; temperature
-    0, OpenAI's greedy, is greedy in both engines: vicuna.decoding)."""
-    return chosen(defaults, max_length=max_length, temperature=req.temperature,
-                  top_k=req.top_k, top_p=req.top_p)
+    """The options file's decoding, with what the request sets, as OpenAI means it
+    (vicuna.decoding.requested), as options-file keys."""
+    return meanings.requested(defaults, max_length=max_length, temperature=req.temperature,
+                              top_k=req.top_k, top_p=req.top_p)
 
 
 # ---- generation, seen from the event loop -------------------------------------------------
@@ -362,7 +368,12 @@ async def chat_completions(request: Request):
     headers = {"x-dropped-rounds": str(dropped)}
     if req.stream:
         include = bool(req.stream_options and req.stream_options.include_usage)
-        return EventStream(chat_chunks(gen, head, prompt_tokens, include), gen, headers=headers)
+        opening = tuple({**chat_choice(seq.index, None), "delta": {"role": "assistant",
+                                                                    "content": ""}}
+                        for seq in gen.sequences)
+        return EventStream(chunks(gen, {**head, "object": "chat.completion.chunk"},
+                                  prompt_tokens, include, chat_choice, opening),
+                           gen, headers=headers)
     finals = await gen.finals()
     choices = [{"index": e.index, "message": {"role": "assistant", "content": e.text},
                 "logprobs": None, "finish_reason": e.finish_reason} for e in finals]
@@ -376,6 +387,10 @@ async def completions(request: Request):
     n = req.n or 1
     if not prompts or len(prompts) * n > MAX_CHOICES:
         raise ApiError(400, f"1 to {MAX_CHOICES} answers a request (prompts times n)", "prompt")
+    for i, text in enumerate(prompts):
+        if not text.strip():
+            raise ApiError(400, "the prompt is empty (or blanks only): nothing to complete",
+                           "prompt" if isinstance(req.prompt, str) else f"prompt.{i}")
     max_new = max_new_tokens(req, settings, state.engine.decoding["max_length"])
     counts = [state.engine.count_tokens(p) for p in prompts]
     if max(counts) + max_new > settings.max_context_length:
@@ -388,50 +403,36 @@ async def completions(request: Request):
             "created": int(time.time()), "model": settings.model_name}
     if req.stream:
         include = bool(req.stream_options and req.stream_options.include_usage)
-        return EventStream(text_chunks(gen, head, sum(counts), include), gen)
+        return EventStream(chunks(gen, head, sum(counts), include, text_choice), gen)
     finals = await gen.finals()
-    choices = [{"index": e.index, "text": e.text, "logprobs": None,
-                "finish_reason": e.finish_reason} for e in finals]
+    choices = [text_choice(e.index, e.text, e.finish_reason) for e in finals]
     return JSONResponse({**head, "choices": choices, "usage": usage(sum(counts), finals)})
 
 
-async def chat_chunks(gen: Generation, head: dict, prompt_tokens: int,
-                      include_usage: bool) -> AsyncIterator[str]:
-    chunk = {**head, "object": "chat.completion.chunk"}
+def chat_choice(index: int, text: str | None, finish: str | None = None) -> dict:
+    return {"index": index, "delta": {} if text is None else {"content": text},
+            "logprobs": None, "finish_reason": finish}
 
-    def choice(index: int, delta: dict, finish: str | None = None) -> str:
-        return sse({**chunk, "choices": [{"index": index, "delta": delta, "logprobs": None,
-                                          "finish_reason": finish}]})
 
-    for seq in gen.sequences:
-        yield choice(seq.index, {"role": "assistant", "content": ""})
+def text_choice(index: int, text: str | None, finish: str | None = None) -> dict:
+    return {"index": index, "text": text or "", "logprobs": None, "finish_reason": finish}
+
+
+async def chunks(gen: Generation, head: dict, prompt_tokens: int, include_usage: bool,
+                 choice, first: tuple[dict, ...] = ()) -> AsyncIterator[str]:
+    """A Generation as server-sent events: the `first` choices, then each choice's new text
+    and its end (`choice(index, text, finish_reason)`: the endpoint's chunk shape), then the
+    usage when asked for, then [DONE]; an error ends the stream as an error event."""
+    for c in first:
+        yield sse({**head, "choices": [c]})
     async for kind, event, delta in deltas(gen):
-        if kind == "text":
-            yield choice(event.index, {"content": delta})
-        elif kind == "finish":
-            yield choice(event.index, {}, event.finish_reason)
-        else:
+        if kind == "error":
             yield delta
             return
-    if include_usage:
-        yield sse({**chunk, "choices": [], "usage": usage(prompt_tokens, gen.finals_seen)})
-    yield sse("[DONE]")
-
-
-async def text_chunks(gen: Generation, head: dict, prompt_tokens: int,
-                      include_usage: bool) -> AsyncIterator[str]:
-    def choice(index: int, text: str, finish: str | None = None) -> str:
-        return sse({**head, "choices": [{"index": index, "text": text, "logprobs": None,
-                                         "finish_reason": finish}]})
-
-    async for kind, event, delta in deltas(gen):
         if kind == "text":
-            yield choice(event.index, delta)
-        elif kind == "finish":
-            yield choice(event.index, "", event.finish_reason)
+            yield sse({**head, "choices": [choice(event.index, delta)]})
         else:
-            yield delta
-            return
+            yield sse({**head, "choices": [choice(event.index, None, event.finish_reason)]})
     if include_usage:
         yield sse({**head, "choices": [], "usage": usage(prompt_tokens, gen.finals_seen)})
     yield sse("[DONE]")
@@ -442,9 +443,7 @@ async def deltas(gen: Generation) -> AsyncIterator[tuple[str, Event, str]]:
     sent: dict[int, str] = {}
     async for event in gen:
         if event.error:
-            body = {"error": {"message": event.error, "type": "server_error", "param": None,
-                              "code": None}}
-            yield "error", event, sse(body)
+            yield "error", event, sse(error_body(ApiError(500, event.error, kind="server_error")))
             return
         before = sent.get(event.index, "")
         # Only text that extends what was sent goes out (a stream cannot take text back); a
@@ -474,7 +473,7 @@ async def _server_error(request: Request, e: Exception) -> JSONResponse:
                                    kind="server_error"))
 
 
-def build_app(engine: Engine, settings: Settings) -> Starlette:
+def build_app(engine: Worker, settings: Settings) -> Starlette:
     routes = [
         Route("/v1/models", list_models, methods=["GET"]),
         Route("/v1/models/{model:path}", get_model, methods=["GET"]),

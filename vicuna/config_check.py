@@ -59,3 +59,18 @@ def _hint(error: ValidationError) -> str:
     if error.validator == "type" and isinstance(value, float) and value.is_integer():
         return f" (write {int(value)}, without the decimal point)"
     return ""
+
+
+def check_keys(config: dict) -> None:
+    """What the schema cannot express, across keys: a ValueError naming the keys at fault."""
+    if "synthetic" in config:
+        model = config["synthetic"]["model"]
+        if model["dim"] % model["n_heads"]:
+            raise ValueError(f"synthetic.model.dim ({model['dim']}) must be divisible by "
+                             f"synthetic.model.n_heads ({model['n_heads']})")
+    train = config["train"]
+    if train["quantization"]["layers"] and not train["quantization"]["type"]:
+        raise ValueError("train.quantization.type must be set when train.quantization.layers "
+                         "is not empty (OpenNMT-py would silently quantize nothing)")
+    if train["save_checkpoint_steps"] > train["train_steps"]:
+        raise ValueError("train.save_checkpoint_steps must not exceed train.train_steps")

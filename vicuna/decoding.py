@@ -1,5 +1,6 @@
 """Decoding options, named once, and what each means for both engines; the options file of
-each mode (translate_opts_<mode>.yaml) written from config.yaml.
+each mode (translate_opts_<mode>.yaml) is written by vicuna.engines.options_file from each
+mode's keys.
 
 The names are OpenNMT-py's translate options; config.yaml's `inference` section, the options
 files (translate_opts_<mode>.yaml), the chatbot's sliders and the API's requests all use them:
@@ -50,6 +51,24 @@ def chosen(defaults: dict, *, max_length: int | None = None, temperature: float 
     return {**defaults, **{key: value for key, value in choice.items() if value is not None}}
 
 
+def requested(defaults: dict, *, max_length: int | None = None, temperature: float | None = None,
+              top_k: int | None = None, top_p: float | None = None) -> dict:
+    """An API request's decoding, with OpenAI's meaning of temperature: `defaults` (the options
+    file's) with what the request sets.
+
+    Temperature 0 is greedy. A temperature above 0 samples: with the request's top_k when it
+    gives one (top_k 1 is then its own choice of greedy), else with the options file's top-k
+    where that samples (0, or more than 1), else from every token (top-k 0): a greedy options
+    file (top-k 1, the tiny default) must not silently turn a request's sampling into greedy.
+    Without a temperature, the options file decodes as it says.
+    """
+    settings = chosen(defaults, max_length=max_length, temperature=temperature, top_k=top_k,
+                      top_p=top_p)
+    if temperature and top_k is None and settings.get("random_sampling_topk") == GREEDY:
+        settings["random_sampling_topk"] = 0
+    return settings
+
+
 def ct2_args(opts: dict) -> dict:
     """Options-file decoding -> CTranslate2's generate_batch arguments, with the meanings above.
 
@@ -69,43 +88,3 @@ def ct2_args(opts: dict) -> dict:
         "include_prompt_in_result": False,
         "return_scores": True,
     }
-
-
-# --- The options file of each mode, from config.yaml's `inference` section --------------------
-# The config keys each mode reads, and no others: rules/inference.smk gives each mode's job
-# only these, so that a ct2-only key (compute_type) does not rerun `py`, nor precision `ct2`.
-MODE_KEYS = {
-    "py": (*KEYS, "device", "precision"),
-    "ct2": (*KEYS, "device", "compute_type", "cpu_threads"),
-}
-
-
-def options_file(mode: str, model: str, tokenizer_model: str, inference: dict) -> dict:
-    """translate_opts_<mode>.yaml's options from the mode's keys of `inference` (KeyError names
-    a missing one; other keys are not read)."""
-    opts = {"model": model, "src_subword_model": tokenizer_model,
-            **{key: inference[key] for key in KEYS}}
-    device = inference["device"]
-    if mode == "py":
-        # OpenNMT-py's translate options; the sentencepiece transform turns ｟newline｠ into
-        # "\n" on the way in and back on the way out.
-        opts.update({
-            "transforms": ["sentencepiece"],
-            "tgt_subword_model": tokenizer_model,
-            "batch_type": "sents",
-            "gpu": -1 if device == "cpu" else 0,
-            "world_size": 1,
-            "gpu_ranks": [] if device == "cpu" else [0],
-            "precision": inference["precision"],
-            # OpenNMT-py's translator also writes every prediction to `output` (pred.txt in
-            # the working directory by default); simple_inference.py writes its own files.
-            "output": "/dev/null",
-        })
-    elif mode == "ct2":
-        # A fixed thread count: CTranslate2's CPU kernels split work by threads, and ties in
-        # greedy decoding can fall differently with another split (a SLURM job vs a laptop).
-        opts.update({"device": device, "compute_type": inference["compute_type"],
-                     "threads": inference["cpu_threads"]})
-    else:
-        raise ValueError(f"inference mode {mode!r}: expected one of {sorted(MODE_KEYS)}")
-    return opts

@@ -12,14 +12,12 @@ import math
 import tempfile
 from pathlib import Path
 
-import sentencepiece as spm
-import torch
 import yaml
 
-from vicuna import checkpoint, inference, prompt, tokenizer
+from vicuna import engines, inference, prompt
 from vicuna.files import iter_lines
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
+PRECISIONS = ("fp32", "fp16")
 
 
 def read_lines(path: str | Path, what: str) -> list[str]:
@@ -33,25 +31,25 @@ def read_lines(path: str | Path, what: str) -> list[str]:
     return lines
 
 
-def load_model(path: str | Path, device: str = "cpu", precision: str = "fp32") -> torch.nn.Module:
-    """A checkpoint's model on `device` in `precision`, filled from the checkpoint tensor by
-    tensor as the checkpoint lets them go: one copy of one model at a time."""
-    return checkpoint.build_model(checkpoint.load(path), device=device, dtype=DTYPES[precision],
-                                  consume=True)
+def load_scorer(path: str | Path, tokenizer_model: str, device: str = "cpu",
+                precision: str = "fp32") -> engines.Engine:
+    """The py engine of a checkpoint, for its log-likelihoods: its model is filled from the
+    checkpoint tensor by tensor as the checkpoint lets them go (one copy of one model)."""
+    opts = {"model": str(path), "src_subword_model": str(tokenizer_model), "max_length": 1,
+            "precision": precision, "gpu": -1 if device == "cpu" else 0}
+    return engines.load("py", opts, source=str(path))
 
 
-@torch.no_grad()
-def heldout_loss(model: torch.nn.Module, sp: spm.SentencePieceProcessor, lines: list[str]) -> float:
+def heldout_loss(engine: engines.Engine, lines: list[str]) -> float:
+    """The mean loss per token of the lines, as OpenNMT-py's validation counts it."""
     if not lines:
         raise ValueError("no example to score")
-    device = next(model.parameters()).device
+    sp = engine.sp
+    sequences = [[sp.bos_id(), *sp.encode(prompt.from_line(line)), sp.eos_id()] for line in lines]
     total, count = 0.0, 0
-    for line in lines:
-        ids = [sp.bos_id(), *sp.encode(prompt.from_line(line)), sp.eos_id()]
-        tokens = torch.tensor([ids], device=device)
-        logits = checkpoint.logits(model, tokens[:, :-1])[0]
-        total += torch.nn.functional.cross_entropy(logits, tokens[0, 1:], reduction="sum").item()
-        count += len(ids) - 1
+    for logprobs in engine.logprobs(sequences):
+        total -= math.fsum(logprobs)
+        count += len(logprobs)
     return total / count
 
 
@@ -60,19 +58,19 @@ def perplexity(loss: float) -> float:
 
 
 def heldout_losses(models: dict[str, Path], heldout: dict[str, list[str]], tokenizer_model: str,
-                   device: str, precision: str, load=load_model) -> dict[str, dict[str, float]]:
+                   device: str, precision: str, load=load_scorer) -> dict[str, dict[str, float]]:
     """Loss and perplexity of each model on each held-out corpus: {model: {<corpus>_loss,
     <corpus>_perplexity}}; one model in memory at a time (`load` is the loader, for tests)."""
-    sp = tokenizer.load(tokenizer_model)
     result: dict[str, dict[str, float]] = {}
     for name, path in models.items():
-        model = load(path, device, precision)
+        engine = load(path, tokenizer_model, device, precision)
         result[name] = {}
         for corpus, lines in heldout.items():
-            loss = heldout_loss(model, sp, lines)
+            loss = heldout_loss(engine, lines)
             result[name][f"{corpus}_loss"] = round(loss, 4)
             result[name][f"{corpus}_perplexity"] = round(perplexity(loss), 3)
-        del model
+        engine.close()
+        del engine
         gc.collect()
     return result
 

@@ -1,0 +1,141 @@
+"""The `ct2` mode: CTranslate2's Generator on the released model, tokenized with the same
+sentencepiece model as OpenNMT-py (<s> + pieces), streaming token by token.
+
+A prompt of a single token (<s> alone: an empty text) is never generated in a batch with
+others: CTranslate2 4.8.5 then decodes every prompt of that batch as if it were empty (with
+include_prompt_in_result=False). Such prompts are generated alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from vicuna import decoding, stops
+from vicuna.engines.base import Answer, Engine, Watcher
+
+
+class Ct2Engine(Engine):
+    mode = "ct2"
+    config_keys = ("device", "compute_type", "cpu_threads")
+
+    @staticmethod
+    def file_options(inference: dict, tokenizer_model: str) -> dict:
+        # A fixed thread count: CTranslate2's CPU kernels split work by threads, and ties in
+        # greedy decoding can fall differently with another split (a SLURM job vs a laptop).
+        return {"device": inference["device"], "compute_type": inference["compute_type"],
+                "threads": inference["cpu_threads"]}
+
+    def __init__(self, opts: dict, source: str | Path) -> None:
+        super().__init__(opts, source)
+        import ctranslate2
+
+        device = opts.get("device", "auto")
+        if device == "auto":
+            device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+        # compute_type "default" keeps the release's quantization where the device supports it
+        # (int8_float16 runs as int8_float32 on a CPU, which has no float16 kernels).
+        self.generator = ctranslate2.Generator(
+            opts["model"], device=device, compute_type=opts.get("compute_type", "default"),
+            inter_threads=1, intra_threads=cpu_threads(opts.get("threads", 0)),
+        )
+        if opts.get("seed") is not None:
+            ctranslate2.set_random_seed(opts["seed"])
+
+    def check_model(self) -> None:
+        model = Path(self.opts["model"])
+        if not (model / "model.bin").is_file():
+            raise ValueError(f"{self.source}: {model}: not a CTranslate2 model directory (no "
+                             f"model.bin): release the checkpoint with release_model.py")
+
+    def vocabulary_size(self) -> int:
+        model = Path(self.opts["model"])
+        if (model / "vocabulary.json").is_file():
+            return len(json.loads((model / "vocabulary.json").read_text(encoding="utf-8")))
+        with open(model / "vocabulary.txt", encoding="utf-8") as f:  # older releases
+            return sum(1 for _ in f)
+
+    def generate(self, prompts: list[str], settings: dict | None = None,
+                 watchers: Sequence[Watcher] | None = None) -> list[Answer]:
+        args = decoding.ct2_args({**self.opts, **(settings or {})})
+        tokens = [self.prompt_pieces(p) for p in prompts]
+        # batches CTranslate2 decodes correctly: the one-token prompts each alone
+        singles = [i for i, t in enumerate(tokens) if len(t) == 1]
+        batches = [[i for i, t in enumerate(tokens) if len(t) > 1], *([i] for i in singles)]
+        answers: list[Answer | None] = [None] * len(prompts)
+        for batch in filter(None, batches):
+            for i, answer in zip(batch, self._generate([tokens[i] for i in batch], args, [
+                    watchers[i] for i in batch] if watchers else None), strict=True):
+                answers[i] = answer
+        return answers  # type: ignore[return-value]
+
+    def _generate(self, tokens: list[list[str]], args: dict,
+                  watchers: list[Watcher] | None) -> list[Answer]:
+        callback = None
+        if watchers:
+            ids: list[list[int]] = [[] for _ in tokens]
+            eos = self.sp.eos_id()
+
+            def callback(step) -> bool:  # True stops that sequence, the others go on
+                if step.token_id == eos:
+                    return True
+                ids[step.batch_id].append(step.token_id)
+                return watchers[step.batch_id].update(self.sp.decode(ids[step.batch_id]),
+                                                      len(ids[step.batch_id]))
+
+            # CTranslate2 streams greedy search and sampling only
+            args = {**args, "beam_size": 1}
+        results = self.generator.generate_batch(tokens, callback=callback, **args)
+        answers = []
+        for r in results:
+            pieces = r.sequences[0]
+            answers.append(Answer(self.sp.decode_pieces(pieces), float(r.scores[0]), len(pieces)))
+        for watcher in watchers or ():
+            watcher.end()
+        return answers
+
+    def stream(self, prompt: str, settings: dict | None = None) -> Iterator[str]:
+        """Token by token (CTranslate2's generate_tokens); closing the iterator stops it."""
+        args = decoding.ct2_args({**self.opts, **(settings or {})})
+        steps = self.generator.generate_tokens(
+            self.prompt_pieces(prompt), max_length=args["max_length"],
+            sampling_topk=args["sampling_topk"], sampling_topp=args["sampling_topp"],
+            sampling_temperature=args["sampling_temperature"],
+        )
+        cutter = stops.Cutter()
+        ids: list[int] = []
+        try:
+            for step in steps:
+                if step.token_id == self.sp.eos_id():
+                    break
+                ids.append(step.token_id)
+                done = cutter.update(self.sp.decode(ids), len(ids))
+                if cutter.changed:
+                    yield cutter.shown
+                if done:
+                    break
+        finally:
+            steps.close()  # stops CTranslate2's decoding too (Stop button, STOP, end token)
+
+    def logprobs(self, sequences: list[list[int]]) -> list[list[float]]:
+        scored = [i for i, seq in enumerate(sequences) if len(seq) > 1]
+        pieces = [[self.sp.id_to_piece(t) for t in sequences[i]] for i in scored]
+        results = self.generator.score_batch(
+            pieces, max_batch_size=self.opts.get("batch_size", 16), max_input_length=0)
+        out: list[list[float]] = [[] for _ in sequences]
+        for i, r in zip(scored, results, strict=True):
+            out[i] = list(r.log_probs)
+        return out
+
+    def close(self) -> None:
+        del self.generator
+
+
+def cpu_threads(wanted: int) -> int:
+    """CTranslate2's threads: as configured, never more than this process may use (a SLURM
+    job's CPUs, a laptop's cores); 0 means all of those. CTranslate2's own 0 means 4 threads
+    whatever the machine has, oversubscribed (and slower) on 2 cores."""
+    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return min(wanted, available or 1) if wanted > 0 else (available or 1)
