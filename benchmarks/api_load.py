@@ -17,7 +17,6 @@ The server is started by this script and stopped at the end; nothing leaves 127.
 from __future__ import annotations
 
 import argparse
-import socket
 import statistics
 import subprocess
 import sys
@@ -26,25 +25,21 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import common
+import models
 import openai
 import requests
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from common import REPO, free_port
 
 
 def generated_model(tmp: Path, max_tokens: int) -> Path:
-    """inference_speed.py's LLaMA, released in float32, greedy, answers of max_tokens tokens."""
-    from inference_speed import build, options  # this script's folder is on sys.path
-
-    tok, params = build(tmp, dim=512, layers=6)
-    print(f"model: generated LLaMA, {params / 1e6:.1f}M parameters, ct2 float32")
-    return options(tmp, "ct2", tmp / "ct2_float32", tok, batch=16, new_tokens=max_tokens)
+    """inference_speed.py's LLaMA (models.build), released in float32, greedy (config.yaml's
+    inference keys), answers of exactly max_tokens tokens."""
+    manifest = models.build(tmp, dim=512, layers=6, quantizations=("float32",))
+    print(f"model: generated LLaMA, {manifest['params'] / 1e6:.1f}M parameters, ct2 float32")
+    opts = common.options("ct2", manifest["ct2_float32"], manifest["tokenizer"],
+                          common.greedy(batch_size=16), forced=max_tokens)
+    return common.write_options(tmp / "ct2_float32.yaml", opts)
 
 
 def start_server(options: Path, mode: str, log: Path) -> tuple[subprocess.Popen, str]:
@@ -66,13 +61,6 @@ def start_server(options: Path, mode: str, log: Path) -> tuple[subprocess.Popen,
             proc.kill()
             sys.exit(f"error: serve_api.py did not answer in 300 s:\n{log.read_text()}")
         time.sleep(0.5)
-
-
-def questions(n: int) -> list[str]:
-    from vicuna import synthetic
-
-    held = synthetic.generate(3, 1, 1, n, 1)["heldout"]
-    return [r["instruction"] + (f"\n{r['input']}" if r["input"] else "") for r in held]
 
 
 def one_request(client: openai.OpenAI, model: str, question: str, max_tokens: int) -> dict:
@@ -122,7 +110,7 @@ def main() -> None:
         try:
             client = openai.OpenAI(base_url=url, api_key="none", max_retries=0)
             model = client.models.list().data[0].id
-            asked = questions(a.requests)
+            asked = common.messages(a.requests, seed=3)
             one_request(client, model, asked[0], a.max_tokens)  # warm up
             alone = phase(url, model, asked, 1, a.max_tokens)
             loaded = phase(url, model, asked * a.clients, a.clients, a.max_tokens)

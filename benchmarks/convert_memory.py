@@ -8,7 +8,7 @@ peak resident memory (ru_maxrss of that child, from os.wait4) against the output
 seconds per GB. A second subprocess that only imports what the converter imports gives the fixed
 cost. Everything generated is deleted at the end. The tokenizer is the real LLaMA one
 (../shared/fixtures/llama-tokenizer/tokenizer.model, 32,000 pieces) where present; elsewhere a small
-sentencepiece model is trained and the vocabulary takes its size.
+sentencepiece model is trained (common.tokenizer_model) and the vocabulary takes its size.
 """
 
 from __future__ import annotations
@@ -23,25 +23,16 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # vicuna from this checkout, installed or not
-LLAMA_TOKENIZER = REPO.parent / "shared" / "fixtures" / "llama-tokenizer" / "tokenizer.model"
+from common import REPO, measure, tokenizer_model
+
 GB = 1e9
 
 
 def tokenizer(tmp: Path) -> tuple[Path, int]:
-    import sentencepiece as spm
+    from vicuna import tokenizer as tok
 
-    if LLAMA_TOKENIZER.is_file():
-        path = LLAMA_TOKENIZER
-    else:
-        from vicuna import synthetic
-        from vicuna import tokenizer as tok
-
-        sets = synthetic.generate(seed=0, n_alpaca=200, n_sharegpt=20, n_heldout=5, n_pretrain=200)
-        path = tmp / "tokenizer.model"
-        tok.train(sets["pretrain"], 512, path)
-    return path, spm.SentencePieceProcessor(model_file=str(path)).get_piece_size()
+    path = tokenizer_model(tmp)
+    return path, tok.load(path).get_piece_size()
 
 
 def write_meta(model_dir: Path, params: dict, shapes: dict, shards: int) -> None:
@@ -96,15 +87,6 @@ def write_hf(model_dir: Path, params: dict, shapes: dict, shards: int, hidden: i
         save_file(shard, model_dir / file)
         del shard
     (model_dir / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
-
-
-def measure(cmd: list[str], quiet: bool = False) -> tuple[float, int, int]:
-    """(seconds, peak RSS in bytes, exit status) of one subprocess."""
-    start = time.monotonic()
-    proc = subprocess.Popen(cmd, stderr=subprocess.DEVNULL if quiet else None)
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return time.monotonic() - start, usage.ru_maxrss * 1024, proc.returncode  # KiB on Linux
 
 
 def generate(args: argparse.Namespace, tmp: Path) -> None:
@@ -162,7 +144,7 @@ def main() -> None:
             sys.exit(f"error: the converter exited with status {status}")
         size_out = out.stat().st_size
         _, base, _ = measure([sys.executable, "-c", "import torch, sentencepiece, onmt.opts, "
-                              "onmt.utils.parse, vicuna.convert"], quiet=True)
+                              "onmt.utils.parse, vicuna.convert"], log=Path(os.devnull))
         print(f"input {size_in / GB:.3f} GB, output {size_out / GB:.3f} GB")
         print(f"peak RSS {peak / GB:.3f} GB = {peak / size_out:.2f} x the output "
               f"(imports alone: {base / GB:.3f} GB; above them: {(peak - base) / size_out:.2f} x)")

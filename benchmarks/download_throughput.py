@@ -11,17 +11,13 @@ from __future__ import annotations
 import argparse
 import functools
 import hashlib
-import importlib.util
 import multiprocessing
 import os
-import sys
 import tempfile
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-if importlib.util.find_spec("vicuna") is None:  # run from a checkout, not installed
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from vicuna.download import download  # noqa: E402
+from vicuna.download import download
 
 
 class QuietHandler(SimpleHTTPRequestHandler):

@@ -1,7 +1,7 @@
 """Peak resident memory of each model-loading job against the size of the checkpoint it loads,
 on 7B-shaped checkpoints (dim 4096, FFN 11008, LLaMA's 32,000-piece vocabulary) with 1, 2 and 4
 layers: the workflow itself, run locally on the 7B config plus the rehearsal's shrinking override
-(tests/rehearsal.py, with a held-out corpus so that `evaluate` loads both models), CPU only.
+(vicuna/rehearsal.py, with a held-out corpus so that `evaluate` loads both models), CPU only.
 Each rule's peak comes from its Snakemake benchmark file (max_rss); the fit is
 peak = a x size + b per rule, written to benchmarks/job_memory.json; rules/common.smk's
 MEMORY_FIT must stay at or above it (tests/test_plan.py checks).
@@ -21,9 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
-import rehearsal  # noqa: E402
+from common import REPO
+
+from vicuna import rehearsal
 
 STEP = "finetuned_llama7B/llama7B-vicuna-onmt_step_4"
 # rule (benchmark file) -> the checkpoint its memory is sized from, as in the rules

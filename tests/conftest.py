@@ -8,8 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from rehearsal import clone
 from slurm_cluster import cluster  # noqa: F401 (a fixture for the SLURM tests)
+
+from vicuna.rehearsal import clone
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

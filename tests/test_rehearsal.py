@@ -1,6 +1,6 @@
 """The 7B run rehearsed end to end (issue #11): the README's command with
 configs/llama7b-vicuna.yaml unchanged, plus one override file that only shrinks it
-(tests/rehearsal.py), through profiles/slurm on the single-node test cluster, in a fresh clone,
+(vicuna/rehearsal.py), through profiles/slurm on the single-node test cluster, in a fresh clone,
 started as `.venv/bin/snakemake` with the venv not activated."""
 
 from __future__ import annotations
@@ -12,10 +12,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import rehearsal
 from conftest import BIN
 from slurm_cluster import run as slurm
 from slurm_cluster import sacct_job
+
+from vicuna import rehearsal
 
 pytestmark = pytest.mark.workflow
 

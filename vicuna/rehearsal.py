@@ -1,6 +1,7 @@
 """The 7B run rehearsed on this CPU: configs/llama7b-vicuna.yaml as users run it, plus one
-override file that only shrinks it. Used by tests/test_rehearsal.py (through the SLURM profile)
-and benchmarks/job_memory.py (locally, on bases of several sizes).
+override file that only shrinks it. Used by tests/test_rehearsal.py (through the SLURM profile),
+benchmarks/job_memory.py (locally, on bases of several sizes) and benchmarks/gpu_check.py; the
+tests' fixtures copy the checkout with its `clone`.
 
 What the override changes, and nothing else: where the two corpora are downloaded from (small
 files in the tutorial's flattened format, served over HTTP on 127.0.0.1, checksums given), the
