@@ -2,7 +2,8 @@
 """What this CPU offers the engines, measured: its memory-read bandwidth with the benchmark's
 threads (a torch sum over a buffer larger than any cache: the speed at which an engine can
 stream its weights), the instruction sets the engines' kernels look for, CTranslate2's compute
-types, and whether the kernel lets a process use AMX tiles.
+types, torch's matmul speed in float32 and bfloat16 (lower-precision training), and whether the
+kernel lets a process use AMX tiles.
 
     python benchmarks/cpu_probe.py [--threads 2] [--gb 2]        # prints a JSON object
 
@@ -36,6 +37,26 @@ def bandwidth(threads: int, gb: float = 2.0, repeats: int = 5) -> float:
         x.sum()
         best = max(best, x.numel() * 4 / (time.perf_counter() - start))
     return best
+
+
+MATMUL = (32, 2048, 2048)  # m, k, n: a few tokens through a layer of a 2048-wide model
+
+
+def matmul_gflops(threads: int, dtype: str, m: int = MATMUL[0], k: int = MATMUL[1],
+                  n: int = MATMUL[2]) -> float:
+    """GFLOP/s of one torch matmul [m, k] x [k, n] in `dtype`, best of 3: whether the CPU
+    computes in that precision (bfloat16 without AVX512-BF16 or AMX is emulated, slowly)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    a, b = (torch.randn(m, k).to(getattr(torch, dtype)), torch.randn(k, n).to(getattr(torch, dtype)))
+    a @ b
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * m * k * n / best / 1e9
 
 
 def cpu_flags() -> dict[str, bool]:
@@ -78,7 +99,8 @@ def amx_tiles_usable() -> bool:
 def probe(threads: int, gb: float = 2.0) -> dict:
     return {"cpu": model_name(), "flags": cpu_flags(), "ct2_compute_types": ct2_compute_types(),
             "amx_tiles_usable": amx_tiles_usable(), "threads": threads,
-            "bandwidth": bandwidth(threads, gb), "buffer_gb": gb}
+            "bandwidth": bandwidth(threads, gb), "buffer_gb": gb,
+            "matmul": MATMUL, "matmul_gflops": {dtype: matmul_gflops(threads, dtype) for dtype in ("float32", "bfloat16")}}
 
 
 def run(spec: dict) -> dict:

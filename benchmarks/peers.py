@@ -103,6 +103,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--ft_warmup", type=int, default=3)
     p.add_argument("--ft_steps", type=int, default=10)
     p.add_argument("--learning_rate", type=float, default=1e-4)
+    p.add_argument("--peft_autocast", choices=["bfloat16"], help="also train peft under "
+                   "torch.autocast(cpu, this dtype): only where the CPU computes in it (the probe's "
+                   "matmul GFLOP/s say; without AVX512-BF16 or AMX bfloat16 is emulated, ~100x slower)")
     for part in ("llamacpp", "finetune", "chat", "inference", "options"):
         p.add_argument(f"--skip_{part}", action="store_true")
     p.add_argument("--gguf_converter", help="llama.cpp's convert_hf_to_gguf.py (default: from the "
@@ -198,7 +201,10 @@ def main() -> None:
                 print("peft skipped: not installed (pip install -r benchmarks/requirements-peers.txt)")
             else:
                 for label, autocast in (("transformers + peft", None),
-                                        ("transformers + peft, autocast bfloat16", "bfloat16")):
+                                        (f"transformers + peft, autocast {args.peft_autocast}",
+                                         args.peft_autocast)):
+                    if autocast is None and label != "transformers + peft":
+                        continue
                     tuned[label] = common.run_child("finetune_peft", {
                         "hf": manifest["hf"], "tokenizer": manifest["tokenizer"],
                         "data": manifest["ft_data"], "lora": manifest["ft_lora"],

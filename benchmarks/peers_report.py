@@ -77,7 +77,8 @@ def report(args, manifest: dict, probe: dict | None, engines: dict, results: dic
         out(f"\n### The machine\n\n{probe['cpu']}; {flags}; CTranslate2's CPU compute types: "
             f"{', '.join(probe['ct2_compute_types'])}; memory read {probe['bandwidth'] / 1e9:.1f} "
             f"GB/s with {probe['threads']} threads (a torch sum over {probe['buffer_gb']:g} GB, "
-            "best of 5)")
+            "best of 5); a torch matmul [{0}, {1}] x [{1}, {2}]: ".format(*probe["matmul"]) + ", ".join(
+                f"{dtype} {gflops:.1f} GFLOP/s" for dtype, gflops in probe["matmul_gflops"].items()))
     sizes = ", ".join(f"{k} {v / 1e9:.2f} GB" for k, v in manifest.get("sizes", {}).items())
     out(f"\nModel: {manifest['params'] / 1e6:.0f}M parameters (dim {manifest['dim']}, "
         f"{manifest['layers']} layers, FFN {manifest['ffn']}, {manifest['heads']} heads, "
