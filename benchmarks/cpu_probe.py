@@ -100,7 +100,8 @@ def probe(threads: int, gb: float = 2.0) -> dict:
     return {"cpu": model_name(), "flags": cpu_flags(), "ct2_compute_types": ct2_compute_types(),
             "amx_tiles_usable": amx_tiles_usable(), "threads": threads,
             "bandwidth": bandwidth(threads, gb), "buffer_gb": gb,
-            "matmul": MATMUL, "matmul_gflops": {dtype: matmul_gflops(threads, dtype) for dtype in ("float32", "bfloat16")}}
+            "matmul": MATMUL,
+            "matmul_gflops": {dtype: matmul_gflops(threads, dtype) for dtype in ("float32", "bfloat16")}}
 
 
 def run(spec: dict) -> dict:
