@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import os
 import shlex
 import sys
@@ -87,6 +88,15 @@ def ct2_backends(log: Path) -> list[str]:
                               if "[info]" in line and any(w in line for w in wanted)))
 
 
+def reusable(built: dict, wanted: dict) -> bool:
+    """Whether models built for `built` serve `wanted`: the same sizes, and the finetuning's
+    data where it is wanted."""
+    def sizes(spec: dict) -> dict:
+        return {k: v for k, v in spec.items() if k != "finetune"}
+
+    return sizes(built) == sizes(wanted) and wanted["finetune"] in (None, built["finetune"])
+
+
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--real_width", action="store_true", help="LLaMA-7B's width: " + ", ".join(
@@ -112,6 +122,8 @@ def parse_args() -> argparse.Namespace:
                    "sdist of the installed llama-cpp-python, fetched with pip)")
     p.add_argument("--workdir", type=Path, help="keep the models and logs here (default: a "
                    "temporary folder, deleted)")
+    p.add_argument("--reuse", action="store_true", help="with --workdir: the models it holds, if "
+                   "built by the same command (the same sizes), instead of building them again")
     args = p.parse_args()
     if args.real_width:  # the preset, where a flag was not given
         given = {a.split("=")[0].lstrip("-") for a in sys.argv[1:] if a.startswith("--")}
@@ -143,11 +155,17 @@ def main() -> None:
             "lines": (args.ft_warmup + args.ft_steps + 2) * args.ft_sequences,
             "seq_length": args.ft_seq_length, "sequences": args.ft_sequences,
             "warmup": args.ft_warmup, "steps": args.ft_steps, "learning_rate": args.learning_rate}
-        print("building the model in every format ...", flush=True)
-        manifest = common.run_child("peers_prepare", {
-            "work": str(work), "dim": args.dim, "layers": args.layers, "prompts": args.prompts,
-            "llamacpp": not args.skip_llamacpp, "gguf_converter": args.gguf_converter,
-            "finetune": finetune}, work, env, "prepare")
+        prepare = {"work": str(work), "dim": args.dim, "layers": args.layers,
+                   "prompts": args.prompts, "llamacpp": not args.skip_llamacpp,
+                   "gguf_converter": args.gguf_converter, "finetune": finetune}
+        kept = work / "prepare.out.json"
+        if args.reuse and kept.is_file() and reusable(json.loads((work / "prepare.spec.json").read_text()),
+                                                      prepare):
+            print(f"models: those {work} holds (--reuse)", flush=True)
+            manifest = {**json.loads(kept.read_text()), "wall": 0.0}
+        else:
+            print("building the model in every format ...", flush=True)
+            manifest = common.run_child("peers_prepare", prepare, work, env, "prepare")
         if manifest is None:
             sys.exit("error: the model could not be built")
         if args.skip_llamacpp:

@@ -92,9 +92,12 @@ def report(args, manifest: dict, probe: dict | None, engines: dict, results: dic
     if options:
         inference_table("CTranslate2's options, side by side (the int8 release unless said)",
                         options, results, manifest, probe, args.batches, out)
+    chosen: dict[str, list[str]] = {}  # what CTranslate2 logged it chose -> the engines
     for label, r in results.items():
         if r and r.get("ct2_backends"):
-            out(f"\n{label}: CTranslate2 says {'; '.join(r['ct2_backends'])}")
+            chosen.setdefault("; ".join(r["ct2_backends"]), []).append(label)
+    for said, labels in chosen.items():
+        out(f"\n{', '.join(labels)}: CTranslate2 (CT2_VERBOSE=1) says {said}")
     if "gguf_skip" in manifest:
         out(f"\nllama.cpp: skipped ({manifest['gguf_skip']})")
     for note in {r["note"] for r in results.values() if r and r.get("note")}:
