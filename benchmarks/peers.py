@@ -8,7 +8,7 @@ side, the chat's streaming, and LoRA finetuning against transformers + peft.
     .venv/bin/python benchmarks/peers.py --real_width    # LLaMA-7B's width, 2 layers (667M)
     [--skip_llamacpp] [--skip_finetune] [--skip_chat] [--skip_inference] [--skip_options]
 
---real_width: dim 4096, FFN 11008, 32 heads, 2 layers, 8 prompts x 32 forced tokens, batches 1
+--real_width: dim 4096, FFN 11008, 32 heads (128 wide), 2 layers, 8 prompts x 32 forced tokens, batches 1
 and 8, finetuning 2 x 128 tokens a step, the CTranslate2 options; the shape a token costs
 what it costs in LLaMA-7B's layers (Python and kernel-launch overheads do not decide it).
 
@@ -47,6 +47,7 @@ class Engine:
     spec: dict = field(default_factory=dict)
     env: dict = field(default_factory=dict)  # environment variables of its process
     threads: int | None = None  # other than --threads
+    prompts: int | None = None  # fewer than the others (a slow option: its rate, not its answers)
 
 
 INFERENCE = {
@@ -64,17 +65,21 @@ CT2_OPTIONS = {
     "ct2 int8, compute_type int8_float32": Engine(
         "engine_project", "ct2_int8", 1, {"mode": "ct2", "inference": {"compute_type": "int8_float32"}}),
     "ct2 int8, oneDNN, 1 thread": Engine("engine_project", "ct2_int8", 1, {"mode": "ct2"}, threads=1),
+    # MKL on this AMD CPU is several times slower (BENCHMARKS.md): 2 prompts only
     "ct2 int8, MKL (CT2_USE_MKL=1; packed GEMM)": Engine(
-        "engine_project", "ct2_int8", 1, {"mode": "ct2"}, MKL),
+        "engine_project", "ct2_int8", 1, {"mode": "ct2"}, MKL, prompts=2),
+}
+# the rest of MKL's (--more_options): unpacked, float32, int16 (MKL's alone)
+MORE_OPTIONS = {
     "ct2 int8, MKL, CT2_PACKED_GEMM=0": Engine(
-        "engine_project", "ct2_int8", 1, {"mode": "ct2"}, {**MKL, "CT2_PACKED_GEMM": "0"}),
-    "ct2 float32, MKL": Engine("engine_project", "ct2_float32", 4, {"mode": "ct2"}, MKL),
+        "engine_project", "ct2_int8", 1, {"mode": "ct2"}, {**MKL, "CT2_PACKED_GEMM": "0"}, prompts=2),
+    "ct2 float32, MKL": Engine("engine_project", "ct2_float32", 4, {"mode": "ct2"}, MKL, prompts=2),
     "ct2 int16 (float32 release, MKL only)": Engine(
         "engine_project", "ct2_float32", 2, {"mode": "ct2", "inference": {"compute_type": "int16"}},
-        MKL),
+        MKL, prompts=2),
 }
 SIZES = {  # --real_width's defaults, beside argparse's
-    "dim": 4096, "layers": 2, "prompts": 8, "new_tokens": 32, "batches": [1, 8],
+    "dim": 4096, "layers": 2, "heads": 32, "prompts": 8, "new_tokens": 32, "batches": [1, 8],
     "ft_seq_length": 128, "ft_sequences": 2, "ft_warmup": 1, "ft_steps": 3,
 }
 
@@ -103,6 +108,7 @@ def parse_args() -> argparse.Namespace:
         f"--{k} {' '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in SIZES.items()))
     p.add_argument("--dim", type=int, default=512)
     p.add_argument("--layers", type=int, default=6)
+    p.add_argument("--heads", type=int, help="attention heads (default: 64 wide each)")
     p.add_argument("--prompts", type=int, default=16)
     p.add_argument("--new_tokens", type=int, default=64, help="every answer exactly this long")
     p.add_argument("--batches", type=int, nargs="+", default=[1, 16])
@@ -118,6 +124,8 @@ def parse_args() -> argparse.Namespace:
                    "matmul GFLOP/s say; without AVX512-BF16 or AMX bfloat16 is emulated, ~100x slower)")
     for part in ("llamacpp", "finetune", "chat", "inference", "options"):
         p.add_argument(f"--skip_{part}", action="store_true")
+    p.add_argument("--more_options", action="store_true", help="also MKL unpacked, float32 and "
+                   "int16 (slow on AMD CPUs)")
     p.add_argument("--gguf_converter", help="llama.cpp's convert_hf_to_gguf.py (default: from the "
                    "sdist of the installed llama-cpp-python, fetched with pip)")
     p.add_argument("--workdir", type=Path, help="keep the models and logs here (default: a "
@@ -155,7 +163,7 @@ def main() -> None:
             "lines": (args.ft_warmup + args.ft_steps + 2) * args.ft_sequences,
             "seq_length": args.ft_seq_length, "sequences": args.ft_sequences,
             "warmup": args.ft_warmup, "steps": args.ft_steps, "learning_rate": args.learning_rate}
-        prepare = {"work": str(work), "dim": args.dim, "layers": args.layers,
+        prepare = {"work": str(work), "dim": args.dim, "layers": args.layers, "heads": args.heads,
                    "prompts": args.prompts, "llamacpp": not args.skip_llamacpp,
                    "gguf_converter": args.gguf_converter, "finetune": finetune}
         kept = work / "prepare.out.json"
@@ -178,14 +186,16 @@ def main() -> None:
             print(f"llama.cpp skipped: {manifest['gguf_skip']}", flush=True)
 
         engines = {} if args.skip_inference else INFERENCE
-        options = {} if args.skip_inference or args.skip_options else CT2_OPTIONS
+        options = {} if args.skip_inference or args.skip_options else {
+            **CT2_OPTIONS, **(MORE_OPTIONS if args.more_options else {})}
         results: dict[str, dict | None] = {}
         for label, engine in {**engines, **options}.items():
             if engine.model not in manifest:
                 continue
             threads = engine.threads or args.threads
             spec = {"model": manifest[engine.model], "hf": manifest["hf"],
-                    "tokenizer": manifest["tokenizer"], "prompts": manifest["prompts"],
+                    "tokenizer": manifest["tokenizer"],
+                    "prompts": manifest["prompts"][:engine.prompts or len(manifest["prompts"])],
                     "new_tokens": args.new_tokens, "batches": args.batches, "threads": threads,
                     **engine.spec}
             name = "".join(c if c.isalnum() else "_" for c in label)

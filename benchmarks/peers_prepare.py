@@ -18,7 +18,7 @@ import models
 
 def run(spec: dict) -> dict:
     work = Path(spec["work"])
-    manifest = models.build(work, spec["dim"], spec["layers"])
+    manifest = models.build(work, spec["dim"], spec["layers"], heads=spec.get("heads"))
     manifest["sizes"] = {key: models.size_bytes(manifest[key])
                          for key in ("hf", "onmt", "ct2_float32", "ct2_int8")}
     if spec["llamacpp"]:

@@ -40,7 +40,7 @@ def agreement(results: dict, label: str) -> str:
         return "(reference)"
     if r is None or ref is None or "texts" not in r or "texts" not in ref:
         return "n/a"
-    same = sum(a.strip() == b.strip() for a, b in zip(r["texts"], ref["texts"], strict=True))
+    same = sum(a.strip() == b.strip() for a, b in zip(r["texts"], ref["texts"], strict=False))  # its prompts
     return f"{same}/{len(r['texts'])}"
 
 

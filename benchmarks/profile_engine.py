@@ -25,7 +25,7 @@ import peers
 
 
 def main() -> None:
-    engines = {**peers.INFERENCE, **peers.CT2_OPTIONS}
+    engines = {**peers.INFERENCE, **peers.CT2_OPTIONS, **peers.MORE_OPTIONS}
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--workdir", type=Path, required=True, help="a work folder kept by peers.py")
     p.add_argument("--engine", required=True, choices=sorted(engines))
