@@ -47,7 +47,7 @@ def main() -> None:
     spec = {"model": manifest[engine.model], "hf": manifest["hf"], "tokenizer": manifest["tokenizer"],
             "prompts": manifest["prompts"], "new_tokens": a.new_tokens, "batches": [a.batch],
             "threads": threads, **engine.spec}
-    name = "profile_" + "".join(c if c.isalnum() else "_" for c in a.engine)
+    name = f"profile_b{a.batch}_" + "".join(c if c.isalnum() else "_" for c in a.engine)
     spec_path, out, data = (a.workdir / f"{name}.{x}" for x in ("spec.json", "out.json", "perf.data"))
     spec_path.write_text(json.dumps(spec))
     cmd = ["perf", "record", "-F", "499", "-o", str(data), "--", sys.executable,
@@ -58,12 +58,32 @@ def main() -> None:
     print(f"{a.engine}, batch {a.batch}, {threads} threads: {result['rates'][str(a.batch)]:.1f} tok/s "
           f"end to end, decode {result.get('decode_rates', {}).get(str(a.batch), 0):.1f} tok/s "
           "(under perf)")
-    report = subprocess.run(["perf", "report", "-i", str(data), "--stdio", "--sort", "dso,symbol",
-                             "--percent-limit", str(a.percent_limit)], capture_output=True,
-                            text=True, check=True).stdout
-    print("\n".join(line for line in report.splitlines() if line.strip() and not
-                    line.startswith("# ") or line.startswith("# Samples")))
+    print(perf_report(data, a.percent_limit))
 
+
+def perf_report(data: Path, percent_limit: float) -> str:
+    """Samples by library, then by function (JIT code, e.g. oneDNN's generated GEMM kernels, has
+    no symbols: its addresses are grouped into one line per 4 KiB page)."""
+    lines = []
+    for sort in ("dso", "dso,symbol"):
+        out = subprocess.run(["perf", "report", "-i", str(data), "--stdio", "--sort", sort,
+                              "--percent-limit", str(percent_limit)], capture_output=True,
+                             text=True, check=True).stdout
+        rows = [" ".join(line.split()) for line in out.splitlines()
+                if line.strip() and not line.startswith("#")]
+        if sort == "dso,symbol":  # fold JIT addresses by page
+            pages: dict[str, float] = {}
+            kept = []
+            for row in rows:
+                share, _, rest = row.partition(" ")
+                if rest.startswith("[JIT]") and "0x" in rest:
+                    page = rest.split("0x", 1)[1].split()[0][:-3]
+                    pages[page] = pages.get(page, 0.0) + float(share.rstrip("%"))
+                else:
+                    kept.append(row)
+            rows = [f"{v:.2f}% [JIT] code at 0x{p}xxx" for p, v in pages.items()] + kept
+        lines += [f"by {sort}:"] + [f"  {row[:140]}" for row in rows]
+    return "\n".join(lines)
 
 if __name__ == "__main__":
     main()
