@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -21,7 +20,7 @@ from pathlib import Path
 import openai
 import pytest
 import requests
-from conftest import REPO, run_script
+from helpers import REPO, free_port, run_script, stop_group
 
 from vicuna import api, prompt, tokenizer
 from vicuna.engines.base import count_tokens as count_prompt
@@ -113,12 +112,6 @@ def test_system_messages_left_out_when_the_server_says_so():
 
 # ---- the servers -------------------------------------------------------------------------
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Server:
     """scripts/serve_api.py in a subprocess; `url` waits until it answers."""
 
@@ -128,7 +121,8 @@ class Server:
                "-inference_config_file", str(options), "-inference_mode", mode,
                "-max_context_length", str(CONTEXT), "--port", str(self.port), *args]
         with open(log, "w") as out:
-            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
         self.ready = False
 
     @property
@@ -153,12 +147,7 @@ class Server:
                              timeout=60)
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_group(self.proc)
 
 
 @pytest.fixture(scope="module")

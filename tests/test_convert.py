@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import LLAMA_TOKENIZER, REPO, run_script
+from helpers import LLAMA_TOKENIZER, REPO, run_script
 
 from vicuna import checkpoint, convert, llama
 

@@ -8,7 +8,7 @@ import json
 
 import pytest
 import torch
-from conftest import LLAMA_TOKENIZER, run_script
+from helpers import LLAMA_TOKENIZER, run_script
 
 TASK = ("Below is an instruction that describes a task. Write a response that appropriately "
         "completes the request.")

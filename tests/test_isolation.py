@@ -13,7 +13,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import LLAMA_TOKENIZER, REPO, run_script
+from helpers import LLAMA_TOKENIZER, REPO, run_script
 from test_errors import fails
 
 from vicuna import engines, prompt

@@ -11,7 +11,7 @@ import shlex
 import shutil
 
 import pytest
-from conftest import REPO, clone, snakemake
+from helpers import REPO, clone, snakemake
 
 from vicuna import random_base
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import rehearsal
-from conftest import BIN
+from helpers import BIN
 from slurm_cluster import run as slurm
 from slurm_cluster import sacct_job
 

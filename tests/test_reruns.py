@@ -7,7 +7,7 @@ import re
 from collections import Counter
 
 import pytest
-from conftest import REPO, edited_config, snakemake
+from helpers import REPO, edited_config, snakemake
 
 pytestmark = pytest.mark.workflow
 

@@ -11,7 +11,7 @@ import pytest
 import sentencepiece as spm
 import torch
 import yaml
-from conftest import REPO, run_script, snakemake
+from helpers import REPO, run_script, snakemake
 
 from vicuna import checkpoint, evaluate, inference
 
