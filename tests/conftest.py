@@ -4,6 +4,7 @@ a test starts is stopped with its children)."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -48,6 +49,27 @@ def tiny_meta(tmp_path_factory) -> dict[str, Path]:
                str(root / "tokenizer.model"), "--output", str(onmt))
     return {"root": root, "meta": root / "meta", "tokenizer": root / "tokenizer.model",
             "onmt": onmt}
+
+
+@pytest.fixture(scope="session")
+def tiny_options(tiny_meta, tmp_path_factory) -> dict:
+    """translate_opts_<mode>.yaml of tiny_meta's model, greedy, written as the workflow does:
+    {"py": file, "ct2": file, "ct2_release": its float32 release, "max_length": 16}."""
+    root = tmp_path_factory.mktemp("tiny_options")
+    ct2 = root / "tiny-ct2"
+    run_script("release_model.py", "--model", str(tiny_meta["onmt"]), "--output", str(ct2),
+               "--quantization", "float32")
+    decoding = {"device": "cpu", "precision": "fp32", "compute_type": "default",
+                "cpu_threads": 1, "batch_size": 16, "beam_size": 1, "max_length": 16,
+                "random_sampling_topk": 1, "random_sampling_topp": 0.0,
+                "random_sampling_temp": 1.0, "seed": 1234}
+    files: dict = {"ct2_release": ct2, "max_length": decoding["max_length"]}
+    for mode, model in (("ct2", ct2), ("py", tiny_meta["onmt"])):
+        files[mode] = root / f"translate_opts_{mode}.yaml"
+        run_script("write_translate_opts.py", "--mode", mode, "--model", str(model),
+                   "--tokenizer_model", str(tiny_meta["tokenizer"]),
+                   "--inference_json", json.dumps(decoding), "--output", str(files[mode]))
+    return files
 
 
 # --- No listening port left behind ------------------------------------------------------------

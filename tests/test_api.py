@@ -151,23 +151,9 @@ class Server:
 
 
 @pytest.fixture(scope="module")
-def options(tiny_meta, tmp_path_factory) -> dict[str, Path]:
-    """translate_opts_<mode>.yaml of the tiny model, greedy, written as the workflow does."""
-    root = tmp_path_factory.mktemp("api")
-    ct2 = root / "tiny-ct2"
-    run_script("release_model.py", "--model", str(tiny_meta["onmt"]), "--output", str(ct2),
-               "--quantization", "float32")
-    decoding = {"device": "cpu", "precision": "fp32", "compute_type": "default",
-                "cpu_threads": 1, "batch_size": 16, "beam_size": 1, "max_length": MAX_NEW,
-                "random_sampling_topk": 1, "random_sampling_topp": 0.0,
-                "random_sampling_temp": 1.0, "seed": 1234}
-    files = {}
-    for mode, model in (("ct2", ct2), ("py", tiny_meta["onmt"])):
-        files[mode] = root / f"translate_opts_{mode}.yaml"
-        run_script("write_translate_opts.py", "--mode", mode, "--model", str(model),
-                   "--tokenizer_model", str(tiny_meta["tokenizer"]),
-                   "--inference_json", json.dumps(decoding), "--output", str(files[mode]))
-    return files
+def options(tiny_options) -> dict[str, Path]:
+    assert tiny_options["max_length"] == MAX_NEW
+    return tiny_options
 
 
 @pytest.fixture(scope="module")
