@@ -4,6 +4,7 @@ import math
 import sys
 from pathlib import Path
 
+from snakemake.logging import logger
 from snakemake.settings.types import DeploymentMethod
 from snakemake.utils import min_version, validate
 
@@ -87,8 +88,25 @@ def corpus_path(name):
     return f"dataAI/{name}.txt"
 
 
+def check_base_model_dir():
+    """A base.model_dir that does not exist: the tiny default's pretraining builds it (said
+    once, by the main process); any other config needs the foundation model there."""
+    model_dir = config["base"]["model_dir"]
+    if Path(model_dir).exists():
+        return
+    if "synthetic" not in config:
+        raise ValueError(f"base.model_dir: {model_dir} does not exist: put the foundation model "
+                         f"there (Meta's params.json + consolidated.*.pth, or a Hugging Face "
+                         f"directory: config.json + *.safetensors or pytorch_model*.bin), or "
+                         f"point base.model_dir at it")
+    if workflow.is_main_process:
+        logger.info(f"base.model_dir {model_dir} does not exist yet: pretrain_base will build "
+                    f"the tiny base there (config key `synthetic`)")
+
+
 def check_config():
     """Cross-key checks the schema cannot express; they name the key at fault."""
+    check_base_model_dir()
     if "synthetic" in config:
         model = config["synthetic"]["model"]
         if model["dim"] % model["n_heads"]:
