@@ -2,6 +2,7 @@
 import json
 from pathlib import Path
 
+from snakemake.logging import logger
 from snakemake.utils import min_version, validate
 
 from vicuna import config_check, engines
@@ -64,3 +65,21 @@ def corpus_path(name):
     return f"dataAI/{name}.txt"
 
 
+def check_base_model_dir():
+    """A base.model_dir that does not exist yet, said once at parse time (by the main process):
+    the tiny default's pretraining builds it; any other config needs the foundation model
+    there, and Snakemake then stops on the missing input files it names."""
+    model_dir = config["base"]["model_dir"]
+    if Path(model_dir).exists() or not workflow.is_main_process:
+        return
+    if "synthetic" in config:
+        logger.info(f"base.model_dir {model_dir} does not exist yet: pretrain_base will build "
+                    f"the tiny base there (config key `synthetic`)")
+    else:
+        logger.warning(f"base.model_dir: {model_dir} does not exist: put the foundation model "
+                       f"there (Meta's params.json + consolidated.*.pth, or a Hugging Face "
+                       f"directory: config.json + *.safetensors or pytorch_model*.bin), or "
+                       f"point base.model_dir at it")
+
+
+check_base_model_dir()

@@ -42,7 +42,7 @@ rule download_dataset:
     conda:
         "../envs/vicuna.yaml"
     shell:
-        "download.py --url {params.url:q} --output {output.text}"
+        "download.py --url {params.url:q} --output {output.text} --corpus"
         " {params.checks} --manifest {output.manifest} > {log} 2>&1"
 
 

@@ -77,6 +77,7 @@ def test_make_clean_keeps_the_weights_and_removes_what_the_workflow_made(tmp_pat
     tree = clone(tmp_path / "repo")
     made = ["vocab.txt", "llama-tiny-vicuna-onmt.pt", "synthetic/alpaca.json", "dataAI/valid.txt",
             "finetuned_llama-tiny/llama-tiny-vicuna-onmt_step_200.pt", "logs/finetune.log",
+            "finetuned_llama-tiny/logs/Dec-01_10-00-00/events.out.tfevents.1796000000.host.1.0",
             "outputs/predictions_py.txt", "dataAI/sharegpt.txt.part"]
     kept = ["llama/7B/params.json", "llama/7B/consolidated.00.pth", "llama/tokenizer.model",
             "finetuned_llama7B/llama7B-vicuna-onmt_step_500.pt", "notes.txt"]
