@@ -8,7 +8,7 @@ from snakemake.settings.types import DeploymentMethod
 from snakemake.utils import min_version, validate
 
 from vicuna import config_check
-from vicuna.layout import model_files
+from vicuna.layout import model_files, planned_layout
 
 min_version("9.0")
 
@@ -112,6 +112,9 @@ MEMORY_FIT = {  # rule -> (a, b in MB); measured a, b in benchmarks/job_memory.j
     "finetune": (1.3, 1400),  # 1.20, 1327 on the CPU in fp32
     "merge_lora": (1.35, 400),  # 1.29, 336
     "release_ct2": (0.95, 1400),  # 0.87, 1374
+    "release_hf": (1.05, 500),  # to be measured (benchmarks/job_memory.py)
+    "release_hf_base": (1.05, 500),  # the same export, of the base
+    "release_peft": (1.05, 500),  # loads only the LoRA step checkpoint
     "simple_inference_py": (1.95, 800),  # 1.87, 764
     "simple_inference_ct2": (1.75, 300),  # 1.68, 281, of the release's size (half the base's)
     "heldout_loss": (2.1, 500),  # 2.03, 491: an fp32 model of an fp16 checkpoint, on the CPU
@@ -159,6 +162,14 @@ def runtime_min(key="model", minutes=10):
 def disk_mb(key="model"):
     """A resource callable: room for a checkpoint the size of input `key` (what the job writes)."""
     return lambda wildcards, input: math.ceil(model_mb(input[key]))
+
+
+def hf_disk_mb(key, dtype):
+    """disk_mb for a Hugging Face export of input `key` in `dtype` (a float16 checkpoint, as a
+    7B's is, doubles in float32)."""
+    checkpoint_mb = disk_mb(key)
+    factor = {"float16": 1, "bfloat16": 1, "float32": 2}[dtype]
+    return lambda wildcards, input: math.ceil(checkpoint_mb(wildcards, input) * factor)
 
 
 def gpus(device):

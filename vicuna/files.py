@@ -67,6 +67,15 @@ def ct2_model_dir(path: Path) -> bool:
     return path.is_dir() and (path / "model.bin").is_file() and (path / "config.json").is_file()
 
 
+def hf_model_dir(path: Path) -> bool:
+    """A Hugging Face model directory this project writes: config.json and safetensors weights."""
+    return path.is_dir() and (path / "config.json").is_file() and any(path.glob("model*.safetensors"))
+
+
+def peft_adapter_dir(path: Path) -> bool:
+    return path.is_dir() and (path / "adapter_config.json").is_file()
+
+
 def require_file(path: str | os.PathLike, what: str = "input") -> Path:
     """`path` if it is a file; else a FileNotFoundError naming it (for every script's inputs)."""
     p = Path(path)

@@ -87,6 +87,16 @@ def hf_weight_files(model_dir: Path, check: bool = True) -> dict[Path, list[str]
     return {model_dir / HF_WEIGHTS[0]: None}
 
 
+def planned_layout(model_dir: str | Path) -> str:
+    """detect_layout for a workflow's plan: a directory that does not exist yet (the tiny
+    default's, before its pretraining) or holds neither config is Meta's, as the files it waits
+    for are (the converter then names what is wrong)."""
+    try:
+        return detect_layout(Path(model_dir))
+    except (FileNotFoundError, ValueError):
+        return "meta"
+
+
 def model_files(model_dir: str | Path) -> list[Path]:
     """The files the converter reads from `model_dir`, by its layout: Meta's params.json and
     shards, or Hugging Face's config.json, index and weight files. A directory that does not
@@ -94,11 +104,7 @@ def model_files(model_dir: str | Path) -> list[Path]:
     params.json + consolidated.00.pth. Files the converter would need but are missing are listed
     too, so that a workflow names them."""
     model_dir = Path(model_dir)
-    try:
-        layout = detect_layout(model_dir)
-    except (FileNotFoundError, ValueError):
-        layout = "meta"
-    if layout == "meta":
+    if planned_layout(model_dir) == "meta":
         return [model_dir / "params.json", *meta_shards(model_dir, check=False)]
     weights = hf_weight_files(model_dir, check=False)
     indexes = [model_dir / f"{stem}.index.json" for stem in HF_WEIGHTS]
