@@ -85,21 +85,31 @@ def test_transformers_loads_the_export_with_opennmt_logits(converted, tmp_path, 
     assert (original - got).abs().max().item() <= 1e-4
 
 
+def header(path: Path) -> tuple[int, dict]:
+    """A safetensors file's header length and header."""
+    raw = path.read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    return n, json.loads(raw[8:8 + n])
+
+
 def test_large_exports_are_sharded_with_an_index(converted, tmp_path):
     c = converted["gqa"]
     out = export(c["onmt"], c["tokenizer"], tmp_path / "hf", "--dtype", "float32",
                  "--max_shard_mb", "0.2")
     shards = sorted(out.glob("model-*-of-*.safetensors"))
     index = json.loads((out / "model.safetensors.index.json").read_text())
-    assert len(shards) > 1 and not (out / "model.safetensors").exists()
-    assert len(shards) >= 3
-    # at most 0.2 MB of tensors each (a larger tensor alone), and the header
-    assert all(s.stat().st_size <= 0.2e6 + 10**4 or len(json.loads(s.read_bytes()[8:8 + int.from_bytes(s.read_bytes()[:8], 'little')])) == 2 for s in shards)
-    assert set(index["weight_map"].values()) == {s.name for s in shards}
-    assert index["metadata"]["total_size"] == sum(s.stat().st_size for s in shards) - sum(
-        8 + int.from_bytes(s.read_bytes()[:8], "little") for s in shards)
-    tokens = tokens_of(len(checkpoint.load(c["onmt"])["vocab"]["src"]))
-    expected = checkpoint.logits(checkpoint.build_model(checkpoint.load(c["onmt"])), tokens)
+    assert len(shards) >= 3 and not (out / "model.safetensors").exists()
+    for shard in shards:  # at most 0.2 MB of tensors each, or one larger tensor alone
+        n, tensors = header(shard)
+        data = shard.stat().st_size - 8 - n
+        assert data <= 0.2e6 or len(tensors) == 2, (shard.name, data)  # + __metadata__
+        assert {k for k, v in index["weight_map"].items() if v == shard.name} == \
+            set(tensors) - {"__metadata__"}
+    assert index["metadata"]["total_size"] == sum(
+        shard.stat().st_size - 8 - header(shard)[0] for shard in shards)
+    ck = checkpoint.load(c["onmt"])
+    tokens = tokens_of(len(ck["vocab"]["src"]))
+    expected = checkpoint.logits(checkpoint.build_model(ck), tokens)
     assert (hf_logits(out, tokens) - expected).abs().max().item() <= 1e-4
 
 
@@ -258,6 +268,11 @@ def test_peft_loads_the_adapter_on_the_exported_base_with_the_merged_logits(conv
     unmerged = checkpoint.logits(checkpoint.build_model(checkpoint.load(c["onmt"]),
                                                         checkpoint.load(tmp_path / "step.pt")),
                                  tokens)
+    from safetensors.torch import load_file
+
+    loaded = model.state_dict()
+    for key, tensor in load_file(tmp_path / "adapter" / "adapter_model.safetensors").items():
+        assert torch.equal(loaded[key.replace(".weight", ".default.weight")], tensor), key
     plain = hf_logits(base_hf, tokens)
     assert (merged - plain).abs().max() > 1.0  # the adapter changes the model
     assert (got - merged).abs().max().item() <= 1e-4
