@@ -77,35 +77,36 @@ rule release_hf:
         " --max_shard_mb {params.max_shard_mb} --force > {log} 2>&1"
 
 
-# <model>_HF: the base in Hugging Face's layout, for the PEFT adapter to load on (built only for a
-# base in Meta's layout: a Hugging Face base is its own)
-rule release_hf_base:
-    input:
-        checkpoint=rules.convert_llama.output.checkpoint,
-        tokenizer=config["base"]["tokenizer_model"],
-    output:
-        model=directory(f"{MODEL}_HF"),
-    params:
-        dtype=HF_RELEASE["dtype"],
-        max_shard_mb=HF_RELEASE["max_shard_mb"],
-    resources:
-        mem_mb=mem_mb("release_hf_base", "checkpoint"),
-        runtime=runtime_min("checkpoint"),
-        disk_mb=hf_disk_mb("checkpoint", HF_RELEASE["dtype"]),
-    log:
-        "logs/release_hf_base.log",
-    benchmark:
-        "benchmarks/results/release_hf_base.tsv"
-    conda:
-        "../envs/vicuna.yaml"
-    shell:
-        "release_model.py --model {input.checkpoint} --output {output.model} --format huggingface"
-        " --tokenizer_model {input.tokenizer} --dtype {params.dtype}"
-        " --max_shard_mb {params.max_shard_mb} --force > {log} 2>&1"
-
-
-# The adapter's base: the export above, or the Hugging Face base itself (its config.json first)
+# The adapter's base: the Meta-layout base exported as the merged model is (rule
+# release_hf_base, defined only then: a Hugging Face base is its own, and no rule may claim its
+# directory), or the Hugging Face base's own files (config.json first).
 if planned_layout(config["base"]["model_dir"]) == "meta":
+
+    # <model>_HF: the base in Hugging Face's layout, for the PEFT adapter to load on
+    rule release_hf_base:
+        input:
+            checkpoint=rules.convert_llama.output.checkpoint,
+            tokenizer=config["base"]["tokenizer_model"],
+        output:
+            model=directory(f"{MODEL}_HF"),
+        params:
+            dtype=HF_RELEASE["dtype"],
+            max_shard_mb=HF_RELEASE["max_shard_mb"],
+        resources:
+            mem_mb=mem_mb("release_hf_base", "checkpoint"),
+            runtime=runtime_min("checkpoint"),
+            disk_mb=hf_disk_mb("checkpoint", HF_RELEASE["dtype"]),
+        log:
+            "logs/release_hf_base.log",
+        benchmark:
+            "benchmarks/results/release_hf_base.tsv"
+        conda:
+            "../envs/vicuna.yaml"
+        shell:
+            "release_model.py --model {input.checkpoint} --output {output.model} --format huggingface"
+            " --tokenizer_model {input.tokenizer} --dtype {params.dtype}"
+            " --max_shard_mb {params.max_shard_mb} --force > {log} 2>&1"
+
     PEFT_BASE = [rules.release_hf_base.output.model]
 else:
     PEFT_BASE = base_model_files()
