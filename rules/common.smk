@@ -6,6 +6,7 @@ from snakemake.logging import logger
 from snakemake.utils import min_version, validate
 
 from vicuna import config_check, engines
+from vicuna.layout import model_files, planned_layout
 
 min_version("9.0")
 
@@ -49,16 +50,10 @@ def as_json(section):
 
 
 def base_model_files():
-    """The foundation model's files, in whichever layout model_dir holds (detected, as the
-    converter does): Meta's params.json + consolidated.*.pth, or Hugging Face's config.json +
-    weights. Before the tiny default's base exists, the files its pretraining makes."""
-    model_dir = Path(config["base"]["model_dir"])
-    meta = [model_dir / "params.json", *sorted(model_dir.glob("consolidated.*.pth"))]
-    if (model_dir / "config.json").is_file() and len(meta) == 1:
-        weights = [p for pattern in ("*.safetensors", "pytorch_model*.bin", "*.index.json")
-                   for p in sorted(model_dir.glob(pattern))]
-        return [str(model_dir / "config.json"), *map(str, weights)]
-    return [str(p) for p in meta] if len(meta) > 1 else [str(meta[0]), str(model_dir / "consolidated.00.pth")]
+    """The foundation model's files, in whichever layout model_dir holds, as the converter reads
+    them (vicuna.layout.model_files); before the tiny default's base exists, the files its
+    pretraining makes."""
+    return [str(p) for p in model_files(config["base"]["model_dir"])]
 
 
 def corpus_path(name):

@@ -56,8 +56,24 @@ def torch_zip(path: Path) -> bool:
         return False
 
 
+# The one-line errors of a checkpoint file that cannot be read, the same from every reader
+# (vicuna.checkpoint.load, the converter's vicuna.lazy_tensors).
+EMPTY_CHECKPOINT = "empty file, not a checkpoint (an interrupted copy?)"
+NOT_A_ZIP = "not a torch checkpoint (no zip archive): truncated, or another kind of file"
+TRUNCATED_SAFETENSORS = "truncated, or not a safetensors file"
+
+
 def ct2_model_dir(path: Path) -> bool:
     return path.is_dir() and (path / "model.bin").is_file() and (path / "config.json").is_file()
+
+
+def hf_model_dir(path: Path) -> bool:
+    """A Hugging Face model directory this project writes: config.json and safetensors weights."""
+    return path.is_dir() and (path / "config.json").is_file() and any(path.glob("model*.safetensors"))
+
+
+def peft_adapter_dir(path: Path) -> bool:
+    return path.is_dir() and (path / "adapter_config.json").is_file()
 
 
 def require_file(path: str | os.PathLike, what: str = "input") -> Path:
