@@ -25,7 +25,7 @@ def test_converted_model_gives_the_reference_logits(tiny_meta):
     reference = llama.load_meta(tiny_meta["meta"])
     converted = checkpoint.build_model(checkpoint.load(tiny_meta["onmt"]))
     torch.manual_seed(1)
-    tokens = torch.randint(3, reference.args.vocab_size, (3, 50))
+    tokens = torch.randint(4, reference.args.vocab_size, (3, 50))  # from 4: id 3 is OpenNMT-py's pad
     diff = (reference(tokens) - checkpoint.logits(converted, tokens)).abs().max().item()
     assert diff <= 1e-4
 
@@ -238,7 +238,7 @@ def test_converted_checkpoint_gives_transformers_logits(case, checkpoints, tmp_p
     assert ckpt["opt"].num_kv == (0 if cfg.num_key_value_heads == cfg.num_attention_heads
                                   else cfg.num_key_value_heads)
     torch.manual_seed(1)
-    tokens = torch.randint(3, cfg.vocab_size, (3, 40))
+    tokens = torch.randint(4, cfg.vocab_size, (3, 40))  # from 4: id 3 is OpenNMT-py's pad
     with torch.no_grad():
         expected = c["model"](input_ids=tokens).logits.float()
     got = checkpoint.logits(checkpoint.build_model(ckpt), tokens)
