@@ -207,3 +207,17 @@ def test_rounds_are_read_back_from_the_layout():
     assert split_long.rounds_of(prompt.conversation([("q", "a")])) == [("q", "a")]
     assert split_long.rounds_of(prompt.alpaca("Sum.", "1 2", "3")) is None
     assert split_long.rounds_of("Hello") is None
+
+
+def test_a_missing_corpus_or_an_output_of_another_kind_is_named(tmp_path, small_tokenizer):
+    missing = tmp_path / "missing.txt"
+    result = run_script("split_long.py", "--tokenizer_model", str(small_tokenizer), "--seq_length",
+                        "64", str(missing), str(tmp_path / "out.txt"), check=False)
+    assert result.returncode != 0 and f"{missing}: no such file" in result.stderr
+    (tmp_path / "in.txt").write_text(prompt.to_line(prompt.conversation([("q", "a")])) + "\n")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "precious.txt").write_text("my notes")
+    result = run_script("split_long.py", "--tokenizer_model", str(small_tokenizer), "--seq_length",
+                        "64", str(tmp_path / "in.txt"), str(tmp_path / "out"), check=False)
+    assert result.returncode != 0 and f"{tmp_path / 'out'}: is a directory" in result.stderr
+    assert (tmp_path / "out" / "precious.txt").read_text() == "my notes"

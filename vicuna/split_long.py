@@ -123,7 +123,7 @@ def windows(rounds: list[Round], length: Callable[[list[Round]], int], alone: li
 
     The guess of how many rounds fit adds up the rounds' own lengths (a window's pieces are
     those of its rounds, give or take a token at each seam); each window is then measured
-    whole and shrunk or grown one round at a time until it is the longest that fits."""
+    whole and shrunk or grown one round at a time, until it fits and one more round would not."""
     base = length([])
     out, dropped, i, n = [], [], 0, len(rounds)
     while i < n:
