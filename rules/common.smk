@@ -36,6 +36,8 @@ SOURCES = {
     **{source: config["data"]["heldout"][name] for name, source in HELDOUT.items()},
 }
 JSON_SOURCES = sorted(name for name, spec in SOURCES.items() if "json" in spec)
+# data.split_long: the training corpora are read through rule split_long (dataAI/<corpus>.split.txt).
+SPLIT_LONG = config["data"].get("split_long", False)
 URL_SOURCES = sorted(name for name, spec in SOURCES.items() if "url" in spec)
 
 
@@ -58,6 +60,12 @@ def base_model_files():
 
 def corpus_path(name):
     return f"dataAI/{name}.txt"
+
+
+def training_corpus(name):
+    """The file the finetuning reads for training corpus `name`: its windows with
+    data.split_long (rule split_long, in rules/data.smk), else the corpus itself."""
+    return rules.split_long.output.text.format(corpus=name) if SPLIT_LONG else corpus_path(name)
 
 
 def check_base_model_dir():

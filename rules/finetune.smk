@@ -13,13 +13,13 @@ rule finetune_config:
         vocab=rules.extract_vocabulary.output.vocab,
         checkpoint=rules.convert_llama.output.checkpoint,
         tokenizer=config["base"]["tokenizer_model"],
-        corpora=[corpus_path(name) for name in config["data"]["corpora"]],
+        corpora=[training_corpus(name) for name in config["data"]["corpora"]],
         valid=[corpus_path("valid")] if VALID else [],
     output:
         config=report("replicate_vicuna.yaml", category="Configuration"),
     params:
         corpora=" ".join(
-            f"--corpus {name}={corpus_path(name)}:{spec['weight']}"
+            f"--corpus {name}={training_corpus(name)}:{spec['weight']}"
             for name, spec in config["data"]["corpora"].items()
         ),
         train=as_json(config["train"]),
