@@ -75,8 +75,8 @@ slurm-down:
 	bash tests/slurm/cluster.sh down
 
 # What the workflow made for CONFIG (config.yaml unless given): every rule's outputs, as
-# Snakemake knows them, the step checkpoints and unfinished downloads beside them, logs and
-# timings. Never llama/ or any other input the config names: no rule makes those.
+# Snakemake knows them, the step checkpoints, TensorBoard event files and unfinished downloads
+# beside them, logs and timings. Never llama/ or any other input the config names: no rule makes those.
 CONFIG ?=
 clean:
 	@test -x $(VENV)/bin/snakemake || (echo "make clean: no $(VENV)/bin/snakemake (make install)" >&2; exit 1)
@@ -85,5 +85,6 @@ clean:
 		[yaml.safe_load(open(f)).get("model_name")] if n][-1])' $(or $(CONFIG),config.yaml)) && \
 	rm -f finetuned_$$model/$${model}-vicuna-onmt_step_*.pt finetuned_$$model/.finetune_inputs.json \
 		finetuned_$$model/*_resume.pt dataAI/*.part dataAI/*.part.json && \
+	rm -f finetuned_$$model/logs/*/events.out.tfevents.* && \
 	find finetuned_$$model dataAI outputs synthetic -depth -type d -empty -delete 2>/dev/null || true
 	rm -rf logs benchmarks/results

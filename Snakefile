@@ -39,6 +39,8 @@ rule all:
         rules.finetune_samples.output.samples,
         rules.data_report.output.stats,
         expand(rules.simple_inference.output.predictions, mode=MODES),
+        rules.release_hf.output.model,
+        rules.release_peft.output.adapter,
         rules.evaluate.output.json,
         HELDOUT_LOSS,
         rules.training_curves.output.curves,

@@ -61,7 +61,7 @@ def write_hf(model_dir: Path, params: dict, shapes: dict, shards: int, hidden: i
     import torch
     from safetensors.torch import save_file
 
-    from vicuna.convert import HF_LAYER_NAMES, HF_TOP_NAMES
+    from vicuna.name_maps import META_TO_HF, rename
 
     model_dir.mkdir()
     config = {"model_type": "llama", "hidden_size": params["dim"],
@@ -69,19 +69,13 @@ def write_hf(model_dir: Path, params: dict, shapes: dict, shards: int, hidden: i
               "num_key_value_heads": params["n_kv_heads"], "intermediate_size": hidden,
               "vocab_size": shapes["tok_embeddings.weight"][0], "rms_norm_eps": 1e-5}
     (model_dir / "config.json").write_text(json.dumps(config))
-    meta_to_hf = {v: k for k, v in {**HF_LAYER_NAMES, **HF_TOP_NAMES}.items()}
     names = list(shapes)
     weight_map = {}
     for k in range(shards):
         file = f"model-{k + 1:05d}-of-{shards:05d}.safetensors"
         shard = {}
         for name in names[k * len(names) // shards:(k + 1) * len(names) // shards]:
-            stem, _, param = name.rpartition(".")
-            if stem.startswith("layers."):
-                _, i, inner = stem.split(".", 2)
-                hf = f"model.layers.{i}.{meta_to_hf[inner]}.{param}"
-            else:
-                hf = f"{meta_to_hf[stem]}.{param}"
+            hf = rename(name, META_TO_HF)
             shard[hf] = torch.randn(shapes[name], dtype=torch.float16)
             weight_map[hf] = file
         save_file(shard, model_dir / file)
@@ -91,8 +85,7 @@ def write_hf(model_dir: Path, params: dict, shapes: dict, shards: int, hidden: i
 
 def generate(args: argparse.Namespace, tmp: Path) -> None:
     """The random checkpoint and the tokenizer, in tmp/model and tmp/generated.json."""
-    from vicuna.convert import meta_shapes
-    from vicuna.llama import ModelArgs
+    from vicuna.shape import ModelArgs, meta_shapes
 
     tok, vocab = tokenizer(tmp)
     params = {"dim": args.dim, "n_layers": args.layers, "n_heads": args.heads,

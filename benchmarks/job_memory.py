@@ -33,6 +33,9 @@ LOADS = {
     "finetune": "llama7B-vicuna-onmt.pt",
     "merge_lora": "llama7B-vicuna-onmt.pt",
     "release_ct2": f"{STEP}.concat.pt",
+    "release_hf": f"{STEP}.concat.pt",
+    "release_hf_base": "llama7B-vicuna-onmt.pt",
+    "release_peft": f"{STEP}.pt",  # the LoRA step checkpoint alone: a few MB
     "simple_inference_py": f"{STEP}.concat.pt",
     "simple_inference_ct2": f"{STEP}.concat_CT2",
     "heldout_loss": f"{STEP}.concat.pt",

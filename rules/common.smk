@@ -2,9 +2,11 @@
 import json
 from pathlib import Path
 
+from snakemake.logging import logger
 from snakemake.utils import min_version, validate
 
 from vicuna import config_check, engines
+from vicuna.layout import model_files, planned_layout
 
 min_version("9.0")
 
@@ -34,6 +36,8 @@ SOURCES = {
     **{source: config["data"]["heldout"][name] for name, source in HELDOUT.items()},
 }
 JSON_SOURCES = sorted(name for name, spec in SOURCES.items() if "json" in spec)
+# data.split_long: the training corpora are read through rule split_long (dataAI/<corpus>.split.txt).
+SPLIT_LONG = config["data"].get("split_long", False)
 URL_SOURCES = sorted(name for name, spec in SOURCES.items() if "url" in spec)
 
 
@@ -48,19 +52,37 @@ def as_json(section):
 
 
 def base_model_files():
-    """The foundation model's files, in whichever layout model_dir holds (detected, as the
-    converter does): Meta's params.json + consolidated.*.pth, or Hugging Face's config.json +
-    weights. Before the tiny default's base exists, the files its pretraining makes."""
-    model_dir = Path(config["base"]["model_dir"])
-    meta = [model_dir / "params.json", *sorted(model_dir.glob("consolidated.*.pth"))]
-    if (model_dir / "config.json").is_file() and len(meta) == 1:
-        weights = [p for pattern in ("*.safetensors", "pytorch_model*.bin", "*.index.json")
-                   for p in sorted(model_dir.glob(pattern))]
-        return [str(model_dir / "config.json"), *map(str, weights)]
-    return [str(p) for p in meta] if len(meta) > 1 else [str(meta[0]), str(model_dir / "consolidated.00.pth")]
+    """The foundation model's files, in whichever layout model_dir holds, as the converter reads
+    them (vicuna.layout.model_files); before the tiny default's base exists, the files its
+    pretraining makes."""
+    return [str(p) for p in model_files(config["base"]["model_dir"])]
 
 
 def corpus_path(name):
     return f"dataAI/{name}.txt"
 
 
+def training_corpus(name):
+    """The file the finetuning reads for training corpus `name`: its windows with
+    data.split_long (rule split_long, in rules/data.smk), else the corpus itself."""
+    return rules.split_long.output.text.format(corpus=name) if SPLIT_LONG else corpus_path(name)
+
+
+def check_base_model_dir():
+    """A base.model_dir that does not exist yet, said once at parse time (by the main process):
+    the tiny default's pretraining builds it; any other config needs the foundation model
+    there, and Snakemake then stops on the missing input files it names."""
+    model_dir = config["base"]["model_dir"]
+    if Path(model_dir).exists() or not workflow.is_main_process:
+        return
+    if "synthetic" in config:
+        logger.info(f"base.model_dir {model_dir} does not exist yet: pretrain_base will build "
+                    f"the tiny base there (config key `synthetic`)")
+    else:
+        logger.warning(f"base.model_dir: {model_dir} does not exist: put the foundation model "
+                       f"there (Meta's params.json + consolidated.*.pth, or a Hugging Face "
+                       f"directory: config.json + *.safetensors or pytorch_model*.bin), or "
+                       f"point base.model_dir at it")
+
+
+check_base_model_dir()

@@ -79,10 +79,10 @@ rule evaluate:
         " --json {output.json} --table {output.table} --html {output.html} > {log} 2>&1"
 
 
-# finetuned_<model>/training_curves.png from the TensorBoard event files.
+# finetuned_<model>/training_curves.png from the TensorBoard event files the training lists.
 rule training_curves:
     input:
-        logs=rules.finetune.output.tensorboard,
+        history=rules.finetune.output.tensorboard,
     output:
         curves=report(f"{FINETUNED}/training_curves.png", category="Training"),
     log:
@@ -90,4 +90,4 @@ rule training_curves:
     conda:
         "../envs/vicuna.yaml"
     shell:
-        "training_curves.py --log_dir {input.logs} --output {output.curves} > {log} 2>&1"
+        "training_curves.py --history {input.history} --output {output.curves} > {log} 2>&1"

@@ -1,5 +1,10 @@
 # LoRA finetuning with onmt_train: LoRA on attention, 8-bit feed-forward, RMSNorm, rotary, SwiGLU.
 
+# OpenNMT-py's TensorBoard logs. Their event files are no output of `finetune`: Snakemake deletes
+# a failed job's outputs, and a directory() output before each run, which would take a killed
+# training's curves with it; a resumed run continues them instead (vicuna/resume.py).
+TENSORBOARD = f"{FINETUNED}/logs"
+
 
 # The tutorial's replicate_vicuna.yaml, written from config.yaml's `train` section.
 rule finetune_config:
@@ -8,13 +13,13 @@ rule finetune_config:
         vocab=rules.extract_vocabulary.output.vocab,
         checkpoint=rules.convert_llama.output.checkpoint,
         tokenizer=config["base"]["tokenizer_model"],
-        corpora=[corpus_path(name) for name in config["data"]["corpora"]],
+        corpora=[training_corpus(name) for name in config["data"]["corpora"]],
         valid=[corpus_path("valid")] if VALID else [],
     output:
         config=report("replicate_vicuna.yaml", category="Configuration"),
     params:
         corpora=" ".join(
-            f"--corpus {name}={corpus_path(name)}:{spec['weight']}"
+            f"--corpus {name}={training_corpus(name)}:{spec['weight']}"
             for name, spec in config["data"]["corpora"].items()
         ),
         train=as_json(config["train"]),
@@ -28,7 +33,7 @@ rule finetune_config:
         "write_finetune_config.py --model_dir {params.model_dir}"
         " --vocab {input.vocab} --base_checkpoint {input.checkpoint}"
         " --tokenizer_model {input.tokenizer} {params.corpora} {params.valid}"
-        f" --save_model {SAVE_MODEL} --tensorboard_dir {FINETUNED}/logs"
+        f" --save_model {SAVE_MODEL} --tensorboard_dir {TENSORBOARD}"
         " --train_json {params.train:q} --output {output.config} > {log} 2>&1"
 
 
@@ -60,7 +65,8 @@ rule finetune_samples:
         " -save_data {output.samples}/sample > {log} 2>&1"
 
 
-# onmt_train: LoRA step checkpoints, validation, TensorBoard logs.
+# onmt_train: LoRA step checkpoints, validation, TensorBoard logs (and, once finished, the list of
+# their event files: the output that the curves read).
 rule finetune:
     input:
         config=rules.finetune_config.output.config,
@@ -69,7 +75,7 @@ rule finetune:
         base=rules.finetune_config.input.checkpoint,
     output:
         checkpoint=f"{STEP_CHECKPOINT}.pt",
-        tensorboard=directory(f"{FINETUNED}/logs"),
+        tensorboard=f"{TENSORBOARD}/history.json",
     resources:
         mem_mb=mem_mb("finetune", "base"),
         gpu=1,  # the training rule runs on a GPU node (on the tiny default it trains on its CPUs)
@@ -80,4 +86,4 @@ rule finetune:
     conda:
         "../envs/vicuna.yaml"
     shell:
-        "train.py -config {input.config} > {log} 2>&1"
+        "train.py -config {input.config} -tensorboard_history {output.tensorboard} > {log} 2>&1"

@@ -1,4 +1,5 @@
-# Merge the LoRA weights into the base, then release to CTranslate2.
+# Merge the LoRA weights into the base, then release it: to CTranslate2, and to Hugging Face's
+# layout (the merged model, and the LoRA as a PEFT adapter on the base in that layout).
 
 
 # finetuned_<model>/<model>-vicuna-onmt_step_N.concat.pt
@@ -44,3 +45,93 @@ rule release_ct2:
     shell:
         "release_model.py --model {input.checkpoint} --output {output.model}"
         " --format ctranslate2 --quantization {params.quantization} > {log} 2>&1"
+
+
+HF_RELEASE = config["release"]["huggingface"]
+
+
+# finetuned_<model>/<model>-vicuna-onmt_step_N.concat_HF: the merged model as a Hugging Face
+# LlamaForCausalLM directory (transformers, vLLM), float16 by default
+rule release_hf:
+    input:
+        checkpoint=rules.merge_lora.output.checkpoint,
+        tokenizer=config["base"]["tokenizer_model"],
+    output:
+        model=directory(f"{STEP_CHECKPOINT}.concat_HF"),
+    params:
+        dtype=HF_RELEASE["dtype"],
+        max_shard_mb=HF_RELEASE["max_shard_mb"],
+    resources:
+        mem_mb=mem_mb("release_hf", "checkpoint"),
+        runtime=runtime_min("checkpoint"),
+        disk_mb=hf_disk_mb("checkpoint", HF_RELEASE["dtype"]),
+    log:
+        "logs/release_hf.log",
+    benchmark:
+        "benchmarks/results/release_hf.tsv"
+    conda:
+        "../envs/vicuna.yaml"
+    shell:
+        "release_model.py --model {input.checkpoint} --output {output.model} --format huggingface"
+        " --tokenizer_model {input.tokenizer} --dtype {params.dtype}"
+        " --max_shard_mb {params.max_shard_mb} --force > {log} 2>&1"
+
+
+# The adapter's base: the Meta-layout base exported as the merged model is (rule
+# release_hf_base, defined only then: a Hugging Face base is its own, and no rule may claim its
+# directory), or the Hugging Face base's own files (config.json first).
+if planned_layout(config["base"]["model_dir"]) == "meta":
+
+    # <model>_HF: the base in Hugging Face's layout, for the PEFT adapter to load on
+    rule release_hf_base:
+        input:
+            checkpoint=rules.convert_llama.output.checkpoint,
+            tokenizer=config["base"]["tokenizer_model"],
+        output:
+            model=directory(f"{MODEL}_HF"),
+        params:
+            dtype=HF_RELEASE["dtype"],
+            max_shard_mb=HF_RELEASE["max_shard_mb"],
+        resources:
+            mem_mb=mem_mb("release_hf_base", "checkpoint"),
+            runtime=runtime_min("checkpoint"),
+            disk_mb=hf_disk_mb("checkpoint", HF_RELEASE["dtype"]),
+        log:
+            "logs/release_hf_base.log",
+        benchmark:
+            "benchmarks/results/release_hf_base.tsv"
+        conda:
+            "../envs/vicuna.yaml"
+        shell:
+            "release_model.py --model {input.checkpoint} --output {output.model} --format huggingface"
+            " --tokenizer_model {input.tokenizer} --dtype {params.dtype}"
+            " --max_shard_mb {params.max_shard_mb} --force > {log} 2>&1"
+
+    PEFT_BASE = [rules.release_hf_base.output.model]
+else:
+    PEFT_BASE = base_model_files()
+
+
+# finetuned_<model>/<model>-vicuna-onmt_step_N_PEFT: the LoRA step checkpoint as a PEFT adapter
+# of the base in Hugging Face's layout
+rule release_peft:
+    input:
+        lora=rules.finetune.output.checkpoint,
+        base=PEFT_BASE,
+    output:
+        adapter=directory(f"{STEP_CHECKPOINT}_PEFT"),
+    params:
+        base_dir=lambda w, input: input.base[0] if len(input.base) == 1 else Path(input.base[0]).parent,
+    resources:
+        mem_mb=mem_mb("release_peft", "lora"),
+        runtime=runtime_min("lora"),
+        disk_mb=disk_mb("lora"),
+    log:
+        "logs/release_peft.log",
+    benchmark:
+        "benchmarks/results/release_peft.tsv"
+    conda:
+        "../envs/vicuna.yaml"
+    shell:
+        "release_model.py --model {input.lora} --output {output.adapter} --format peft"
+        " --base_model {params.base_dir} --force > {log} 2>&1"

@@ -85,6 +85,14 @@ def disk_mb(key="model"):
     return lambda wildcards, input: math.ceil(model_mb(input[key]))
 
 
+def hf_disk_mb(key, dtype):
+    """disk_mb for a Hugging Face export of input `key` in `dtype` (a float16 checkpoint, as a
+    7B's is, doubles in float32)."""
+    checkpoint_mb = disk_mb(key)
+    factor = {"float16": 1, "bfloat16": 1, "float32": 2}[dtype]
+    return lambda wildcards, input: math.ceil(checkpoint_mb(wildcards, input) * factor)
+
+
 def gpus(device):
     """One GPU for a job whose configured device is `cuda`, none otherwise."""
     return 1 if device == "cuda" else 0

@@ -2,10 +2,11 @@
 """Download one file with size/sha256 checks and resume; optionally write a JSON manifest.
 
 python scripts/download.py --url URL_OR_PATH --output FILE [--sha256 HEX] [--size N]
-                           [--manifest FILE.json] [--retries N]
+                           [--manifest FILE.json] [--retries N] [--corpus]
 
 With --manifest, an output that is already there with its manifest is checked against it
-(size, sha256) rather than downloaded again; a mismatch is an error.
+(size, sha256) rather than downloaded again; a mismatch is an error. With --corpus, a file
+that holds no example (0 bytes, or blank lines only) is an error, and nothing is written.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--manifest", type=Path,
                    help="JSON manifest of the download (source, bytes, sha256, ETag, time)")
     p.add_argument("--retries", type=int, default=5, help="retries on transient errors")
+    p.add_argument("--corpus", action="store_true",
+                   help="the file is a corpus, one example a line: refuse one with no example")
     return p.parse_args(argv)
 
 
@@ -34,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         manifest, fetched = fetch(
             args.url, args.output, manifest=args.manifest, sha256=args.sha256, size=args.size,
-            retries=args.retries,
+            retries=args.retries, corpus=args.corpus,
         )
     except DownloadError as e:
         print(f"error: {e}", file=sys.stderr)

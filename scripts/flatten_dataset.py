@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """Flatten raw alpaca or ShareGPT JSON (an array or JSON lines) into OpenNMT-py's text:
-one example a line, every "\\n" written as ｟newline｠."""
+one example a line, every "\\n" written as ｟newline｠. ShareGPT records are repaired as FastChat
+repairs them (vicuna.flatten); `sharegpt_html` also turns the dumps' HTML into markdown."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ def main() -> None:
     p.add_argument("--format", choices=sorted(FORMATS), required=True)
     p.add_argument("--on_error", choices=["stop", "skip"], default="stop",
                    help="stop at the first bad record, or skip and count it")
-    p.add_argument("--report", type=Path, help="write kept/skipped counts as JSON here")
+    p.add_argument("--report", type=Path,
+                   help="write kept / skipped / repaired counts (and each skipped record) as JSON here")
     p.add_argument("--force", action="store_true",
                    help="replace outputs that are not text files (a directory, a binary)")
     p.add_argument("input", type=Path)
@@ -26,17 +28,17 @@ def main() -> None:
     try:
         for out in filter(None, [a.output, a.report]):  # both refused before either is written
             check_output(out, force=a.force, own=text_file)
-        lines, skipped = flatten(a.input, a.format, a.on_error)
-        write_lines(a.output, lines, force=a.force)
+        flat = flatten(a.input, a.format, a.on_error)
+        write_lines(a.output, flat.lines, force=a.force)
         if a.report:
-            write_json(a.report, {"input": str(a.input), "kept": len(lines),
-                                  "skipped": sum(skipped.values()), "skipped_by_reason": skipped},
-                       force=a.force)
+            write_json(a.report, flat.report(a.input), force=a.force)
     except (OSError, ValueError) as e:  # RecordError is a ValueError
         sys.exit(f"error: {e}")
-    print(f"wrote {a.output}: {len(lines)} examples, {sum(skipped.values())} skipped")
-    for reason, n in skipped.most_common():
+    print(f"wrote {a.output}: {len(flat.lines)} examples, {sum(flat.skipped.values())} skipped")
+    for reason, n in flat.skipped.most_common():
         print(f"  skipped {n}: {reason}")
+    for repair, n in flat.repaired.most_common():
+        print(f"  repaired {n}: {repair}")
 
 
 if __name__ == "__main__":

@@ -1,41 +1,101 @@
 #!/usr/bin/env python
-"""Release an OpenNMT-py checkpoint to CTranslate2 (the tutorial's onmt_release_model flags)."""
+"""Release an OpenNMT-py checkpoint (the tutorial's onmt_release_model flags): to CTranslate2, to
+a Hugging Face LlamaForCausalLM directory (--format huggingface, for transformers and vLLM), or,
+from a LoRA step checkpoint, to a PEFT adapter for the base in Hugging Face's layout
+(--format peft --base_model DIR)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 from vicuna import checkpoint, onmt_fixes
-from vicuna.files import atomic_path, check_output, ct2_model_dir
+from vicuna.files import atomic_path, check_output, ct2_model_dir, hf_model_dir, peft_adapter_dir
+from vicuna.shape import LLAMA_CONTEXT
 
 QUANTIZATIONS = ["int8", "int8_float16", "int8_bfloat16", "int8_float32", "int16", "float16",
                  "bfloat16", "float32"]
+DTYPES = ["float16", "bfloat16", "float32"]
+OWN = {"ctranslate2": ct2_model_dir, "huggingface": hf_model_dir, "peft": peft_adapter_dir}
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--model", required=True, help="OpenNMT-py checkpoint (merged, not LoRA)")
-    p.add_argument("--output", required=True, help="CTranslate2 model directory")
-    p.add_argument("--format", choices=["ctranslate2"], default="ctranslate2")
-    p.add_argument("--quantization", choices=QUANTIZATIONS, default="int8_float16")
-    p.add_argument("--force", action="store_true",
-                   help="replace an existing CTranslate2 model directory (never other files)")
-    a = p.parse_args()
-
+def ctranslate2(a: argparse.Namespace) -> str:
     from ctranslate2.converters import OpenNMTPyConverter
 
-    # CTranslate2 loads with weights_only=True explicitly; allow-listing the checkpoint's
-    # argparse.Namespace keeps that safe load working, without unsafe deserialization.
+    checkpoint.load(a.model, kind="full", mmap=True)  # a named error, not CT2's traceback
+    with atomic_path(a.output, force=a.force, own=ct2_model_dir) as tmp:
+        OpenNMTPyConverter(a.model).convert(str(tmp), quantization=a.quantization)
+    return a.quantization
+
+
+def huggingface(a: argparse.Namespace) -> str:
+    from vicuna.hf_export import export_model
+
+    if a.tokenizer_model is None:
+        raise ValueError("--tokenizer_model: needed by --format huggingface (the model's "
+                         "sentencepiece tokenizer.model)")
+    ck = checkpoint.load(a.model, kind="full")
+    with atomic_path(a.output, force=a.force, own=hf_model_dir) as tmp:
+        tmp.mkdir()
+        files = export_model(ck, a.tokenizer_model, tmp, dtype=a.dtype,
+                             max_shard_bytes=int(a.max_shard_mb * 10**6),
+                             max_positions=a.max_position_embeddings, where=a.model)
+    shards = sum(f.endswith(".safetensors") for f in files)
+    return f"LlamaForCausalLM, {a.dtype}, {shards} safetensors file{'s' * (shards > 1)}"
+
+
+def peft(a: argparse.Namespace) -> str:
+    from vicuna.hf_export import export_adapter
+
+    if a.base_model is None:
+        raise ValueError("--base_model: needed by --format peft (the base model's Hugging "
+                         "Face directory, which the adapter loads on)")
+    lora = checkpoint.load(a.model, kind="lora")
+    with atomic_path(a.output, force=a.force, own=peft_adapter_dir) as tmp:
+        tmp.mkdir()
+        export_adapter(lora, a.base_model, tmp, where=a.model)
+    return f"PEFT LoRA adapter of rank {lora['opt'].lora_rank} for {a.base_model}"
+
+
+FORMATS = {"ctranslate2": ctranslate2, "huggingface": huggingface, "peft": peft}
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--model", required=True,
+                   help="OpenNMT-py checkpoint: merged (ctranslate2, huggingface) or a LoRA step "
+                        "checkpoint (peft)")
+    p.add_argument("--output", required=True, help="the release's directory")
+    p.add_argument("--format", choices=list(FORMATS), default="ctranslate2")
+    p.add_argument("--quantization", choices=QUANTIZATIONS, default="int8_float16",
+                   help="ctranslate2: weight type")
+    p.add_argument("--dtype", choices=DTYPES, default="float16", help="huggingface: weight type")
+    p.add_argument("--max_shard_mb", type=float, default=5000,
+                   help="huggingface: safetensors files of at most this many MB (10^6 bytes), "
+                        "with an index past it")
+    p.add_argument("--max_position_embeddings", type=int, default=LLAMA_CONTEXT,
+                   help="huggingface: the context written to config.json (LLaMA's 2048)")
+    p.add_argument("--tokenizer_model", help="huggingface: the model's sentencepiece "
+                                             "tokenizer.model, shipped with it")
+    p.add_argument("--base_model", help="peft: the base's Hugging Face directory (its "
+                                        "config.json is checked; adapter_config.json names it)")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing release directory (never other files)")
+    a = p.parse_args(argv)
+    if a.max_shard_mb <= 0:
+        p.error("--max_shard_mb: must be positive")
+
+    # Checkpoints hold an argparse.Namespace; allow-listing it keeps weights_only loads (ours,
+    # and CTranslate2's explicit one) working, without unsafe deserialization.
     onmt_fixes.allow_checkpoint_pickles()
+    start = time.monotonic()
     try:
-        check_output(a.output, force=a.force, own=ct2_model_dir)
-        checkpoint.load(a.model, kind="full", mmap=True)  # a named error, not CT2's traceback
-        with atomic_path(a.output, force=a.force, own=ct2_model_dir) as tmp:
-            OpenNMTPyConverter(a.model).convert(str(tmp), quantization=a.quantization)
+        check_output(a.output, force=a.force, own=OWN[a.format])  # before minutes of loading
+        what = FORMATS[a.format](a)
     except (OSError, ValueError) as e:
-        sys.exit(f"error: {e}")
-    print(f"wrote {a.output} ({a.quantization})")
+        sys.exit("error: " + " ".join(str(e).split()))
+    print(f"wrote {a.output} ({what}) in {time.monotonic() - start:.1f} s")
 
 
 if __name__ == "__main__":

@@ -2,9 +2,10 @@
 """onmt_train with this project's fixes applied (vicuna.onmt_fixes), the GPUs the job got,
 Adam where FusedAdam's Apex is missing, and resumption: a run that was killed goes on from
 its newest complete step checkpoint, if the config and every file it names are unchanged
-(vicuna.resume).
+(vicuna.resume), its TensorBoard curves continued, each step once.
 
-    python scripts/train.py -config replicate_vicuna.yaml [other onmt_train options]
+    python scripts/train.py -config replicate_vicuna.yaml [-tensorboard_history FILE.json]
+                            [other onmt_train options]
 """
 
 from __future__ import annotations
@@ -20,9 +21,13 @@ from vicuna import onmt_fixes, resume, training
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__)
+    # allow_abbrev off: onmt_train's own options (-tensorboard) must pass through untouched
+    p = argparse.ArgumentParser(description=__doc__, allow_abbrev=False)
     p.add_argument("-config", required=True)
     p.add_argument("-no_resume", action="store_true", help="always start from step 0")
+    p.add_argument("-tensorboard_history", type=Path,
+                   help="after training, write this JSON file: the TensorBoard event files of "
+                        "the training (a killed run's and the run that resumed it), their steps")
     a, rest = p.parse_known_args()
     if not Path(a.config).is_file():
         sys.exit(f"error: {a.config}: no such file (the finetuning config)")
@@ -35,15 +40,29 @@ def main() -> None:
         sys.exit(f"error: {e}")
     from onmt.bin.train import main as onmt_train
 
+    log_dir = resume.tensorboard_dir(cfg)
+    if a.tensorboard_history and not log_dir:
+        sys.exit(f"error: {a.config}: tensorboard is off, so there is no history for "
+                 f"-tensorboard_history {a.tensorboard_history}")
+
     extra = training.gpu_args(torch.cuda.device_count()) + training.optim_args(cfg)
     joined = None
-    if not a.no_resume and "-n_sample" not in rest:
-        more, joined = resume.resume_args(a.config, cfg)
-        extra += more
+    if "-n_sample" not in rest:  # a training, not a dump of samples
+        resume.flush_tensorboard_at_each_report()
+        if not a.no_resume:
+            more, joined = resume.resume_args(a.config, cfg)
+            extra += more
+        elif log_dir:
+            resume.keep_events_until(log_dir, 0)  # from step 0: the old curves are not of it
     sys.argv = ["onmt_train", "-config", a.config, *extra, *rest]
     onmt_train()
     if joined is not None:
         joined.unlink(missing_ok=True)
+    if a.tensorboard_history:
+        try:
+            resume.write_tensorboard_history(log_dir, a.tensorboard_history)
+        except (OSError, ValueError) as e:
+            sys.exit(f"error: {e}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 #!/usr/bin/env python
 """Write the OpenNMT-py finetuning config (the tutorial's replicate_vicuna.yaml) from
-config.yaml's `train` section, the base model's shape and the data paths."""
+config.yaml's `train` section, the base model's shape and the data paths. A corpus with no
+example in it is refused here, by name: OpenNMT-py would stop at its first batch with a bare
+StopIteration."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import sys
 import yaml
 
 from vicuna.convert import read_shape
-from vicuna.files import check_output, require_file, text_file, write_text
+from vicuna.files import check_output, no_example, require_file, text_file, write_text
 from vicuna.finetune_config import finetune_config
 
 
@@ -42,11 +44,14 @@ def main() -> None:
 
     try:
         check_output(a.output, force=a.force, own=text_file)
+        corpora = [(c["path"], f"corpus {n}") for n, c in a.corpus]
+        corpora += [(a.valid, "validation corpus")] if a.valid else []
         for path, what in [(a.vocab, "vocabulary"), (a.base_checkpoint, "base checkpoint"),
-                           (a.tokenizer_model, "sentencepiece model"),
-                           *[(c["path"], f"corpus {n}") for n, c in a.corpus],
-                           *([(a.valid, "validation corpus")] if a.valid else [])]:
+                           (a.tokenizer_model, "sentencepiece model"), *corpora]:
             require_file(path, what)
+        for path, what in corpora:  # OpenNMT-py would stop at its first batch, naming none
+            if why := no_example(path):
+                raise ValueError(f"{what} ({path}) holds no example ({why})")
         with open(a.vocab, encoding="utf-8") as f:
             vocab_size = sum(1 for _ in f)
         try:

@@ -1,64 +1,17 @@
-"""Shared test fixtures: the repository, and one run of the workflow on the tiny default."""
+"""Shared fixtures: one run of the workflow on the tiny default, a random tiny LLaMA; and a
+check, once all tests have run, that no test left a port listening (helpers.py: every process
+a test starts is stopped with its children)."""
 
 from __future__ import annotations
 
+import json
 import os
-import subprocess
-import sys
+import time
 from pathlib import Path
 
 import pytest
+from helpers import clone, listening_ports, run_script, snakemake, socket_owners
 from slurm_cluster import cluster  # noqa: F401 (a fixture for the SLURM tests)
-
-from vicuna.rehearsal import clone
-
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-LLAMA_TOKENIZER = SHARED / "fixtures" / "llama-tokenizer" / "tokenizer.model"
-BIN = Path(sys.executable).parent
-# Debian's Chromium, headless, with nothing that would reach beyond this machine.
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
-
-
-def env() -> dict[str, str]:
-    """The environment a user gets from `make`: the venv's bin first on PATH."""
-    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-
-
-def edited_config(tmp_path: Path, edit) -> Path:
-    """The default config.yaml with `edit(config)` applied, written to tmp_path."""
-    import copy
-
-    import yaml
-
-    config = copy.deepcopy(yaml.safe_load((REPO / "config.yaml").read_text()))
-    edit(config)
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
-def snakemake(workdir: Path, *args: str, configfile: Path | None = None,
-              check: bool = True, timeout: int = 1200) -> subprocess.CompletedProcess:
-    """Snakemake as a user runs it: from the root of a clone (`workdir`), with its config.yaml
-    unless `configfile` replaces it."""
-    cmd = [str(BIN / "snakemake"), *([f"--configfile={configfile}"] if configfile else []), *args]
-    result = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, env=env(),
-                            timeout=timeout)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
-    return result
-
-
-def run_script(name: str, *args: str, cwd: Path | None = None,
-               check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, str(REPO / "scripts" / name), *args], cwd=cwd,
-                            capture_output=True, text=True, env=env())
-    if check and result.returncode != 0:
-        raise AssertionError(f"{name} failed:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}")
-    return result
 
 
 @pytest.fixture(scope="session")
@@ -96,3 +49,48 @@ def tiny_meta(tmp_path_factory) -> dict[str, Path]:
                str(root / "tokenizer.model"), "--output", str(onmt))
     return {"root": root, "meta": root / "meta", "tokenizer": root / "tokenizer.model",
             "onmt": onmt}
+
+
+@pytest.fixture(scope="session")
+def tiny_options(tiny_meta, tmp_path_factory) -> dict:
+    """translate_opts_<mode>.yaml of tiny_meta's model, greedy, written as the workflow does:
+    {"py": file, "ct2": file, "ct2_release": its float32 release, "max_length": 16}."""
+    root = tmp_path_factory.mktemp("tiny_options")
+    ct2 = root / "tiny-ct2"
+    run_script("release_model.py", "--model", str(tiny_meta["onmt"]), "--output", str(ct2),
+               "--quantization", "float32")
+    decoding = {"device": "cpu", "precision": "fp32", "compute_type": "default",
+                "cpu_threads": 1, "batch_size": 16, "beam_size": 1, "max_length": 16,
+                "random_sampling_topk": 1, "random_sampling_topp": 0.0,
+                "random_sampling_temp": 1.0, "seed": 1234}
+    files: dict = {"ct2_release": ct2, "max_length": decoding["max_length"]}
+    for mode, model in (("ct2", ct2), ("py", tiny_meta["onmt"])):
+        files[mode] = root / f"translate_opts_{mode}.yaml"
+        run_script("write_translate_opts.py", "--mode", mode, "--model", str(model),
+                   "--tokenizer_model", str(tiny_meta["tokenizer"]),
+                   "--inference_json", json.dumps(decoding), "--output", str(files[mode]))
+    return files
+
+
+# --- No listening port left behind ------------------------------------------------------------
+
+def pytest_sessionstart(session) -> None:
+    session.config._ports_before = listening_ports()
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    before = getattr(session.config, "_ports_before", None)
+    if before is None or hasattr(session.config, "workerinput"):
+        return
+    deadline = time.monotonic() + 15  # servers stopped at the very end may still be closing
+    while (left := {p: i for p, i in listening_ports().items() if before.get(p) != i}) and \
+            time.monotonic() < deadline:
+        time.sleep(0.5)
+    if left:
+        owners = socket_owners(set(left.values()))
+        lines = [f"  port {port}: {owners.get(inode, 'owner not visible')}"
+                 for port, inode in sorted(left.items())]
+        session.config.get_terminal_writer().line(
+            "tests left ports listening (a process outlived its test):\n" + "\n".join(lines),
+            red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -21,7 +20,7 @@ from pathlib import Path
 import openai
 import pytest
 import requests
-from conftest import REPO, run_script
+from helpers import REPO, free_port, run_script, stop_group
 
 from vicuna import api, prompt, tokenizer
 from vicuna.engines.base import count_tokens as count_prompt
@@ -113,12 +112,6 @@ def test_system_messages_left_out_when_the_server_says_so():
 
 # ---- the servers -------------------------------------------------------------------------
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Server:
     """scripts/serve_api.py in a subprocess; `url` waits until it answers."""
 
@@ -128,7 +121,8 @@ class Server:
                "-inference_config_file", str(options), "-inference_mode", mode,
                "-max_context_length", str(CONTEXT), "--port", str(self.port), *args]
         with open(log, "w") as out:
-            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
         self.ready = False
 
     @property
@@ -153,32 +147,13 @@ class Server:
                              timeout=60)
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_group(self.proc)
 
 
 @pytest.fixture(scope="module")
-def options(tiny_meta, tmp_path_factory) -> dict[str, Path]:
-    """translate_opts_<mode>.yaml of the tiny model, greedy, written as the workflow does."""
-    root = tmp_path_factory.mktemp("api")
-    ct2 = root / "tiny-ct2"
-    run_script("release_model.py", "--model", str(tiny_meta["onmt"]), "--output", str(ct2),
-               "--quantization", "float32")
-    decoding = {"device": "cpu", "precision": "fp32", "compute_type": "default",
-                "cpu_threads": 1, "batch_size": 16, "beam_size": 1, "max_length": MAX_NEW,
-                "random_sampling_topk": 1, "random_sampling_topp": 0.0,
-                "random_sampling_temp": 1.0, "seed": 1234}
-    files = {}
-    for mode, model in (("ct2", ct2), ("py", tiny_meta["onmt"])):
-        files[mode] = root / f"translate_opts_{mode}.yaml"
-        run_script("write_translate_opts.py", "--mode", mode, "--model", str(model),
-                   "--tokenizer_model", str(tiny_meta["tokenizer"]),
-                   "--inference_json", json.dumps(decoding), "--output", str(files[mode]))
-    return files
+def options(tiny_options) -> dict[str, Path]:
+    assert tiny_options["max_length"] == MAX_NEW
+    return tiny_options
 
 
 @pytest.fixture(scope="module")

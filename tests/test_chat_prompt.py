@@ -2,7 +2,7 @@
 chatbot shows them (vicuna.chat, vicuna.prompt.until_stop, vicuna.evaluate)."""
 
 import pytest
-from conftest import LLAMA_TOKENIZER
+from helpers import LLAMA_TOKENIZER
 
 from vicuna import chat, evaluate, prompt
 from vicuna.engines.base import count_tokens, prompt_pieces

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -21,7 +20,7 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
-from conftest import CHROMIUM, CHROMIUM_ARGS, REPO
+from helpers import CHROMIUM, CHROMIUM_ARGS, REPO, free_port, started
 
 from vicuna import prompt, tokenizer
 from vicuna.engines.base import count_tokens
@@ -58,22 +57,14 @@ def options(run_dir, tmp_path_factory) -> Path:
     return path
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def serve(options: Path, max_context_length: int, log: Path) -> Iterator[str]:
     """Run scripts/chatbot.py until the fixture is done; yield its URL once it answers HTTP."""
     port = free_port()
     cmd = [sys.executable, str(SCRIPT), "-inference_config_file", str(options),
            "-inference_mode", "ct2", "-max_context_length", str(max_context_length),
            "-server_port", str(port)]
-    with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
-    try:
+    with open(log, "w") as out, started(cmd, stdout=out, stderr=subprocess.STDOUT) as proc:
         deadline = time.monotonic() + 120
         while True:
             if proc.poll() is not None:
@@ -89,13 +80,6 @@ def serve(options: Path, max_context_length: int, log: Path) -> Iterator[str]:
                 raise AssertionError(f"chatbot.py did not answer on {url}:\n{log.read_text()}")
             time.sleep(0.5)
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from conftest import REPO, clone, edited_config, snakemake
+from helpers import REPO, clone, edited_config, snakemake
 
 
 def dry_run(tmp_path, configfile):

@@ -16,16 +16,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import LLAMA_TOKENIZER, REPO, run_script
+from helpers import LLAMA_TOKENIZER, REPO, run_script
 
-from vicuna import checkpoint, convert, llama
+from vicuna import checkpoint, convert, llama, name_maps
 
 
 def test_converted_model_gives_the_reference_logits(tiny_meta):
     reference = llama.load_meta(tiny_meta["meta"])
     converted = checkpoint.build_model(checkpoint.load(tiny_meta["onmt"]))
     torch.manual_seed(1)
-    tokens = torch.randint(3, reference.args.vocab_size, (3, 50))
+    tokens = torch.randint(4, reference.args.vocab_size, (3, 50))  # from 4: id 3 is OpenNMT-py's pad
     diff = (reference(tokens) - checkpoint.logits(converted, tokens)).abs().max().item()
     assert diff <= 1e-4
 
@@ -238,7 +238,7 @@ def test_converted_checkpoint_gives_transformers_logits(case, checkpoints, tmp_p
     assert ckpt["opt"].num_kv == (0 if cfg.num_key_value_heads == cfg.num_attention_heads
                                   else cfg.num_key_value_heads)
     torch.manual_seed(1)
-    tokens = torch.randint(3, cfg.vocab_size, (3, 40))
+    tokens = torch.randint(4, cfg.vocab_size, (3, 40))  # from 4: id 3 is OpenNMT-py's pad
     with torch.no_grad():
         expected = c["model"](input_ids=tokens).logits.float()
     got = checkpoint.logits(checkpoint.build_model(ckpt), tokens)
@@ -259,7 +259,10 @@ def test_hf_unpermutation_inverts_transformers_permutation():
     """convert_llama_weights_to_hf's permute (for the half-split rotary layout), undone."""
     w = torch.randn(3 * 8, 5)  # 3 heads of 8 rows
     hf = w.view(3, 8 // 2, 2, 5).transpose(1, 2).reshape(24, 5)
-    assert torch.equal(convert.hf_to_meta_rotary(hf, 3), w)
+    unpermuted = torch.empty_like(hf)  # as the converter reads: HF's rows, in order, into the view
+    name_maps.hf_rotary_view(unpermuted, 3).copy_(hf.view(3, 2, 8 // 2, 5))
+    assert torch.equal(unpermuted, w)
+    assert torch.equal(name_maps.meta_to_hf_rows(w, 3), hf)  # and the export's way back
     assert torch.equal(interleave_rows(hf, 3), w)
 
 

@@ -8,7 +8,7 @@ import json
 
 import pytest
 import torch
-from conftest import LLAMA_TOKENIZER, run_script
+from helpers import LLAMA_TOKENIZER, run_script
 
 TASK = ("Below is an instruction that describes a task. Write a response that appropriately "
         "completes the request.")
@@ -67,9 +67,10 @@ def test_json_lines_are_read_too(tmp_path):
 BAD = {
     "a missing field": ("alpaca", {"instruction": "x"}, "field 'output' is missing"),
     "an empty answer": ("alpaca", {"instruction": "x", "input": "", "output": " "}, "empty answer"),
-    "roles out of order": ("sharegpt", {"conversations": [{"from": "gpt", "value": "a"},
-                                                          {"from": "human", "value": "q"}]},
-                           "roles out of order"),
+    "roles out of order": ("sharegpt", {"conversations": [{"from": "human", "value": "q"},
+                                                          {"from": "gpt", "value": "a"},
+                                                          {"from": "gpt", "value": "b"}]},
+                           "turn 2 is from gpt after gpt"),
 }
 
 

@@ -8,7 +8,7 @@ import inspect
 import pytest
 import torch
 import yaml
-from conftest import REPO, run_script
+from helpers import REPO, run_script
 
 from vicuna import decoding, engines
 from vicuna.engines.base import prompt_pieces

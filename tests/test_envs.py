@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import yaml
-from conftest import REPO
+from helpers import REPO
 
 
 def pins(lines: list[str]) -> dict[str, str]:

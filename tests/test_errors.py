@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import REPO, run_script
+from helpers import REPO, run_script
 
 from vicuna import checkpoint, config_check, files, inference, options
 

@@ -8,12 +8,11 @@ entry points refuse empty prompts with a named error."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 
 import pytest
-from conftest import LLAMA_TOKENIZER, REPO, run_script
+from helpers import LLAMA_TOKENIZER, REPO
 from test_errors import fails
 
 from vicuna import engines, prompt
@@ -21,26 +20,11 @@ from vicuna.engines.base import prompt_pieces
 
 PROMPTS = [prompt.conversation([], f"Repeat these words.\n{w}")
            for w in ("cat dog", "sun moon star", "red", "one two three four")]
-GREEDY = {"device": "cpu", "precision": "fp32", "compute_type": "default", "cpu_threads": 1,
-          "batch_size": 16, "beam_size": 1, "max_length": 12, "random_sampling_topk": 1,
-          "random_sampling_topp": 0.0, "random_sampling_temp": 1.0, "seed": 1234}
 
 
 @pytest.fixture(scope="module")
-def options(tiny_meta, tmp_path_factory) -> dict[str, object]:
-    """translate_opts_<mode>.yaml of the tiny model, greedy, as the workflow writes them."""
-    root = tmp_path_factory.mktemp("isolation")
-    ct2 = root / "tiny-ct2"
-    run_script("release_model.py", "--model", str(tiny_meta["onmt"]), "--output", str(ct2),
-               "--quantization", "float32")
-    files = {}
-    for mode, model in (("ct2", ct2), ("py", tiny_meta["onmt"])):
-        files[mode] = root / f"translate_opts_{mode}.yaml"
-        run_script("write_translate_opts.py", "--mode", mode, "--model", str(model),
-                   "--tokenizer_model", str(tiny_meta["tokenizer"]),
-                   "--inference_json", json.dumps(GREEDY), "--output", str(files[mode]))
-    files["ct2_model"] = ct2
-    return files
+def options(tiny_options) -> dict[str, object]:
+    return tiny_options
 
 
 def test_ctranslate2_still_corrupts_a_batch_holding_a_one_token_prompt(options, tiny_meta):
@@ -51,7 +35,7 @@ def test_ctranslate2_still_corrupts_a_batch_holding_a_one_token_prompt(options, 
     from vicuna import tokenizer
 
     sp = tokenizer.load(tiny_meta["tokenizer"])
-    generator = ctranslate2.Generator(str(options["ct2_model"]), device="cpu", intra_threads=1)
+    generator = ctranslate2.Generator(str(options["ct2_release"]), device="cpu", intra_threads=1)
     kw = {"max_length": 12, "include_prompt_in_result": False, "beam_size": 1}
     tokens = [prompt_pieces(sp, p) for p in PROMPTS]
     alone = [generator.generate_batch([t], **kw)[0].sequences[0] for t in tokens]

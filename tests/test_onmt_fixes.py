@@ -10,7 +10,7 @@ import sys
 import textwrap
 
 import pytest
-from conftest import run_script
+from helpers import run_script
 
 from vicuna import finetune_config, onmt_fixes, training
 

@@ -11,7 +11,7 @@ import shlex
 import shutil
 
 import pytest
-from conftest import REPO, clone, snakemake
+from helpers import REPO, clone, snakemake
 
 from vicuna import random_base
 
@@ -71,7 +71,8 @@ def test_the_whole_graph_is_planned(plan):
     _, _, jobs = plan
     rules = {job["rule"] for job in jobs}
     assert rules >= {"download_dataset", "convert_llama", "extract_vocabulary", "finetune_config",
-                     "finetune_samples", "finetune", "merge_lora", "release_ct2", "translate_opts",
+                     "finetune_samples", "finetune", "merge_lora", "release_ct2", "release_hf",
+                     "release_hf_base", "release_peft", "translate_opts",
                      "simple_inference", "evaluate", "training_curves", "data_report"}
     assert not rules & {"synthetic_data", "pretrain_base", "flatten_dataset"}
 

@@ -33,8 +33,9 @@ def test_texts_are_the_training_layouts_and_the_lines(tmp_path):
 
 @pytest.mark.parametrize(("records", "reason"), [
     ([ALPACA[0], {"instruction": "x", "input": "", "output": " "}], "record 1: empty answer"),
-    ([{"conversations": [{"from": "gpt", "value": "a"}, {"from": "human", "value": "b"}]}],
-     "record 0: turn 0 should be from a human"),
+    ([{"id": "c7", "conversations": [{"from": "human", "value": "a"}, {"from": "human", "value": "b"},
+                                     {"from": "gpt", "value": "c"}]}],
+     r"record 0 \(id 'c7'\): turn 1 is from human after human"),
 ])
 def test_a_bad_record_is_named_by_file_and_index(tmp_path, records, reason):
     (tmp_path / "bad.json").write_text(json.dumps(records))

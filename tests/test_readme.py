@@ -14,7 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import BIN, clone, env
+from helpers import BIN, clone, env, run, started
 from test_plan import SEVEN_B, readme_commands
 
 pytestmark = pytest.mark.workflow
@@ -44,9 +44,9 @@ def test_the_readme_has_the_commands_this_file_runs():
 def serve_until_it_answers(command: str, tree: Path) -> None:
     args = shlex.split(command)
     port = int(args[args.index(SERVERS[args[1]]) + 1])
-    proc = subprocess.Popen(command, shell=True, cwd=tree, env=env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    try:
+    # `make chat` is make, then the server: the whole process group goes when this ends
+    with started(command, shell=True, cwd=tree, env=env(), stdout=subprocess.PIPE,
+                 stderr=subprocess.STDOUT, text=True) as proc:
         deadline = time.monotonic() + 120
         while True:
             assert proc.poll() is None, f"{command} exited:\n{proc.stdout.read()[-3000:]}"
@@ -58,9 +58,6 @@ def serve_until_it_answers(command: str, tree: Path) -> None:
                 return
             except OSError:
                 time.sleep(1)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -70,8 +67,7 @@ def test_readme_command_runs_as_written(user_tree, command):
         return
     if "| dot " in command and not shutil.which("dot"):
         pytest.skip("graphviz's dot is not installed (make test installs it as root)")
-    result = subprocess.run(command, shell=True, cwd=user_tree, env=env(), capture_output=True,
-                            text=True, timeout=600)
+    result = run(command, shell=True, cwd=user_tree, env=env(), timeout=600)
     assert result.returncode == 0, f"{command}:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}"
     for out in re.findall(r"(?:-output|--output|--report|>) (\S+)", command):
         assert (user_tree / out).exists(), f"{command} did not write {out}"
@@ -81,6 +77,7 @@ def test_make_clean_keeps_the_weights_and_removes_what_the_workflow_made(tmp_pat
     tree = clone(tmp_path / "repo")
     made = ["vocab.txt", "llama-tiny-vicuna-onmt.pt", "synthetic/alpaca.json", "dataAI/valid.txt",
             "finetuned_llama-tiny/llama-tiny-vicuna-onmt_step_200.pt", "logs/finetune.log",
+            "finetuned_llama-tiny/logs/Dec-01_10-00-00/events.out.tfevents.1796000000.host.1.0",
             "outputs/predictions_py.txt", "dataAI/sharegpt.txt.part"]
     kept = ["llama/7B/params.json", "llama/7B/consolidated.00.pth", "llama/tokenizer.model",
             "finetuned_llama7B/llama7B-vicuna-onmt_step_500.pt", "notes.txt"]

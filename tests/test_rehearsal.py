@@ -12,7 +12,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import BIN
+from helpers import BIN
 from slurm_cluster import run as slurm
 from slurm_cluster import sacct_job
 
@@ -26,8 +26,8 @@ SITE = ["--max-threads", "2", "--slurm-init-seconds-before-status-checks", "2",
         "--slurm-keep-successful-logs"]
 RULES = {"download_dataset": 2, "convert_llama": 1, "extract_vocabulary": 1, "data_report": 1,
          "finetune_config": 1, "finetune_samples": 1, "finetune": 1, "training_curves": 1,
-         "merge_lora": 1, "release_ct2": 1, "translate_opts": 2, "simple_inference": 2,
-         "evaluate": 1, "all": 1}
+         "merge_lora": 1, "release_ct2": 1, "release_hf": 1, "release_hf_base": 1,
+         "release_peft": 1, "translate_opts": 2, "simple_inference": 2, "evaluate": 1, "all": 1}
 LOCAL_RULES = {"all", "finetune_config", "translate_opts"}
 STEP = "finetuned_llama7B/llama7B-vicuna-onmt_step_4"
 
@@ -119,6 +119,55 @@ def test_predictions_in_both_modes_from_the_int8_float16_release(rehearsed):
         assert len((work / f"outputs/predictions_{mode}.txt").read_text().splitlines()) == n
     assert "(int8_float16)" in (work / "logs/release_ct2.log").read_text()
     assert (work / f"{STEP}.concat_CT2/model.bin").is_file()
+
+
+def test_hugging_face_release_and_peft_adapter(rehearsed, monkeypatch):
+    """The merged model as a float16 LlamaForCausalLM of the 7B's shape, and the LoRA as a PEFT
+    adapter on llama7B_HF (the Meta-layout base exported the same way): transformers gives
+    OpenNMT-py's logits, and peft loads every LoRA tensor the adapter holds."""
+    work, _ = rehearsed
+    check_hugging_face_release(work, monkeypatch)
+
+
+def check_hugging_face_release(work: Path, monkeypatch) -> None:
+    transformers = pytest.importorskip("transformers")
+    peft = pytest.importorskip("peft")
+    import torch
+    from safetensors.torch import load_file
+
+    from vicuna import checkpoint
+
+    merged = work / f"{STEP}.concat_HF"
+    config = json.loads((merged / "config.json").read_text())
+    assert (config["hidden_size"], config["num_attention_heads"], config["intermediate_size"],
+            config["vocab_size"], config["dtype"]) == (4096, 32, 11008, 32000, "float16")
+    assert (merged / "model.safetensors").is_file()  # 0.9 GB: under max_shard_mb, one file
+    assert "(LlamaForCausalLM, float16, 1 safetensors file)" in (
+        work / "logs/release_hf.log").read_text()
+    torch.manual_seed(0)
+    tokens = torch.randint(4, 32000, (2, 24))  # from 4: id 3 is OpenNMT-py's pad
+    expected = checkpoint.logits(checkpoint.build_model(checkpoint.load(
+        work / f"{STEP}.concat.pt")), tokens)
+    model = transformers.AutoModelForCausalLM.from_pretrained(merged, dtype=torch.float32)
+    with torch.no_grad():
+        got = model.eval()(input_ids=tokens).logits.float()
+    assert (got - expected).abs().max().item() <= 1e-4 * max(1.0, expected.abs().max().item())
+    del model
+    monkeypatch.chdir(work)  # adapter_config.json names llama7B_HF from the workflow's root
+    adapter = f"{STEP}_PEFT"
+    assert json.loads((work / adapter / "adapter_config.json").read_text())[
+        "base_model_name_or_path"] == "llama7B_HF"
+    model = peft.PeftModel.from_pretrained(
+        transformers.AutoModelForCausalLM.from_pretrained("llama7B_HF", dtype=torch.float32),
+        adapter)
+    loaded = model.state_dict()
+    saved = load_file(work / adapter / "adapter_model.safetensors")
+    assert len(saved) == 2 * 4  # lora_A, lora_B of q, k, v, o in the one layer
+    for name, tensor in saved.items():
+        assert torch.equal(loaded[name.replace(".weight", ".default.weight")], tensor), name
+    with torch.no_grad():
+        got = model.eval()(input_ids=tokens).logits.float()
+    assert (got - expected).abs().max().item() <= 1e-3 * max(1.0, expected.abs().max().item())
 
 
 def test_evaluation_loads_no_model_with_nothing_to_score(rehearsed):

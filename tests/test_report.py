@@ -4,7 +4,7 @@ and the training curves."""
 from __future__ import annotations
 
 import pytest
-from conftest import CHROMIUM, CHROMIUM_ARGS, snakemake
+from helpers import CHROMIUM, CHROMIUM_ARGS, snakemake
 
 pytestmark = pytest.mark.workflow
 

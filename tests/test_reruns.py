@@ -7,7 +7,7 @@ import re
 from collections import Counter
 
 import pytest
-from conftest import REPO, edited_config, snakemake
+from helpers import REPO, edited_config, snakemake
 
 pytestmark = pytest.mark.workflow
 
@@ -18,13 +18,16 @@ def modes(*rules: str, mode: tuple[str, ...] = ("py", "ct2")) -> dict[str, int]:
 
 # A decoding option: both modes' options and predictions, then the scores; no held-out loss.
 INFERENCE = {**modes("translate_opts", "simple_inference"), "evaluate": 1, "all": 1}
-# A key one mode reads (vicuna.decoding.MODE_KEYS): that mode's jobs only.
+# A key one mode reads (vicuna.engines.config_keys): that mode's jobs only.
 CT2_ONLY = {**modes("translate_opts", "simple_inference", mode=("ct2",)), "evaluate": 1, "all": 1}
 # inference.precision is py's, and the held-out losses run in it too.
 PY_ONLY = {**modes("translate_opts", "simple_inference", mode=("py",)), "heldout_loss": 1,
            "evaluate": 1, "all": 1}
 TRAINING = {"finetune_config": 1, "finetune": 1, "finetune_samples": 1, "merge_lora": 1,
-            "training_curves": 1, "release_ct2": 1, "heldout_loss": 1, **INFERENCE}
+            "training_curves": 1, "release_ct2": 1, "release_hf": 1, "release_peft": 1,
+            "heldout_loss": 1, **INFERENCE}
+# The Hugging Face releases: the merged model, the base, and the adapter that loads on it.
+HF_RELEASE = {"release_hf": 1, "release_hf_base": 1, "release_peft": 1, "all": 1}
 DATA = {"flatten_dataset": 4, "data_report": 1, **TRAINING}
 
 CHANGES = {
@@ -38,6 +41,8 @@ CHANGES = {
     "data": (lambda c: c["data"].update(on_error="skip"), DATA),
     "release": (lambda c: c["release"].update(quantization="int8"),
                 {"release_ct2": 1, **CT2_ONLY}),
+    "hf dtype": (lambda c: c["release"]["huggingface"].update(dtype="bfloat16"), HF_RELEASE),
+    "hf shards": (lambda c: c["release"]["huggingface"].update(max_shard_mb=1), HF_RELEASE),
 }
 
 

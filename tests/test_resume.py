@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import BIN, env
+from helpers import BIN, env
 
 from vicuna import resume
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from vicuna import onmt_fixes
-from vicuna.files import require_file
+from vicuna.files import EMPTY_CHECKPOINT, NOT_A_ZIP, require_file
 
 KEYS = ("model", "vocab", "opt")
 
@@ -26,10 +26,9 @@ def load(path: str | Path, kind: str | None = None, *, mmap: bool = False) -> di
     onmt_fixes.apply()
     file = require_file(path, "checkpoint")
     if file.stat().st_size == 0:
-        raise ValueError(f"{file}: empty file, not a checkpoint (an interrupted copy?)")
+        raise ValueError(f"{file}: {EMPTY_CHECKPOINT}")
     if not zipfile.is_zipfile(file):
-        raise ValueError(f"{file}: not a torch checkpoint (no zip archive): truncated, or "
-                         f"another kind of file")
+        raise ValueError(f"{file}: {NOT_A_ZIP}")
     try:
         ck = torch.load(file, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as e:  # torch raises RuntimeError, UnpicklingError, EOFError, ...

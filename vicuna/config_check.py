@@ -5,12 +5,19 @@ Two differences from plain jsonschema (Draft 2020-12, as Snakemake uses): an int
 int (YAML reads `800.0` as a float, which jsonschema would accept as the integer 800), and a
 string that looks like a number written without a dot (YAML 1.1 reads `2e-5` as a string) is
 named as such with the spelling to use.
+
+Two of jsonschema's messages are put in a user's words: a `oneOf` of required keys ("give
+json+format or url, not both") instead of a dump of the record and of each alternative; and
+`unevaluatedProperties` names only keys the schema does not know, since a key whose own check
+failed (`weight: -1`) counts as unevaluated too and would be called unexpected before the real
+cause is named.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from typing import Any
 
 import jsonschema
 import yaml
@@ -35,20 +42,67 @@ def validate(config: dict, schema_path: str | os.PathLike) -> None:
     with open(schema_path, encoding="utf-8") as f:
         schema = yaml.safe_load(f)
     errors = sorted(_Validator(schema).iter_errors(config), key=lambda e: list(map(str, e.path)))
-    if errors:
-        raise ValueError("; ".join(message(e) for e in errors))
+    messages = [m for e in errors if (m := message(e, schema))]
+    if messages:
+        raise ValueError("; ".join(messages))
 
 
 def key_path(error: ValidationError) -> str:
     return ".".join(map(str, error.absolute_path)) or "(the config)"
 
 
-def message(error: ValidationError) -> str:
+def message(error: ValidationError, root: dict | None = None) -> str | None:
     """`train.train_steps: 800.0 is not of type 'integer' (write 800 ...)`: jsonschema's words
-    (those Snakemake prints), the key path before them, a hint where YAML is the cause."""
+    (those Snakemake prints), the key path before them, a hint where YAML is the cause; None
+    for an error that only echoes another (see the module's docstring). `root`: the schema,
+    to look up the keys a record may have."""
+    if error.validator == "oneOf" and (choice := _required_choice(error)):
+        return f"{key_path(error)}: {choice}"
+    if error.validator == "unevaluatedProperties" and isinstance(error.instance, dict):
+        known = _known_keys(error.schema, root or {})
+        unknown = sorted(key for key in error.instance if key not in known)
+        if not unknown:
+            return None  # each key is known: the error at its own path says what is wrong
+        names = ", ".join(map(repr, unknown))
+        return (f"{key_path(error)}: Unevaluated properties are not allowed ({names} "
+                f"{'was' if len(unknown) == 1 else 'were'} unexpected)")
     if error.context:  # anyOf / oneOf: the alternative that came closest
         error = best_match(error.context)
     return f"{key_path(error)}: {error.message}{_hint(error)}"
+
+
+def _required_choice(error: ValidationError) -> str | None:
+    """For a oneOf whose alternatives are sets of required keys ([json, format] | [url]):
+    "give json+format or url", and what is wrong (both given, or which key is missing)."""
+    alternatives = error.validator_value
+    if not isinstance(error.instance, dict) or not all(
+            isinstance(alt, dict) and set(alt) == {"required"} for alt in alternatives):
+        return None
+    choices = [alt["required"] for alt in alternatives]
+    give = "give " + " or ".join("+".join(keys) for keys in choices)
+    complete = [keys for keys in choices if all(k in error.instance for k in keys)]
+    if len(complete) > 1:
+        return f"{give}, not both" if len(choices) == 2 else f"{give}, only one of them"
+    started = [keys for keys in choices if any(k in error.instance for k in keys)]
+    if len(started) == 1:
+        missing = [k for k in started[0] if k not in error.instance]
+        return f"{give} ({', '.join(map(repr, missing))} is missing)"
+    return give
+
+
+def _known_keys(schema: dict, root: dict, seen: frozenset[str] = frozenset()) -> set[str]:
+    """The keys that `schema` declares, through allOf / anyOf / oneOf and local $refs."""
+    keys = set(schema.get("properties") or {})
+    for part in ("allOf", "anyOf", "oneOf"):
+        for sub in schema.get(part) or []:
+            keys |= _known_keys(sub, root, seen)
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/") and ref not in seen:
+        target: Any = root
+        for name in ref[2:].split("/"):
+            target = target.get(name, {}) if isinstance(target, dict) else {}
+        keys |= _known_keys(target, root, seen | {ref})
+    return keys
 
 
 def _hint(error: ValidationError) -> str:

@@ -6,11 +6,15 @@ into place with ``os.replace`` after the size and sha256 checks pass.
 An interrupted HTTP transfer resumes from the .part file, also in a later run, but only
 when the server confirms it still has the same file: the strong ETag (else Last-Modified)
 seen when the .part file was started is kept in ``<output>.part.json`` and sent as
-``If-Range``. A server that answers 200 has a changed file, and the transfer starts over;
-a .part file without a kept validator is never resumed, so old and new bytes are never joined.
+``If-Range``. A 200 answer starts the transfer over: the file changed (its ETag or
+Last-Modified says so), or the server ignores Range (they are the kept ones); a .part file
+without a kept validator is never resumed, so old and new bytes are never joined.
 
 ``fetch`` adds a manifest (source, bytes, sha256, ETag, Last-Modified, time): when the output
 and its manifest are both there, the output is checked against it instead of trusted.
+
+A corpus (``corpus=True``: one example a line) that arrives with no example in it, 0 bytes or
+blank lines only, is refused like a checksum mismatch: nothing is moved into place.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from urllib.request import url2pathname
 import requests
 from tqdm import tqdm
 
-from vicuna.files import write_json
+from vicuna.files import no_example, write_json
 
 CHUNK = 1 << 20  # 1 MiB: large enough to keep syscall and hashing overhead small
 MAX_SLEEP = 60.0  # cap on the exponential backoff between attempts
@@ -80,8 +84,10 @@ def download(
     backoff: float = 1.0,
     timeout: float = 30.0,
     progress: bool = True,
+    corpus: bool = False,
 ) -> dict[str, Any]:
-    """Download ``url_or_path`` to ``output``; return a manifest dict.
+    """Download ``url_or_path`` to ``output``; return a manifest dict. With ``corpus``, a file
+    with no example (no line that holds more than white space) is an error.
 
     ``resumed_from`` is the byte offset the final, successful transfer started at:
     0 unless it continued a .part file with a Range request.
@@ -97,6 +103,10 @@ def download(
         got = _fetch_any(url_or_path, part, size, retries, backoff, timeout, progress)
         nbytes = part.stat().st_size
         _check(url_or_path, output, part, nbytes, got.sha256, size, sha256)
+        if corpus and (why := no_example(part)):
+            _forget_part(part)
+            raise DownloadError(f"{url_or_path}: the corpus holds no example ({why}): nothing "
+                                f"written to {output}")
         os.replace(part, output)
     except OSError as e:  # unwritable folder, output is a directory, disk full, ...
         raise DownloadError(f"{output}: {e.strerror or e} (from {url_or_path})") from e
@@ -343,15 +353,20 @@ def _new_state(url: str, r: requests.Response) -> PartState | None:
     return PartState(url, validator, etag, modified) if validator else None
 
 
+def _changed_validator(state: PartState, r: requests.Response) -> str | bool | None:
+    """How a response's validators differ from the kept ones ("ETag ... now ..."); False if
+    they agree; None if there is nothing to compare."""
+    etag, modified = _validators(r)
+    for name, old, new in (("ETag", state.etag, etag), ("Last-Modified", state.last_modified, modified)):
+        if old and new:
+            return False if old == new else f"{name} {old}, now {new}"
+    return None
+
+
 def _same_file(state: PartState, r: requests.Response) -> bool:
     """Whether a 206 answer's validators agree with the kept ones (for servers that ignore
     If-Range: a changed ETag or date then still shows)."""
-    etag, modified = _validators(r)
-    if state.etag and etag:
-        return etag == state.etag
-    if state.last_modified and modified:
-        return modified == state.last_modified
-    return True
+    return not _changed_validator(state, r)
 
 
 # --- HTTP: the transfer -------------------------------------------------------------
@@ -434,11 +449,7 @@ class _Transfer:
             raise DownloadError(f"{self.url}: {code}")
         if r.status_code == 200:
             if offset:
-                self.restart(
-                    f"{self.url} changed since {self.part} was started (the server sent the whole"
-                    f" file to If-Range {self.state.validator if self.state else None}):"
-                    " starting over"
-                )
+                self.restart(self._whole_file(r, offset))
             return 0, _int_header(r.headers.get("Content-Length"))
         first, total = _content_range(r.headers.get("Content-Range"))
         if not offset and first == 0:  # a capped first answer (a CDN): a fresh start all the same
@@ -450,6 +461,20 @@ class _Transfer:
             self.restart(None)
             raise _Retry(f"asked for bytes={offset}- but got Content-Range start {first}")
         return offset, total
+
+    def _whole_file(self, r: requests.Response, offset: int) -> str:
+        """Why a ranged request got the whole file (200): the file changed (If-Range), or the
+        server ignores Range (the same validators as the .part file's)."""
+        kept = self.state.validator if self.state else None
+        changed = _changed_validator(self.state, r) if self.state else None
+        if changed is False:
+            return (f"{self.url}: the server ignores Range: starting over (it sent the whole file,"
+                    f" unchanged, to bytes={offset}-)")
+        if changed:
+            return (f"{self.url} changed since {self.part} was started ({changed}; the server"
+                    f" sent the whole file to If-Range {kept}): starting over")
+        return (f"{self.url}: the server sent the whole file to bytes={offset}- with If-Range"
+                f" {kept} (it ignores Range, or the file changed): starting over")
 
     def receive(self, r: requests.Response, offset: int) -> Fetched:
         first, total = self.plan(r, offset)

@@ -56,8 +56,24 @@ def torch_zip(path: Path) -> bool:
         return False
 
 
+# The one-line errors of a checkpoint file that cannot be read, the same from every reader
+# (vicuna.checkpoint.load, the converter's vicuna.lazy_tensors).
+EMPTY_CHECKPOINT = "empty file, not a checkpoint (an interrupted copy?)"
+NOT_A_ZIP = "not a torch checkpoint (no zip archive): truncated, or another kind of file"
+TRUNCATED_SAFETENSORS = "truncated, or not a safetensors file"
+
+
 def ct2_model_dir(path: Path) -> bool:
     return path.is_dir() and (path / "model.bin").is_file() and (path / "config.json").is_file()
+
+
+def hf_model_dir(path: Path) -> bool:
+    """A Hugging Face model directory this project writes: config.json and safetensors weights."""
+    return path.is_dir() and (path / "config.json").is_file() and any(path.glob("model*.safetensors"))
+
+
+def peft_adapter_dir(path: Path) -> bool:
+    return path.is_dir() and (path / "adapter_config.json").is_file()
 
 
 def require_file(path: str | os.PathLike, what: str = "input") -> Path:
@@ -75,7 +91,13 @@ def check_output(path: str | os.PathLike, *, force: bool = False, own: Recognise
     final = Path(path)
     if final.is_dir() and not final.is_symlink():
         if not force and any(final.iterdir()):
-            raise FileExistsError(f"{final}: is a directory with files in it; choose another "
+            if foreign := set() if own(final) else _files(final):
+                # --force would refuse too (see `_replace`): say what will work
+                raise FileExistsError(f"{final}: is a directory holding files this tool does "
+                                      f"not write ({_shown(foreign)}); move them away or choose "
+                                      f"another output (--force never deletes them)")
+            what = "an earlier output of this tool" if own(final) else "empty folders only"
+            raise FileExistsError(f"{final}: is a directory holding {what}; choose another "
                                   f"output, or pass --force to replace it")
     elif (final.exists() or final.is_symlink()) and not force and not own(final):
         raise FileExistsError(f"{final}: exists and is not what this tool writes; choose another "
@@ -106,10 +128,9 @@ def _replace(tmp: Path, final: Path, *, force: bool, own: Recognise) -> None:
         return
     lost = _files(final) - (_files(tmp) if tmp.is_dir() else set())
     if lost and not own(final):
-        shown = ", ".join(sorted(lost)[:3]) + (", ..." if len(lost) > 3 else "")
         raise FileExistsError(f"{final}: is a directory holding files this tool does not write "
-                              f"({shown}); not replacing it even with --force: move it away or "
-                              f"choose another output")
+                              f"({_shown(lost)}); not replacing it even with --force: move it "
+                              f"away or choose another output")
     check_output(final, force=force, own=own)
     # os.replace cannot replace a non-empty directory: move it aside, then delete only it.
     aside = final.with_name(f".{final.name}.old{os.getpid()}")
@@ -117,6 +138,10 @@ def _replace(tmp: Path, final: Path, *, force: bool, own: Recognise) -> None:
     os.replace(final, aside)
     os.replace(tmp, final)
     _remove(aside)
+
+
+def _shown(names: set[str]) -> str:
+    return ", ".join(sorted(names)[:3]) + (", ..." if len(names) > 3 else "")
 
 
 def _files(directory: Path) -> set[str]:
@@ -128,6 +153,16 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path)
     elif path.exists() or path.is_symlink():
         path.unlink()
+
+
+def no_example(path: str | os.PathLike) -> str | None:
+    """Why the corpus at `path` (one example a line) holds no example: "0 bytes", or "only
+    blank lines"; None when a line holds more than white space (read up to the first one)."""
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            if chunk.strip():
+                return None
+    return "0 bytes" if Path(path).stat().st_size == 0 else "only blank lines"
 
 
 def iter_lines(path: str | os.PathLike) -> Iterator[str]:

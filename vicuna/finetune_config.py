@@ -2,14 +2,15 @@
 
 With LoRA, OpenNMT-py applies `lora_layers` / `quant_layers` only under `override_opts: true`,
 and then every architecture option of the base model must be restated: they come from
-params.json (or config.json) through the converter's own `architecture()`, so the two cannot disagree.
+params.json (or config.json) through `vicuna.shape.architecture()`, the converter's own, so the
+two cannot disagree.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from vicuna.convert import LlamaShape, architecture
+from vicuna.shape import LlamaShape, architecture
 
 TRANSFORMS = ["sentencepiece", "filtertoolong"]
 # With answer_loss_only: OpenNMT-py's placeholder transform marks where the answer starts (the

@@ -19,6 +19,8 @@ from typing import Protocol
 
 import torch
 
+from vicuna.files import EMPTY_CHECKPOINT, NOT_A_ZIP, TRUNCATED_SAFETENSORS
+
 
 class Source(Protocol):
     path: Path
@@ -148,15 +150,17 @@ def safetensors_index(path: Path) -> dict[str, FileTensor]:
     """The tensors of a .safetensors file: an 8-byte little-endian header length, a JSON header
     {name: {dtype, shape, data_offsets: [begin, end]}}, then the data. Only the header is read."""
     size = path.stat().st_size
+    if size == 0:
+        raise ValueError(f"{path}: {EMPTY_CHECKPOINT}")
     with open(path, "rb") as f:
         head = f.read(8)
         n = struct.unpack("<Q", head)[0] if len(head) == 8 else -1
         if not 0 < n <= size - 8:
-            raise ValueError(f"{path}: not a safetensors file")
+            raise ValueError(f"{path}: {TRUNCATED_SAFETENSORS} (its header says {n} bytes)")
         try:
             header = json.loads(f.read(n))
         except ValueError as e:
-            raise ValueError(f"{path}: not a safetensors file (header: {e})") from e
+            raise ValueError(f"{path}: {TRUNCATED_SAFETENSORS} (header: {e})") from e
     tensors = {}
     for name, info in header.items():
         if name == "__metadata__":
@@ -173,7 +177,8 @@ def safetensors_index(path: Path) -> dict[str, FileTensor]:
         for s in shape:
             numel *= s
         if end - begin != numel * dtype.itemsize or 8 + n + end > size:
-            raise ValueError(f"{path}: tensor {name} does not fit the file (truncated?)")
+            raise ValueError(f"{path}: {TRUNCATED_SAFETENSORS} (tensor {name} does not fit "
+                             "the file)")
         tensors[name] = FileTensor(path, 8 + n + begin, dtype, shape, _contiguous_strides(shape))
     return tensors
 
@@ -243,11 +248,16 @@ class _LazyUnpickler(pickle.Unpickler):
 def torch_index(path: Path) -> dict[str, Source]:
     """The tensors of a torch.save file (Meta's .pth, Hugging Face's .bin). Its zip records are
     stored uncompressed, so each tensor is read later from its offset; only data.pkl is read."""
-    if not zipfile.is_zipfile(path):  # torch < 1.6's format: no lazy reading
-        try:
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path}: {EMPTY_CHECKPOINT}")
+    if not zipfile.is_zipfile(path):
+        with open(path, "rb") as f:
+            if f.read(4) == b"PK\x03\x04":  # a zip archive cut short: its directory is at the end
+                raise ValueError(f"{path}: {NOT_A_ZIP}")
+        try:  # torch < 1.6's format: no lazy reading
             state = torch.load(path, map_location="cpu", weights_only=True)
-        except (RuntimeError, pickle.UnpicklingError, EOFError) as e:
-            raise ValueError(f"{path}: not a torch checkpoint ({str(e).splitlines()[0]})") from e
+        except Exception:  # EOFError, UnpicklingError, RuntimeError, IndexError, ...
+            raise ValueError(f"{path}: {NOT_A_ZIP}") from None
         if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in
                                                   state.values()):
             raise ValueError(f"{path}: not a state dict of tensors")

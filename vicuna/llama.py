@@ -8,49 +8,14 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-@dataclass
-class ModelArgs:
-    dim: int = 4096
-    n_layers: int = 32
-    n_heads: int = 32
-    n_kv_heads: int | None = None
-    vocab_size: int = -1  # Meta's LLaMA 1 params.json says -1: the tokenizer decides
-    multiple_of: int = 256
-    ffn_dim_multiplier: float | None = None
-    norm_eps: float = 1e-5
-    rope_theta: float = 10000.0
-
-    @classmethod
-    def from_params(cls, params: dict, vocab_size: int | None = None) -> ModelArgs:
-        known = {k: v for k, v in params.items() if k in cls.__dataclass_fields__}
-        args = cls(**known)
-        if vocab_size is not None:
-            args.vocab_size = vocab_size
-        return args
-
-    @property
-    def kv_heads(self) -> int:
-        return self.n_kv_heads or self.n_heads
-
-    @property
-    def head_dim(self) -> int:
-        return self.dim // self.n_heads
-
-    @property
-    def hidden_dim(self) -> int:
-        """Meta's FFN width: 2/3 of 4*dim, scaled, rounded up to a multiple of multiple_of."""
-        hidden = int(2 * (4 * self.dim) / 3)
-        if self.ffn_dim_multiplier is not None:
-            hidden = int(self.ffn_dim_multiplier * hidden)
-        return self.multiple_of * ((hidden + self.multiple_of - 1) // self.multiple_of)
+from vicuna.shape import ModelArgs  # params.json (vicuna/shape.py); llama.ModelArgs for callers
 
 
 class RMSNorm(nn.Module):
@@ -160,7 +125,8 @@ def load_meta(model_dir: str | Path) -> Transformer:
     model_dir = Path(model_dir)
     params = json.loads((model_dir / "params.json").read_text())
     state = torch.load(model_dir / "consolidated.00.pth", map_location="cpu", weights_only=True)
-    args = ModelArgs.from_params(params, vocab_size=state["tok_embeddings.weight"].shape[0])
+    args = ModelArgs.from_params(params, vocab_size=state["tok_embeddings.weight"].shape[0],
+                                 where=model_dir / "params.json")
     model = Transformer(args)
     model.load_state_dict(state)
     return model.float().eval()

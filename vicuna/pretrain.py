@@ -35,7 +35,7 @@ def tokenizer_texts(paths: list[Path]) -> list[str]:
             try:
                 texts.append(record_text(record))
             except flatten.RecordError as e:
-                raise flatten.RecordError(f"{path}: record {index}: {e}") from None
+                raise flatten.RecordError(f"{path}: {flatten.record_label(index, record)}: {e}") from None
     return texts
 
 

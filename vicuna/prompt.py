@@ -1,5 +1,7 @@
-"""Prompt layouts, written once: the training files and the chatbot both use these functions,
-and where an answer in that layout stops (`until_stop`: the chatbot, the API, the evaluation).
+"""Prompt layouts, written once as data: the task lines and the section markers, the two
+layouts built from them (alpaca's records, the rounds of a conversation), and where an answer
+in that layout stops (`until_stop`: the chatbot, the API, the evaluation). The training files,
+the chatbot and the API all lay prompts out with these functions.
 
 OpenNMT-py reads one example a line, so every "\\n" inside an example is stored as NEWLINE.
 """
@@ -19,8 +21,14 @@ TASK_WITH_INPUT = (
     "further context. Write a response that appropriately completes the request."
 )
 
+# Section markers: each heads its text on the next line; sections are joined by SEP.
+INSTRUCTION = "### Instruction:"
+INPUT = "### Input:"
+RESPONSE = "### Response:"
+SEP = "\n\n"
+
 # The model opening a next round by itself: the answer ends where that starts.
-STOP = "\n\n### Instruction:"
+STOP = SEP + INSTRUCTION
 
 # Characters that Python's str.splitlines() (and so many readers) treat as line breaks.
 # "\r\n", "\r" and the Unicode separators are real line breaks: keep them as NEWLINE.
@@ -29,14 +37,16 @@ _BREAKS = re.compile("\r\n|[\r\n\u2028\u2029\x85]")
 _SPLITTERS = re.compile("[\x0b\x0c\x1c\x1d\x1e]")
 
 
+def section(marker: str, text: str) -> str:
+    return f"{marker}\n{text}"
+
+
 def alpaca(instruction: str, input: str, output: str) -> str:
     """One alpaca record as text, with the two Alpaca templates to the character."""
     if input:
-        return (
-            f"{TASK_WITH_INPUT}\n\n### Instruction:\n{instruction}\n\n"
-            f"### Input:\n{input}\n\n### Response:\n{output}"
-        )
-    return f"{TASK}\n\n### Instruction:\n{instruction}\n\n### Response:\n{output}"
+        return SEP.join([TASK_WITH_INPUT, section(INSTRUCTION, instruction),
+                         section(INPUT, input), section(RESPONSE, output)])
+    return SEP.join([TASK, section(INSTRUCTION, instruction), section(RESPONSE, output)])
 
 
 def conversation(rounds: list[tuple[str, str]], next_message: str | None = None) -> str:
@@ -45,10 +55,10 @@ def conversation(rounds: list[tuple[str, str]], next_message: str | None = None)
     `rounds` are (human, gpt) pairs. With `next_message`, the text ends with an open
     "### Response:\\n" for the model to complete: that is the chatbot's prompt.
     """
-    turns = [f"### Instruction:\n{human}\n\n### Response:\n{gpt}" for human, gpt in rounds]
+    turns = [section(INSTRUCTION, human) + SEP + section(RESPONSE, gpt) for human, gpt in rounds]
     if next_message is not None:
-        turns.append(f"### Instruction:\n{next_message}\n\n### Response:\n")
-    return TASK + "\n\n" + "\n\n".join(turns)
+        turns.append(section(INSTRUCTION, next_message) + SEP + section(RESPONSE, ""))
+    return TASK + SEP + SEP.join(turns)
 
 
 def to_line(text: str) -> str:
@@ -59,8 +69,6 @@ def to_line(text: str) -> str:
 def from_line(line: str) -> str:
     """One corpus or prediction line -> text."""
     return line.rstrip("\n").replace(NEWLINE, "\n")
-
-
 
 def until_stop(text: str) -> tuple[str, bool]:
     """The answer part of generated text, and whether the model went past it (STOP seen).

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import torch
 
-from vicuna.convert import SHARD_DIM, meta_shapes
-from vicuna.llama import ModelArgs
+from vicuna.convert import SHARD_DIM
+from vicuna.shape import ModelArgs, meta_shapes
 
 # Meta's params.json of LLaMA 1, as it ships with the weights (vocab_size -1: the tokenizer decides)
 PARAMS = {

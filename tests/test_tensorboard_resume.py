@@ -1,0 +1,228 @@
+"""The TensorBoard history of a killed finetuning: kept, continued by the resumed run, each step
+once (vicuna.resume). Unit tests on event files written by torch's SummaryWriter, as
+OpenNMT-py writes them, and (marked `workflow`) a finetune killed mid-run through Snakemake and
+resumed, its event files read back."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from helpers import BIN, clone, env, run_script
+
+from vicuna import resume
+
+PROGRESS = ("progress/xent", "progress/ppl", "progress/lr")
+
+
+def write_run(log_dir: Path, name: str, steps: range, valid_every: int = 200) -> Path:
+    """One OpenNMT-py run's event file in log_dir/name/: progress values at `steps`, validation
+    at each multiple of `valid_every`; closed, as a run that ended."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(log_dir / name))
+    for step in steps:
+        for tag in PROGRESS:
+            writer.add_scalar(tag, step / 1000, step)
+        if step % valid_every == 0:
+            writer.add_scalar("valid/xent", step / 1000, step)
+    writer.close()
+    (path,) = (log_dir / name).glob("events.out.tfevents.*")
+    return path
+
+
+def scalars(log_dir: Path) -> dict[str, list[int]]:
+    """Every tag's steps over all event files under log_dir, sorted (a step logged twice shows
+    twice), read by TensorBoard's own reader."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    steps: dict[str, list[int]] = {}
+    for path in log_dir.rglob("events.out.tfevents.*"):
+        acc = EventAccumulator(str(path))
+        acc.Reload()
+        for tag in acc.Tags()["scalars"]:
+            steps.setdefault(tag, []).extend(e.step for e in acc.Scalars(tag))
+    return {tag: sorted(values) for tag, values in steps.items()}
+
+
+def test_events_after_the_resumed_step_are_dropped(tmp_path, capsys):
+    killed = write_run(tmp_path, "Dec-01_10-00-00", range(20, 261, 20))  # killed after step 260
+    (tmp_path / "notes.txt").write_text("mine")
+    resume.keep_events_until(tmp_path, 200)
+    assert scalars(tmp_path) == {**{tag: list(range(20, 201, 20)) for tag in PROGRESS},
+                                 "valid/xent": [200]}
+    assert "dropped 9 values logged after step 200" in capsys.readouterr().out
+    before = killed.read_bytes()
+    resume.keep_events_until(tmp_path, 200)  # nothing more to drop: the file is left alone
+    assert killed.read_bytes() == before
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_a_resumed_run_continues_the_curves_each_step_once(tmp_path):
+    write_run(tmp_path, "Dec-01_10-00-00", range(20, 261, 20))  # killed after its step 200 save
+    resume.keep_events_until(tmp_path, 200)
+    time.sleep(1.1)  # a later run: a later start time in its file's name
+    write_run(tmp_path, "Dec-01_10-05-00", range(220, 461, 20))  # resumed, killed after 400
+    resume.keep_events_until(tmp_path, 400)
+    time.sleep(1.1)
+    write_run(tmp_path, "Dec-01_10-09-00", range(420, 801, 20))  # resumed, finished
+    assert scalars(tmp_path) == {**{tag: list(range(20, 801, 20)) for tag in PROGRESS},
+                                 "valid/xent": [200, 400, 600, 800]}
+    history = resume.tensorboard_history(tmp_path, tmp_path)
+    assert [(r["first_step"], r["last_step"]) for r in history["runs"]] == [
+        (20, 200), (220, 400), (420, 800)]
+    assert history["runs"][0]["events"].startswith("Dec-01_10-00-00/events.out.tfevents.")
+
+
+def test_a_new_training_starts_without_the_old_curves(tmp_path, capsys):
+    write_run(tmp_path, "Dec-01_10-00-00", range(20, 801, 20))
+    write_run(tmp_path, "Dec-01_11-00-00", range(20, 101, 20))
+    (tmp_path / "Dec-01_11-00-00" / "notes.txt").write_text("mine")
+    resume.keep_events_until(tmp_path, 0)
+    assert resume.event_files(tmp_path) == []
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["Dec-01_11-00-00", "notes.txt"]
+    assert "removed 2 event file(s) of an earlier training" in capsys.readouterr().out
+
+
+def test_a_record_cut_by_the_kill_is_dropped(tmp_path):
+    path = write_run(tmp_path, "run", range(20, 201, 20))
+    whole = path.read_bytes()
+    path.write_bytes(whole + whole[-30:-5])  # a record cut short, as a kill while writing leaves
+    resume.keep_events_until(tmp_path, 200)
+    assert path.read_bytes() == whole
+    assert scalars(tmp_path)["progress/xent"] == list(range(20, 201, 20))
+
+
+def test_a_run_with_nothing_left_is_removed(tmp_path):
+    write_run(tmp_path, "early", range(20, 101, 20))
+    write_run(tmp_path, "late", range(220, 301, 20))  # all of it after the resumed step
+    resume.keep_events_until(tmp_path, 200)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["early"]
+
+
+def test_each_report_is_on_disk_when_it_returns(tmp_path):
+    """With the writer still open: as a training that is killed just after its step checkpoint
+    finds it (without the flush, the events may still wait in the writer's queue)."""
+    from onmt.utils.report_manager import ReportMgr
+    from onmt.utils.statistics import Statistics
+    from torch.utils.tensorboard import SummaryWriter
+
+    resume.flush_tensorboard_at_each_report()
+    writer = SummaryWriter(str(tmp_path))
+    mgr = ReportMgr(20, tensorboard_writer=writer)
+    for step in (20, 40):
+        mgr.maybe_log_tensorboard(Statistics(loss=1.0, n_words=10, n_correct=5), "progress",
+                                  0.001, None, step)
+        assert scalars(tmp_path)["progress/xent"] == list(range(20, step + 1, 20))
+    writer.close()
+
+
+def test_training_curves_reads_the_files_its_history_lists(tmp_path):
+    logs = tmp_path / "logs"
+    write_run(logs, "killed", range(20, 201, 20))
+    time.sleep(1.1)
+    write_run(logs, "resumed", range(220, 401, 20))
+    resume.write_tensorboard_history(logs, logs / "history.json")
+    history = json.loads((logs / "history.json").read_text())
+    assert [run["first_step"] for run in history["runs"]] == [20, 220]
+    out = tmp_path / "curves.png"
+    done = run_script("training_curves.py", "--history", str(logs / "history.json"),
+                      "--output", str(out))
+    assert out.read_bytes()[:4] == b"\x89PNG" and "progress/xent" in done.stdout
+    shutil.rmtree(logs / "resumed")
+    gone = run_script("training_curves.py", "--history", str(logs / "history.json"),
+                      "--output", str(tmp_path / "again.png"), check=False)
+    last = gone.stderr.strip().splitlines()[-1]
+    assert gone.returncode != 0 and last.startswith("error: ") and "resumed" in last
+    assert "history.json" in last and not (tmp_path / "again.png").exists()
+
+
+# --- Through Snakemake ---------------------------------------------------------------------------
+
+FINETUNED = "finetuned_llama-tiny"
+
+
+def train_pids(work: Path) -> list[int]:
+    """The training processes (train.py) that run in `work`."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+            cwd = os.readlink(proc / "cwd")
+        except (OSError, ValueError):
+            continue
+        if any(arg.endswith(b"scripts/train.py") for arg in cmdline) and cwd == str(work) \
+                and b"-n_sample" not in cmdline:
+            pids.append(int(proc.name))
+    return pids
+
+
+def snakemake_cmd(target: str) -> list[str]:
+    return [str(BIN / "snakemake"), "--profile", "profiles/local", "--", target]
+
+
+@pytest.mark.workflow
+@pytest.mark.parametrize("killed", ["job", "snakemake"])
+def test_killed_finetune_keeps_its_curves_and_the_resumed_run_continues_them(
+        tiny_run, tmp_path, killed):
+    """The training is killed after its step 200 checkpoint and a report past it: only the job
+    (Snakemake sees it fail and removes its outputs), or Snakemake with it (a lost node; the
+    next run removes the outputs before it starts again). The rerun resumes from step 200 and
+    the event files hold each step once, from the first report to the last."""
+    work = tmp_path / "run"
+    shutil.copytree(tiny_run, work, symlinks=True)  # keeps mtimes: upstream stays up to date
+    clone(work)  # this tree's code, should tiny_run be an older run (VICUNA_TINY_RUN)
+    shutil.rmtree(work / FINETUNED)
+    (work / "logs/finetune.log").unlink(missing_ok=True)
+    first = subprocess.Popen(snakemake_cmd("training_curves"), cwd=work, env=env(),
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             start_new_session=True)
+    log = work / "logs/finetune.log"
+    deadline = time.monotonic() + 600
+    while not (log.is_file() and "Step 240/" in log.read_text()):
+        assert first.poll() is None, first.stdout.read()[-3000:]
+        assert time.monotonic() < deadline, "no report after step 240 within 10 minutes"
+        time.sleep(0.2)
+    assert (work / f"{FINETUNED}/llama-tiny-vicuna-onmt_step_200.pt").is_file()
+    if killed == "job":
+        for pid in train_pids(work):
+            os.kill(pid, signal.SIGKILL)
+    else:
+        os.killpg(first.pid, signal.SIGKILL)
+    out = first.communicate(timeout=120)[0]
+    assert first.returncode != 0
+    assert not (work / f"{FINETUNED}/llama-tiny-vicuna-onmt_step_400.pt").exists(), "killed too late"
+    if killed == "job":
+        assert "Error in rule finetune" in out, out[-3000:]
+    else:
+        subprocess.run([*snakemake_cmd("training_curves")[:-2], "--unlock"], cwd=work, env=env(),
+                       check=True, capture_output=True)
+    logs = work / f"{FINETUNED}/logs"
+    before = scalars(logs)
+    assert max(before["progress/xent"]) >= 240  # the killed run's reports reached the disk
+    assert not (logs / "history.json").exists()
+
+    second = subprocess.run(snakemake_cmd("training_curves"), cwd=work, env=env(),
+                            capture_output=True, text=True, timeout=1200)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    after = scalars(logs)
+    assert set(after) == set(before)  # every tag goes on
+    for tag, steps in after.items():
+        assert not [s for s, n in Counter(steps).items() if n > 1], (tag, "logged twice")
+        expected = range(20, 801, 20) if tag.startswith("progress/") else range(200, 801, 200)
+        assert steps == list(expected), (tag, steps)
+    train_log = log.read_text()
+    assert "resume: resuming from step 200" in train_log
+    assert "values logged after step 200 by the killed run" in train_log
+    history = json.loads((logs / "history.json").read_text())
+    assert [(r["first_step"], r["last_step"]) for r in history["runs"]] == [(20, 200), (220, 800)]
+    assert (work / f"{FINETUNED}/training_curves.png").read_bytes()[:4] == b"\x89PNG"
+    curves_log = (work / "logs/training_curves.log").read_text()
+    assert "wrote" in curves_log and "valid/xent" in curves_log

@@ -1,0 +1,264 @@
+"""The shape of a LLaMA, as each layout states it: Meta's params.json (ModelArgs, llama2.c's), the
+Hugging Face config.json (read, and written back for the export) and the OpenNMT-py options
+(`architecture`, and read back from a checkpoint's `opt`); with the tensor names and shapes it
+implies (`meta_shapes`).
+
+A user's file must state every key that fixes the architecture: a missing n_heads would
+otherwise take some default and convert to a wrong model without a word.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# params.json keys without which the model is unknown (every Meta release states them)
+META_REQUIRED = ("dim", "n_layers", "n_heads", "multiple_of", "norm_eps")
+# config.json keys without which the model is unknown (LlamaConfig's defaults are a 7B's)
+HF_REQUIRED = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+               "vocab_size")
+# OpenNMT-py options a checkpoint must hold to be a LLaMA of known shape
+ONMT_REQUIRED = ("dec_layers", "heads", "num_kv", "hidden_size", "transformer_ff", "norm_eps",
+                 "rotary_theta")
+LLAMA_CONTEXT = 2048  # LLaMA's training context: config.json's max_position_embeddings
+
+
+@dataclass
+class ModelArgs:
+    """Meta's params.json, as llama2.c's and Meta's model.py hold it (the defaults are LLaMA 7B's,
+    for models built in code; a file goes through from_params, which takes no default for the
+    architecture)."""
+
+    dim: int = 4096
+    n_layers: int = 32
+    n_heads: int = 32
+    n_kv_heads: int | None = None
+    vocab_size: int = -1  # Meta's LLaMA 1 params.json says -1: the tokenizer decides
+    multiple_of: int = 256
+    ffn_dim_multiplier: float | None = None
+    norm_eps: float = 1e-5
+    rope_theta: float = 10000.0
+
+    @classmethod
+    def from_params(cls, params: dict, vocab_size: int | None = None,
+                    where: str | Path = "params.json") -> ModelArgs:
+        missing = [k for k in META_REQUIRED if k not in params]
+        if missing:
+            raise ValueError(f"{where}: {', '.join(missing)} missing (a LLaMA params.json states "
+                             f"{', '.join(META_REQUIRED)})")
+        known = {k: v for k, v in params.items() if k in cls.__dataclass_fields__}
+        args = cls(**known)
+        if vocab_size is not None:
+            args.vocab_size = vocab_size
+        return args
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_kv_heads or self.n_heads
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.n_heads
+
+    @property
+    def hidden_dim(self) -> int:
+        """Meta's FFN width: 2/3 of 4*dim, scaled, rounded up to a multiple of multiple_of."""
+        hidden = int(2 * (4 * self.dim) / 3)
+        if self.ffn_dim_multiplier is not None:
+            hidden = int(self.ffn_dim_multiplier * hidden)
+        return self.multiple_of * ((hidden + self.multiple_of - 1) // self.multiple_of)
+
+
+@dataclass(frozen=True)
+class LlamaShape:
+    """What every layout's config says, with the FFN width explicit: Meta's params.json gives it
+    through multiple_of / ffn_dim_multiplier (ModelArgs.hidden_dim), Hugging Face's config.json
+    as intermediate_size, OpenNMT-py as transformer_ff. The attribute names are ModelArgs', so
+    architecture() and meta_shapes() take either."""
+
+    dim: int
+    n_layers: int
+    n_heads: int
+    kv_heads: int
+    hidden_dim: int
+    vocab_size: int
+    norm_eps: float
+    rope_theta: float
+    config: str = "config"  # the file it came from, for messages
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.n_heads
+
+    def check(self) -> LlamaShape:
+        if self.dim % self.n_heads or self.n_heads % self.kv_heads or self.head_dim % 2:
+            raise ValueError(f"{self.config}: {self.dim=}, {self.n_heads=}, {self.kv_heads=} do "
+                             "not make whole, even-sized heads shared by whole groups")
+        return self
+
+    @classmethod
+    def from_params(cls, params: dict, vocab_size: int, where: str | Path) -> LlamaShape:
+        """params.json -> LlamaShape; vocab_size is the embedding's when params.json says -1."""
+        if params.get("use_scaled_rope"):
+            raise ValueError(f"{where}: use_scaled_rope (Llama 3.1's rotary scaling) is not "
+                             "supported by OpenNMT-py 3.5.1")
+        args = ModelArgs.from_params(params, where=where)
+        try:
+            return cls(
+                dim=args.dim, n_layers=args.n_layers, n_heads=args.n_heads,
+                kv_heads=args.kv_heads, hidden_dim=args.hidden_dim,
+                vocab_size=args.vocab_size if args.vocab_size > 0 else vocab_size,
+                norm_eps=float(args.norm_eps), rope_theta=float(args.rope_theta),
+                config=str(where),
+            ).check()
+        except (TypeError, ZeroDivisionError) as e:
+            raise ValueError(f"{where}: not a LLaMA params.json ({e})") from e
+
+    @classmethod
+    def from_config(cls, config: dict, where: str | Path) -> LlamaShape:
+        """config.json (transformers' LlamaConfig, 4.x or 5.x) -> LlamaShape, refusing what
+        OpenNMT-py 3.5.1 cannot express."""
+        if config.get("model_type", "llama") != "llama":
+            raise ValueError(f"{where}: model_type {config['model_type']!r}, only 'llama' is "
+                             "supported")
+        if config.get("hidden_act", "silu") != "silu":
+            raise ValueError(f"{where}: hidden_act {config['hidden_act']!r}, LLaMA's is 'silu'")
+        if config.get("attention_bias") or config.get("mlp_bias"):
+            raise ValueError(f"{where}: attention_bias / mlp_bias are not LLaMA's")
+        if config.get("tie_word_embeddings"):
+            raise ValueError(f"{where}: tie_word_embeddings is not LLaMA's")
+        rope = config.get("rope_parameters") or {}  # transformers 5; 4.x: rope_theta/rope_scaling
+        scaling = config.get("rope_scaling") or {}
+        rope_type = rope.get("rope_type") or scaling.get("rope_type") or scaling.get("type")
+        if rope_type not in (None, "default"):
+            raise ValueError(f"{where}: rotary scaling {rope_type!r} is not supported by "
+                             "OpenNMT-py")
+        missing = [k for k in HF_REQUIRED if k not in config]
+        if missing:
+            raise ValueError(f"{where}: {', '.join(missing)} missing (not a LlamaConfig: it "
+                             f"states {', '.join(HF_REQUIRED)})")
+        heads = config["num_attention_heads"]
+        try:
+            shape = cls(
+                dim=config["hidden_size"], n_layers=config["num_hidden_layers"], n_heads=heads,
+                kv_heads=config.get("num_key_value_heads") or heads,
+                hidden_dim=config["intermediate_size"], vocab_size=config["vocab_size"],
+                norm_eps=float(config.get("rms_norm_eps", 1e-6)),
+                rope_theta=float(rope.get("rope_theta", config.get("rope_theta", 10000.0))),
+                config=str(where),
+            ).check()
+        except (TypeError, ZeroDivisionError) as e:
+            raise ValueError(f"{where}: not a LlamaConfig ({e})") from e
+        if config.get("head_dim", shape.head_dim) != shape.head_dim:
+            raise ValueError(f"{where}: head_dim {config['head_dim']} is not hidden_size / "
+                             f"num_attention_heads = {shape.head_dim} (OpenNMT-py assumes it is)")
+        return shape
+
+    @classmethod
+    def from_opt(cls, opt: Any, vocab_size: int, where: str | Path) -> LlamaShape:
+        """An OpenNMT-py checkpoint's options -> LlamaShape; a model that is not a LLaMA as
+        architecture() writes it (another norm, biases, rotary layout, ...) is refused naming
+        the option, since no LlamaForCausalLM could hold it."""
+        missing = [k for k in ONMT_REQUIRED if getattr(opt, k, None) is None]
+        if missing:
+            raise ValueError(f"{where}: options {', '.join(missing)} missing (not a converted "
+                             "LLaMA)")
+        shape = cls(
+            dim=opt.hidden_size, n_layers=opt.dec_layers, n_heads=opt.heads,
+            kv_heads=opt.num_kv or opt.heads, hidden_dim=opt.transformer_ff,
+            vocab_size=vocab_size, norm_eps=float(opt.norm_eps),
+            rope_theta=float(opt.rotary_theta), config=str(where),
+        ).check()
+        for key, want in architecture(shape).items():
+            got = getattr(opt, key, None)
+            if key in ("encoder_type", "model_task"):  # not read by a decoder-only LM
+                continue
+            if got != want:
+                raise ValueError(f"{where}: option {key} is {got!r}, a LLaMA's is {want!r} "
+                                 "(not a converted LLaMA)")
+        return shape
+
+    def to_config(self, dtype: str, max_positions: int = LLAMA_CONTEXT) -> dict[str, Any]:
+        """transformers' config.json of a LlamaForCausalLM of this shape (read by transformers
+        4.x and 5.x, vLLM and the converter's from_config)."""
+        return {
+            "architectures": ["LlamaForCausalLM"],
+            "model_type": "llama",
+            "hidden_size": self.dim,
+            "intermediate_size": self.hidden_dim,
+            "num_hidden_layers": self.n_layers,
+            "num_attention_heads": self.n_heads,
+            "num_key_value_heads": self.kv_heads,
+            "head_dim": self.head_dim,
+            "vocab_size": self.vocab_size,
+            "rms_norm_eps": self.norm_eps,
+            "rope_theta": self.rope_theta,  # transformers 4.x; 5.x reads rope_parameters
+            "rope_parameters": {"rope_type": "default", "rope_theta": self.rope_theta},
+            "max_position_embeddings": max_positions,
+            "hidden_act": "silu",
+            "attention_bias": False,
+            "mlp_bias": False,
+            "tie_word_embeddings": False,
+            "bos_token_id": 1,
+            "eos_token_id": 2,
+            "torch_dtype": dtype,  # transformers 4.x's name
+            "dtype": dtype,
+            "use_cache": True,
+        }
+
+
+def architecture(args: ModelArgs | LlamaShape) -> dict:
+    """The OpenNMT-py options of a LLaMA. The finetune config restates them (override_opts).
+    OpenNMT-py 3.5.1 builds the FFN with exactly `transformer_ff` rows (PositionwiseFeedForward
+    takes d_ff as is), so it gets the checkpoint's width: ModelArgs derives it from params.json,
+    LlamaShape holds it (intermediate_size for Hugging Face)."""
+    return {
+        "model_task": "lm",
+        "encoder_type": "transformer_lm",
+        "decoder_type": "transformer_lm",
+        "layer_norm": "rms",
+        "norm_eps": args.norm_eps,
+        "pos_ffn_activation_fn": "silu",
+        "max_relative_positions": -1,  # rotary
+        "rotary_interleave": True,  # Meta's layout rotates interleaved pairs (HF's is undone)
+        "rotary_theta": int(args.rope_theta),
+        "rotary_dim": 0,
+        "position_encoding": False,
+        "add_qkvbias": False,
+        "add_ffnbias": False,
+        "parallel_residual": False,
+        "share_decoder_embeddings": False,
+        "share_embeddings": False,
+        "dec_layers": args.n_layers,
+        "heads": args.n_heads,
+        "num_kv": 0 if args.kv_heads == args.n_heads else args.kv_heads,
+        "hidden_size": args.dim,
+        "word_vec_size": args.dim,
+        "transformer_ff": args.hidden_dim,
+        "self_attn_type": "scaled-dot",
+    }
+
+
+def meta_shapes(shape: LlamaShape | ModelArgs) -> dict[str, tuple[int, ...]]:
+    """Meta's tensor names and their whole (unsharded) shapes, for a model of this shape."""
+    d, hd, kv, ff = shape.dim, shape.head_dim, shape.kv_heads, shape.hidden_dim
+    expected = {
+        "tok_embeddings.weight": (shape.vocab_size, d),
+        "norm.weight": (d,),
+        "output.weight": (shape.vocab_size, d),
+    }
+    per_layer = {
+        "attention.wq.weight": (shape.n_heads * hd, d),
+        "attention.wk.weight": (kv * hd, d),
+        "attention.wv.weight": (kv * hd, d),
+        "attention.wo.weight": (d, shape.n_heads * hd),
+        "attention_norm.weight": (d,),
+        "feed_forward.w1.weight": (ff, d),
+        "feed_forward.w2.weight": (d, ff),
+        "feed_forward.w3.weight": (ff, d),
+        "ffn_norm.weight": (d,),
+    }
+    for i in range(shape.n_layers):
+        expected.update({f"layers.{i}.{k}": v for k, v in per_layer.items()})
+    return expected
