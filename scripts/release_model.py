@@ -29,16 +29,22 @@ def ctranslate2(a: argparse.Namespace) -> str:
     return a.quantization
 
 
+def needed(a: argparse.Namespace, flag: str, why: str):
+    """The value of --flag, which --format a.format needs (`why`: what it is)."""
+    value = getattr(a, flag)
+    if value is None:
+        raise ValueError(f"--{flag}: needed by --format {a.format} ({why})")
+    return value
+
+
 def huggingface(a: argparse.Namespace) -> str:
     from vicuna.hf_export import export_model
 
-    if a.tokenizer_model is None:
-        raise ValueError("--tokenizer_model: needed by --format huggingface (the model's "
-                         "sentencepiece tokenizer.model)")
+    tokenizer = needed(a, "tokenizer_model", "the model's sentencepiece tokenizer.model")
     ck = checkpoint.load(a.model, kind="full")
     with atomic_path(a.output, force=a.force, own=hf_model_dir) as tmp:
         tmp.mkdir()
-        files = export_model(ck, a.tokenizer_model, tmp, dtype=a.dtype,
+        files = export_model(ck, tokenizer, tmp, dtype=a.dtype,
                              max_shard_bytes=int(a.max_shard_mb * 10**6),
                              max_positions=a.max_position_embeddings, where=a.model)
     shards = sum(f.endswith(".safetensors") for f in files)
@@ -48,14 +54,13 @@ def huggingface(a: argparse.Namespace) -> str:
 def peft(a: argparse.Namespace) -> str:
     from vicuna.hf_export import export_adapter
 
-    if a.base_model is None:
-        raise ValueError("--base_model: needed by --format peft (the base model's Hugging "
-                         "Face directory, which the adapter loads on)")
+    base = needed(a, "base_model", "the base model's Hugging Face directory, which the adapter "
+                                   "loads on")
     lora = checkpoint.load(a.model, kind="lora")
     with atomic_path(a.output, force=a.force, own=peft_adapter_dir) as tmp:
         tmp.mkdir()
-        export_adapter(lora, a.base_model, tmp, where=a.model)
-    return f"PEFT LoRA adapter of rank {lora['opt'].lora_rank} for {a.base_model}"
+        export_adapter(lora, base, tmp, where=a.model)
+    return f"PEFT LoRA adapter of rank {lora['opt'].lora_rank} for {base}"
 
 
 FORMATS = {"ctranslate2": ctranslate2, "huggingface": huggingface, "peft": peft}

@@ -8,7 +8,6 @@ import math
 import re
 
 import pytest
-import sentencepiece as spm
 import torch
 import yaml
 from helpers import REPO, run_script, snakemake
@@ -75,10 +74,12 @@ def test_merged_checkpoint_equals_base_plus_lora(models):
 
 
 @pytest.fixture(scope="module")
-def heldout(tiny_run, models):
-    sp = spm.SentencePieceProcessor(model_file=str(tiny_run / "synthetic/llama/tokenizer.model"))
+def heldout(tiny_run):
+    tokenizer = tiny_run / "synthetic/llama/tokenizer.model"
     valid = lines(tiny_run / "dataAI/valid.txt")
-    return {name: evaluate.heldout_loss(models[name], sp, valid) for name in ("base", "merged")}
+    checkpoints = {"base": "llama-tiny-vicuna-onmt.pt", "merged": f"{STEP}.concat.pt"}
+    return {name: evaluate.heldout_loss(evaluate.load_scorer(tiny_run / path, tokenizer), valid)
+            for name, path in checkpoints.items()}
 
 
 def test_heldout_loss_of_merged_model_matches_training_validation(tiny_run, heldout):
