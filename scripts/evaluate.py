@@ -15,12 +15,11 @@ them, no model is loaded at all (a 7B run without references reports the py/ct2 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from vicuna import evaluate
-from vicuna.files import require_file, write_json, write_text
+from vicuna.files import write_json, write_text
 
 
 def main() -> None:
@@ -38,7 +37,9 @@ def main() -> None:
     a = p.parse_args()
 
     try:
-        result = score(a)
+        result = evaluate.evaluation(
+            a.predictions_py, a.predictions_ct2, base=a.base, options_py=a.translate_opts_py,
+            prompts=a.prompts, references=a.references, heldout=a.heldout_loss)
         rows = evaluate.table_rows(result)
         write_json(a.json, result)
         write_text(a.table, "\n".join(rows) + "\n")
@@ -47,39 +48,6 @@ def main() -> None:
     except (OSError, ValueError) as e:
         sys.exit(f"error: {e}")
     print("\n".join(rows))
-
-
-def score(a: argparse.Namespace) -> dict:
-    py = evaluate.read_lines(a.predictions_py, "py predictions")
-    ct2 = evaluate.read_lines(a.predictions_ct2, "ct2 predictions")
-    if len(py) != len(ct2):
-        raise ValueError(f"{a.predictions_py} has {len(py)} lines, {a.predictions_ct2} {len(ct2)}")
-    refs, prompts = [], []
-    if a.references:
-        refs = evaluate.read_lines(a.references, "references")
-        prompts = evaluate.read_lines(a.prompts, "prompts")
-        if len(refs) != len(prompts) or len(refs) != len(py):
-            raise ValueError(f"{a.references} has {len(refs)} references for {len(prompts)} "
-                             f"prompts in {a.prompts} and {len(py)} predictions: one a line each")
-    models = ("base", "finetuned")
-    result: dict = {name: {} for name in models}
-    if a.heldout_loss:
-        try:
-            result = json.loads(require_file(a.heldout_loss, "held-out losses").read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ValueError(f"{a.heldout_loss}: not JSON ({e}); run heldout_loss.py again") from None
-        if not (isinstance(result, dict) and all(isinstance(result.get(k), dict) for k in models)):
-            raise ValueError(f"{a.heldout_loss}: expected {{'base': {{...}}, 'finetuned': {{...}}}} "
-                             f"(heldout_loss.py's output); run heldout_loss.py again")
-    result["py_ct2_agreement"] = evaluate.agreement(py, ct2)
-    if refs:
-        answers = {"base": evaluate.greedy_answers(a.base, a.translate_opts_py, prompts),
-                   "finetuned": py}
-        for name, model_answers in answers.items():
-            result[name].update(evaluate.answer_scores(model_answers, refs))
-    else:
-        print("no references: no model loaded, no answer scored")
-    return result
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import sys
 import yaml
 
 from vicuna.convert import read_shape
-from vicuna.files import check_output, no_example, require_file, text_file, write_text
+from vicuna.files import add_text_output, check_output, no_example, require_file, text_file, write_text
 from vicuna.finetune_config import finetune_config
 
 
@@ -37,9 +37,7 @@ def main() -> None:
     p.add_argument("--save_model", required=True)
     p.add_argument("--tensorboard_dir", required=True)
     p.add_argument("--train_json", required=True, help="config.yaml's train section, as JSON")
-    p.add_argument("--output", required=True)
-    p.add_argument("--force", action="store_true",
-                   help="replace an output that is not a text file (a directory, a binary)")
+    add_text_output(p)
     a = p.parse_args()
 
     try:

@@ -12,7 +12,7 @@ import sys
 import yaml
 
 from vicuna import engines
-from vicuna.files import check_output, require_file, text_file, write_text
+from vicuna.files import add_text_output, check_output, require_file, text_file, write_text
 
 
 def main() -> None:
@@ -22,9 +22,7 @@ def main() -> None:
     p.add_argument("--tokenizer_model", required=True)
     p.add_argument("--inference_json", required=True,
                    help="config.yaml's inference section (the mode's keys at least)")
-    p.add_argument("--output", required=True)
-    p.add_argument("--force", action="store_true",
-                   help="replace an output that is not a text file (a directory, a binary)")
+    add_text_output(p)
     a = p.parse_args()
     try:
         check_output(a.output, force=a.force, own=text_file)

@@ -12,19 +12,19 @@ from test_convert import checkpoints, copy_case, refusal  # noqa: F401 (checkpoi
 
 from vicuna.layout import model_files
 
+# Each key the shape needs, taken out of one case's config (the issue: n_heads, where a 4-head
+# model was converted with the reference model's 32).
+MISSING_KEYS = {
+    "params.json": {"meta-1-shard": ["n_heads", "n_layers", "norm_eps"],
+                    "meta-4-shards-gqa": ["dim"], "meta-2-shards": ["multiple_of"]},
+    "config.json": {"hf-bin": ["hidden_size", "num_attention_heads", "vocab_size"],
+                    "hf-safetensors-2-shards-gqa": ["num_hidden_layers", "intermediate_size"]},
+}
+
 
 @pytest.mark.parametrize("case, config, key", [
-    ("meta-1-shard", "params.json", "n_heads"),  # the issue: a 4-head model converted with 32
-    ("meta-4-shards-gqa", "params.json", "dim"),
-    ("meta-1-shard", "params.json", "n_layers"),
-    ("meta-2-shards", "params.json", "multiple_of"),
-    ("meta-1-shard", "params.json", "norm_eps"),
-    ("hf-bin", "config.json", "hidden_size"),
-    ("hf-safetensors-2-shards-gqa", "config.json", "num_hidden_layers"),
-    ("hf-bin", "config.json", "num_attention_heads"),
-    ("hf-safetensors-2-shards-gqa", "config.json", "intermediate_size"),
-    ("hf-bin", "config.json", "vocab_size"),
-])
+    (case, config, key) for config, cases in MISSING_KEYS.items()
+    for case, keys in cases.items() for key in keys])
 def test_a_missing_architecture_key_is_named(checkpoints, tmp_path, case, config, key):  # noqa: F811
     model_dir = copy_case(checkpoints, case, tmp_path)
     params = json.loads((model_dir / config).read_text())

@@ -154,12 +154,6 @@ def test_without_the_rotary_fix_py_would_disagree(tiny_run, ct2_float32, monkeyp
     assert same < len(answers)
 
 
-def test_lint_is_clean(tiny_run):
-    result = snakemake(tiny_run, "--lint", check=False)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "Lints for" not in result.stdout + result.stderr
-
-
 def test_synthetic_data_is_the_same_bytes_for_the_same_seed(tiny_run, tmp_path):
     config = yaml.safe_load((REPO / "config.yaml").read_text())["synthetic"]
     args = [f"--{k}={config[k]}" for k in

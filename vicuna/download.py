@@ -100,7 +100,8 @@ def download(
     start = time.monotonic()
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
-        got = _fetch_any(url_or_path, part, size, retries, backoff, timeout, progress)
+        patience = Patience(retries, backoff, timeout)
+        got = _fetch_any(url_or_path, part, size, patience, progress)
         nbytes = part.stat().st_size
         _check(url_or_path, output, part, nbytes, got.sha256, size, sha256)
         if corpus and (why := no_example(part)):
@@ -124,21 +125,23 @@ def download(
     }
 
 
-def _fetch_any(
-    url_or_path: str,
-    part: Path,
-    size: int | None,
-    retries: int,
-    backoff: float,
-    timeout: float,
-    progress: bool,
-) -> Fetched:
+@dataclass(frozen=True)
+class Patience:
+    """How long an HTTP transfer waits and how often it tries again."""
+
+    retries: int  # failures in a row (no byte gained) before giving up
+    backoff: float  # seconds before the first retry, doubled at each one (MAX_SLEEP at most)
+    timeout: float  # seconds to connect, and between two reads
+
+
+def _fetch_any(url_or_path: str, part: Path, size: int | None, patience: Patience,
+               progress: bool) -> Fetched:
     try:
         scheme = urlsplit(url_or_path).scheme.lower()
     except ValueError as e:  # e.g. "Invalid IPv6 URL"
         raise DownloadError(f"{url_or_path}: not a valid URL: {e}") from e
     if scheme in ("http", "https"):
-        return _fetch_http(url_or_path, part, size, retries, backoff, timeout, progress)
+        return _fetch_http(url_or_path, part, size, patience, progress)
     if scheme in ("", "file") or len(scheme) == 1:  # 1 letter: a Windows drive, C:\...
         return _copy_local(_local_path(url_or_path), part, progress)
     raise DownloadError(f"{url_or_path}: unsupported URL scheme {scheme!r}")
@@ -523,15 +526,8 @@ class _Transfer:
         )
 
 
-def _fetch_http(
-    url: str,
-    part: Path,
-    size: int | None,
-    retries: int,
-    backoff: float,
-    timeout: float,
-    progress: bool,
-) -> Fetched:
+def _fetch_http(url: str, part: Path, size: int | None, patience: Patience,
+                progress: bool) -> Fetched:
     """Fill ``part`` from ``url``, retrying transient failures with backoff."""
     transfer = _Transfer(url, part, size, progress)
     failures = 0
@@ -540,7 +536,8 @@ def _fetch_http(
             offset = transfer.offset()
             try:
                 with session.get(
-                    url, headers=transfer.headers(offset), stream=True, timeout=(timeout, timeout)
+                    url, headers=transfer.headers(offset), stream=True,
+                    timeout=(patience.timeout, patience.timeout)
                 ) as r:
                     return transfer.receive(r, offset)
             except (_Retry, *RETRYABLE_ERRORS) as e:
@@ -552,11 +549,11 @@ def _fetch_http(
             # finish; without a validator nothing is resumed, so nothing counts as progress.
             progressed = transfer.state is not None and now > offset
             failures = 0 if progressed else failures + 1
-            if failures > retries:
-                raise DownloadError(f"{url}: giving up after {retries} retries: {reason}"
+            if failures > patience.retries:
+                raise DownloadError(f"{url}: giving up after {patience.retries} retries: {reason}"
                                     + _kept(transfer, now))
             if failures:
-                time.sleep(min(backoff * 2 ** (failures - 1), MAX_SLEEP))
+                time.sleep(min(patience.backoff * 2 ** (failures - 1), MAX_SLEEP))
 
 
 def _kept(transfer: _Transfer, nbytes: int) -> str:

@@ -8,6 +8,7 @@ and `evaluate` (answers and agreement, which depend on the decoding options, and
 from __future__ import annotations
 
 import gc
+import json
 import math
 import tempfile
 from pathlib import Path
@@ -15,9 +16,10 @@ from pathlib import Path
 import yaml
 
 from vicuna import engines, inference, prompt
-from vicuna.files import iter_lines
+from vicuna.files import iter_lines, require_file
 
 PRECISIONS = ("fp32", "fp16")
+MODELS = ("base", "finetuned")
 
 
 def read_lines(path: str | Path, what: str) -> list[str]:
@@ -118,9 +120,49 @@ def agreement(py: list[str], ct2: list[str]) -> float:
     return round(sum(x == y for x, y in zip(py, ct2, strict=True)) / len(py), 4)
 
 
+def read_heldout(path: Path) -> dict:
+    """heldout_loss.py's JSON: {"base": {...}, "finetuned": {...}}; a named error otherwise."""
+    try:
+        result = json.loads(require_file(path, "held-out losses").read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not JSON ({e}); run heldout_loss.py again") from None
+    if not (isinstance(result, dict) and all(isinstance(result.get(k), dict) for k in MODELS)):
+        raise ValueError(f"{path}: expected {{'base': {{...}}, 'finetuned': {{...}}}} "
+                         f"(heldout_loss.py's output); run heldout_loss.py again")
+    return result
+
+
+def evaluation(predictions_py: Path, predictions_ct2: Path, *, base: Path, options_py: Path,
+               prompts: Path, references: Path | None = None,
+               heldout: Path | None = None) -> dict:
+    """eval.json: the held-out losses (when given), py/ct2 agreement, and, where there are
+    references, both models' answer scores (the base's answers generated with the py options;
+    without references no model is loaded)."""
+    py = read_lines(predictions_py, "py predictions")
+    ct2 = read_lines(predictions_ct2, "ct2 predictions")
+    if len(py) != len(ct2):
+        raise ValueError(f"{predictions_py} has {len(py)} lines, {predictions_ct2} {len(ct2)}")
+    refs: list[str] = []
+    if references:
+        refs = read_lines(references, "references")
+        questions = read_lines(prompts, "prompts")
+        if len(refs) != len(questions) or len(refs) != len(py):
+            raise ValueError(f"{references} has {len(refs)} references for {len(questions)} "
+                             f"prompts in {prompts} and {len(py)} predictions: one a line each")
+    result: dict = read_heldout(heldout) if heldout else {name: {} for name in MODELS}
+    result["py_ct2_agreement"] = agreement(py, ct2)
+    if refs:
+        answers = {"base": greedy_answers(base, options_py, questions), "finetuned": py}
+        for name, model_answers in answers.items():
+            result[name].update(answer_scores(model_answers, refs))
+    else:
+        print("no references: no model loaded, no answer scored")
+    return result
+
+
 def table_rows(result: dict) -> list[str]:
     """eval.tsv's rows: each metric for base and finetuned, then the agreement."""
-    metrics = sorted({k for name in ("base", "finetuned") for k in result[name]})
+    metrics = sorted({k for name in MODELS for k in result[name]})
     return ["metric\tbase\tfinetuned"] + [
         f"{m}\t{result['base'].get(m, '')}\t{result['finetuned'].get(m, '')}" for m in metrics
     ] + [f"py_ct2_agreement\t\t{result['py_ct2_agreement']}"]

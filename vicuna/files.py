@@ -10,6 +10,7 @@ the tool's own kind (`own`) or nothing but files the new output writes again: a 
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -84,6 +85,13 @@ def require_file(path: str | os.PathLike, what: str = "input") -> Path:
     if not p.is_file():
         raise FileNotFoundError(f"{p}: no such file ({what})")
     return p
+
+
+def add_text_output(parser: argparse.ArgumentParser) -> None:
+    """--output (a text file the script writes) and --force (replace what is not one)."""
+    parser.add_argument("--output", required=True)
+    parser.add_argument("--force", action="store_true",
+                        help="replace an output that is not a text file (a directory, a binary)")
 
 
 def check_output(path: str | os.PathLike, *, force: bool = False, own: Recognise = any_file) -> None:
