@@ -1,5 +1,8 @@
 # make run   - create .venv, install, run the workflow's `all` on the tiny default config
-# make test  - the same install plus test tools, then the whole test suite
+# make test-fast - the same install plus test tools, then the unit tier (tests/unit: no workflow
+#              run, no server, under 2 minutes)
+# make test  - the same install plus test tools, then the whole test suite (tests/unit and
+#              tests/integration, as CI runs it)
 # make lint  - ruff and snakemake --lint
 # make chat  - the gradio chatbot on the newest release, on http://127.0.0.1:7860
 # make serve - an OpenAI-compatible API on the newest release, on http://127.0.0.1:8000/v1
@@ -10,7 +13,7 @@ PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 TORCH := $(shell grep '^torch==' requirements.txt)
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: install dev run test system-test-deps lint chat serve slurm-up slurm-down clean
+.PHONY: install dev run test test-fast system-test-deps lint chat serve slurm-up slurm-down clean
 
 install: $(VENV)/.installed
 dev: $(VENV)/.dev-installed
@@ -42,6 +45,9 @@ test: dev
 	$(PY) -m pytest -ra --durations=15; status=$$?; \
 	if [ "$$(id -u)" = 0 ]; then bash tests/slurm/cluster.sh down >/dev/null 2>&1; fi; \
 	exit $$status
+
+test-fast: dev
+	$(PY) -m pytest -ra --durations=10 tests/unit
 
 system-test-deps:
 	command -v chromium >/dev/null && command -v dot >/dev/null || \

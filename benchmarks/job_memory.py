@@ -4,7 +4,7 @@ layers: the workflow itself, run locally on the 7B config plus the rehearsal's s
 (vicuna/rehearsal.py, with a held-out corpus so that `evaluate` loads both models), CPU only.
 Each rule's peak comes from its Snakemake benchmark file (max_rss); the fit is
 peak = a x size + b per rule, written to benchmarks/job_memory.json; rules/common.smk's
-MEMORY_FIT must stay at or above it (tests/test_plan.py checks).
+MEMORY_FIT must stay at or above it (tests/unit/test_resources.py checks).
 
     .venv/bin/python benchmarks/job_memory.py [--layers 1 2 4] [--keep | --reuse DIR]
 

@@ -10,7 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import clone, listening_ports, run_script, snakemake, socket_owners
+from helpers import call_script, clone, listening_ports, make_lora, snakemake, socket_owners
+from http_server import server  # noqa: F401 (a fixture: a real HTTP server on 127.0.0.1)
 from slurm_cluster import cluster  # noqa: F401 (a fixture for the SLURM tests)
 
 
@@ -45,7 +46,7 @@ def tiny_meta(tmp_path_factory) -> dict[str, Path]:
         torch.nn.init.normal_(p, std=0.2)
     llama.save_meta(model, root / "meta")
     onmt = root / "tiny-onmt.pt"
-    run_script("convert_llama.py", "--model_dir", str(root / "meta"), "--tokenizer_model",
+    call_script("convert_llama.py", "--model_dir", str(root / "meta"), "--tokenizer_model",
                str(root / "tokenizer.model"), "--output", str(onmt))
     return {"root": root, "meta": root / "meta", "tokenizer": root / "tokenizer.model",
             "onmt": onmt}
@@ -57,7 +58,7 @@ def tiny_options(tiny_meta, tmp_path_factory) -> dict:
     {"py": file, "ct2": file, "ct2_release": its float32 release, "max_length": 16}."""
     root = tmp_path_factory.mktemp("tiny_options")
     ct2 = root / "tiny-ct2"
-    run_script("release_model.py", "--model", str(tiny_meta["onmt"]), "--output", str(ct2),
+    call_script("release_model.py", "--model", str(tiny_meta["onmt"]), "--output", str(ct2),
                "--quantization", "float32")
     decoding = {"device": "cpu", "precision": "fp32", "compute_type": "default",
                 "cpu_threads": 1, "batch_size": 16, "beam_size": 1, "max_length": 16,
@@ -66,10 +67,37 @@ def tiny_options(tiny_meta, tmp_path_factory) -> dict:
     files: dict = {"ct2_release": ct2, "max_length": decoding["max_length"]}
     for mode, model in (("ct2", ct2), ("py", tiny_meta["onmt"])):
         files[mode] = root / f"translate_opts_{mode}.yaml"
-        run_script("write_translate_opts.py", "--mode", mode, "--model", str(model),
+        call_script("write_translate_opts.py", "--mode", mode, "--model", str(model),
                    "--tokenizer_model", str(tiny_meta["tokenizer"]),
                    "--inference_json", json.dumps(decoding), "--output", str(files[mode]))
     return files
+
+
+@pytest.fixture(scope="module")
+def base(tiny_meta) -> dict:
+    """tiny_meta's converted checkpoint, loaded."""
+    from vicuna import checkpoint
+
+    return checkpoint.load(tiny_meta["onmt"], kind="full")
+
+
+@pytest.fixture(scope="module")
+def bad_files(tiny_meta, base, tmp_path_factory) -> dict[str, Path]:
+    """One file of each wrong kind a user can give where a checkpoint is expected."""
+    import torch
+
+    root = tmp_path_factory.mktemp("bad_checkpoints")
+    data = tiny_meta["onmt"].read_bytes()
+    paths = {name: root / f"{name}.pt" for name in
+             ("empty", "truncated", "text", "meta", "lora", "pickle_list")}
+    paths["empty"].write_bytes(b"")
+    paths["truncated"].write_bytes(data[: len(data) // 2])
+    paths["text"].write_text("model: not a checkpoint\n")
+    paths["meta"].write_bytes((tiny_meta["meta"] / "consolidated.00.pth").read_bytes())
+    torch.save(make_lora(base), paths["lora"])
+    torch.save([1, 2, 3], paths["pickle_list"])
+    paths["missing"] = root / "missing.pt"
+    return paths
 
 
 # --- No listening port left behind ------------------------------------------------------------

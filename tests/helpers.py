@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import copy
 import os
+import re
+import runpy
 import signal
 import socket
 import subprocess
@@ -145,3 +147,72 @@ def run_script(name: str, *args: str, cwd: Path | None = None, check: bool = Tru
     if check and result.returncode != 0:
         raise AssertionError(f"{name} failed:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}")
     return result
+
+
+def call_script(name: str, *args: str) -> None:
+    """A script run as its command line runs it, in this process (for fixtures: no second start
+    of torch); a refusal raises AssertionError with the script's message."""
+    argv = sys.argv
+    sys.argv = [str(REPO / "scripts" / name), *map(str, args)]
+    try:
+        runpy.run_path(sys.argv[0], run_name="__main__")
+    except SystemExit as e:
+        if e.code not in (None, 0):
+            raise AssertionError(f"{name} failed: {e.code}") from None
+    finally:
+        sys.argv = argv
+
+
+def fails(script: str, *args, culprit: str | Path, cwd: Path | None = None) -> str:
+    """Run a script that must refuse: exit != 0, one `error:` line naming `culprit`."""
+    result = run_script(script, *map(str, args), check=False, cwd=cwd)
+    assert result.returncode != 0, result.stdout
+    assert "Traceback" not in result.stderr, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and str(culprit) in last, result.stderr
+    return last
+
+
+def listing(directory: Path) -> list[str]:
+    return sorted(str(p.relative_to(directory)) for p in directory.rglob("*"))
+
+
+def readme_commands(prefix: str) -> list[str]:
+    """The command lines of the README's ```bash blocks that start with `prefix`."""
+    blocks = re.findall(r"```bash\n(.*?)```", (REPO / "README.md").read_text(), re.S)
+    lines = [line.split(" #")[0].strip() for block in blocks for line in block.splitlines()]
+    return [line for line in lines if line.startswith(prefix)]
+
+
+SEVEN_B = next(c for c in readme_commands("snakemake ") if "llama7b-vicuna.yaml" in c)
+
+
+def make_lora(base: dict, *, rank: int = 2, bad_shape: bool = False, vocab_extra: int = 0) -> dict:
+    """A LoRA step checkpoint as OpenNMT-py saves one: lora_A [r, in], lora_B [out, r] only."""
+    import torch
+
+    opt = copy.deepcopy(base["opt"])
+    opt.lora_layers, opt.lora_rank, opt.lora_alpha = ["linear_query"], rank, 2 * rank
+    torch.manual_seed(0)
+    model = {}
+    for i in range(opt.dec_layers):
+        prefix = f"decoder.transformer_layers.{i}.self_attn.linear_query."
+        out_dim, in_dim = base["model"][prefix + "weight"].shape
+        model[prefix + "lora_A"] = torch.randn(rank, in_dim)
+        model[prefix + "lora_B"] = torch.randn(out_dim + (1 if bad_shape else 0), rank)
+    vocab = copy.deepcopy(base["vocab"])
+    for key in ("src", "tgt"):
+        vocab[key] = vocab[key] + [f"extra{j}" for j in range(vocab_extra)]
+    return {"model": model, "generator": None, "vocab": vocab, "opt": opt, "optim": None}
+
+
+# bad_files' kinds (conftest) -> words of the one-line message each reader gives
+CHECKPOINT_FAULTS = {
+    "missing": "no such file",
+    "empty": "empty file",
+    "truncated": "not a torch checkpoint",
+    "text": "not a torch checkpoint",
+    "meta": "not an OpenNMT-py checkpoint (no model, vocab, opt)",
+    "lora": "merge it into its base first with lora_weights.py",
+    "pickle_list": "not an OpenNMT-py checkpoint",
+}

@@ -1,7 +1,7 @@
 """Workarounds for OpenNMT-py 3.5.1 under today's torch, each applied once, here.
 
 Call `apply()` before OpenNMT-py builds, loads or runs anything. Each fix has a test
-(tests/test_onmt_fixes.py) that fails if the trap comes back.
+(tests/unit/test_onmt_fixes.py) that fails if the trap comes back.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The 7B run rehearsed on this CPU: configs/llama7b-vicuna.yaml as users run it, plus one
-override file that only shrinks it. Used by tests/test_rehearsal.py (through the SLURM profile),
+override file that only shrinks it. Used by tests/integration/test_rehearsal.py (through the SLURM profile),
 benchmarks/job_memory.py (locally, on bases of several sizes) and benchmarks/gpu_check.py; the
 tests' fixtures copy the checkout with its `clone`.
 

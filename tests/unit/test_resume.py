@@ -1,27 +1,25 @@
-"""Resuming a killed finetuning: fast unit tests of vicuna.resume on small fake checkpoints,
-and (marked `workflow`) a job killed after its first step checkpoint going on from that step."""
+"""Resuming training (vicuna.resume): the newest step checkpoint of the same inputs, never one of
+other inputs, nor a truncated one."""
 
 from __future__ import annotations
 
 import argparse
 import os
-import re
-import shutil
-import signal
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from helpers import BIN, env
 
 from vicuna import resume
 
 SAVE_MODEL = "finetuned_llama-tiny/llama-tiny-vicuna-onmt"
+
+
 VOCAB = {"src": ["<unk>", "<s>", "</s>", "<blank>"], "tgt": ["<unk>", "<s>", "</s>", "<blank>"],
          "data_task": "lm", "decoder_start_token": "<s>"}
+
+
 # Each file the finetuning config names, by its option (as in replicate_vicuna.yaml).
 INPUTS = {
     "corpus": "dataAI/alpaca_clean.txt",
@@ -162,84 +160,3 @@ def test_large_files_are_fingerprinted_by_size_and_mtime(run, monkeypatch):
     Path("small.txt").write_text("x")
     monkeypatch.setattr(resume, "HASH_LIMIT", 1 << 30)
     assert resume.file_fingerprint(Path("small.txt")).startswith("sha256 ")
-
-
-@pytest.mark.workflow
-def test_a_truncated_checkpoint_is_never_picked(tiny_run, tmp_path):
-    shutil.copy(tiny_run / f"{SAVE_MODEL}_step_200.pt", tmp_path / "m_step_200.pt")
-    whole = (tiny_run / f"{SAVE_MODEL}_step_400.pt").read_bytes()
-    (tmp_path / "m_step_400.pt").write_bytes(whole[: len(whole) // 2])  # killed while saving
-    step, ck = resume.newest_complete(tmp_path / "m")
-    assert step == 200 and ck["optim"]["training_step"] > 200 - 2
-
-
-def snakemake_cmd() -> list[str]:
-    """`make run`'s command, run from the root of the run's clone."""
-    return [str(BIN / "snakemake"), "--profile", "profiles/local", "--", "all"]
-
-
-def killed_after_first_checkpoint(tiny_run: Path, work: Path) -> None:
-    """A copy of the tiny run whose finetuning is killed (SIGKILL, as a lost node) just after
-    its first step checkpoint, its Snakemake lock left behind and then lifted."""
-    shutil.copytree(tiny_run, work, symlinks=True)  # keeps mtimes: upstream stays up to date
-    shutil.rmtree(work / "finetuned_llama-tiny")
-    first = subprocess.Popen(snakemake_cmd(), cwd=work, env=env(), stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL, start_new_session=True)
-    checkpoint = work / f"{SAVE_MODEL}_step_200.pt"
-    deadline = time.monotonic() + 600
-    while not checkpoint.is_file():
-        assert first.poll() is None, "the workflow ended before its first step checkpoint"
-        assert time.monotonic() < deadline, "no step checkpoint after 10 minutes"
-        time.sleep(0.5)
-    time.sleep(2)  # let the save finish; a truncated file would be skipped anyway
-    os.killpg(first.pid, signal.SIGKILL)  # as a node that is lost: no clean-up at all
-    first.wait()
-    assert not (work / f"{SAVE_MODEL}_step_400.pt").exists(), "killed too late to test resuming"
-    subprocess.run([*snakemake_cmd()[:-2], "--unlock"], cwd=work, env=env(), check=True,
-                   capture_output=True)
-
-
-@pytest.mark.workflow
-def test_killed_training_resumes_from_its_step_checkpoint(tiny_run, tmp_path):
-    work = tmp_path / "run"
-    killed_after_first_checkpoint(tiny_run, work)
-    second = subprocess.run(snakemake_cmd(), cwd=work, env=env(), capture_output=True, text=True,
-                            timeout=1200)
-    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
-    log = (work / "logs/finetune.log").read_text()
-    assert "resume: resuming from step 200" in log
-    assert "Step 220/" in log and "Step 20/" not in log  # went on, did not start over
-    assert (work / "outputs/predictions_py.txt").is_file()
-    assert (work / "outputs/predictions_ct2.txt").is_file()
-
-
-@pytest.mark.workflow
-def test_training_on_changed_data_does_not_resume(tiny_run, tmp_path):
-    """The corpus changes between the kill and the rerun (same config): the rerun trains
-    from step 0 on the new data, and its log says why."""
-    work = tmp_path / "run"
-    killed_after_first_checkpoint(tiny_run, work)
-    corpus = work / "dataAI/alpaca_clean.txt"
-    corpus.write_text("".join(corpus.read_text().splitlines(keepends=True)[:-100]))
-    second = subprocess.run([*snakemake_cmd()[:-1], "finetune"], cwd=work, env=env(),
-                            capture_output=True, text=True, timeout=1200)
-    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
-    log = (work / "logs/finetune.log").read_text()
-    assert "dataAI/alpaca_clean.txt changed since the step checkpoints were written" in log
-    assert "resuming from step" not in log and "Step 20/" in log
-
-
-@pytest.mark.workflow
-def test_a_corpus_changed_in_place_plans_retraining(tiny_run, tmp_path):
-    """Every file the finetuning reads is one of its inputs: new content in a corpus, with the
-    config unchanged, plans the finetuning again (and what follows from it)."""
-    work = tmp_path / "run"
-    shutil.copytree(tiny_run, work, symlinks=True)
-    corpus = work / "dataAI/sharegpt.txt"
-    corpus.write_text(corpus.read_text() + corpus.read_text().splitlines(keepends=True)[0])
-    plan = subprocess.run([*snakemake_cmd()[:-2], "--dry-run", "all"], cwd=work, env=env(),
-                          capture_output=True, text=True, timeout=300)
-    assert plan.returncode == 0, plan.stderr[-3000:]
-    for rule in ("finetune", "finetune_samples", "merge_lora", "release_ct2", "simple_inference"):
-        assert re.search(rf"^{rule}\s+\d+$", plan.stdout, re.M), (rule, plan.stdout[-3000:])
-    assert not re.search(r"^(convert_llama|pretrain_base|flatten_dataset)\s+\d+$", plan.stdout, re.M)

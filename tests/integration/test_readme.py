@@ -1,6 +1,6 @@
 """The README's commands as written, from the root of a clone that holds the tiny default's run:
 every `snakemake ...` and `python scripts/...` line of its ```bash blocks (the 7B one is
-planned on a placeholder 7B base in tests/test_plan.py), servers started until they answer;
+planned on a placeholder 7B base in tests/unit/test_resources.py), servers started until they answer;
 and `make clean`, which must leave the user's weights alone."""
 
 from __future__ import annotations
@@ -14,10 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from helpers import BIN, clone, env, run, started
-from test_plan import SEVEN_B, readme_commands
-
-pytestmark = pytest.mark.workflow
+from helpers import BIN, SEVEN_B, clone, env, readme_commands, run, started
 
 SERVERS = {"scripts/chatbot.py": "-server_port", "scripts/serve_api.py": "--port"}
 COMMANDS = [c for c in readme_commands("snakemake ") + readme_commands("python scripts/")

@@ -19,8 +19,6 @@ from helpers import REPO, edited_config, snakemake
 from vicuna import flatten, prompt, split_long, synthetic
 from vicuna.files import iter_lines, write_json
 
-pytestmark = pytest.mark.workflow
-
 SEQ_LENGTH = 64
 STEPS = 10
 TRAINED = ("alpaca_clean", "sharegpt", "dump")

@@ -1,10 +1,6 @@
-"""One prompt never changes another's answer, and bad inference inputs are named: on a random
-tiny LLaMA, its OpenNMT-py checkpoint (`py`) and its CTranslate2 release (`ct2`), through the
-engines (vicuna.engines), scripts/simple_inference.py, and scripts/serve_api.py / chatbot.py.
-
-CTranslate2 4.8.5 decodes every prompt of a batch as if it were empty when the batch holds a
-one-token prompt (<s> alone: an empty text); the ct2 engine keeps such prompts apart, and the
-entry points refuse empty prompts with a named error."""
+"""Batch inference and the engines: one request's answer is the same alone or batched with any
+other (CTranslate2's one-token-prompt trap avoided); a blank line, a tokenizer that does not
+fit the model, and a bad options file each a named error; long prompts cut from the left."""
 
 from __future__ import annotations
 
@@ -12,10 +8,11 @@ import subprocess
 import sys
 
 import pytest
-from helpers import LLAMA_TOKENIZER, REPO
-from test_errors import fails
+import yaml
+from helpers import LLAMA_TOKENIZER, REPO, fails
 
-from vicuna import engines, prompt
+from vicuna import engines, inference, prompt
+from vicuna import options as vicuna_options
 from vicuna.engines.base import prompt_pieces
 
 PROMPTS = [prompt.conversation([], f"Repeat these words.\n{w}")
@@ -79,7 +76,6 @@ def test_a_blank_line_in_the_input_file_is_a_named_error(mode, blank, options, t
 
 def mismatched(options: dict, mode: str, tmp_path) -> object:
     """The mode's options file with the real 32,000-piece LLaMA tokenizer on the tiny model."""
-    import yaml
 
     opts = yaml.safe_load(options[mode].read_text())
     opts["src_subword_model"] = opts["tgt_subword_model"] = str(LLAMA_TOKENIZER)
@@ -119,3 +115,30 @@ def test_a_tokenizer_that_does_not_fit_the_model_stops_the_servers(script, mode,
     assert result.returncode != 0 and "Traceback" not in result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith(f"error: {path}: the tokenizer") and "32000 pieces" in last
+
+
+@pytest.mark.parametrize("text, words", [
+    ("model: a\nmax_length: 4\n", "option 'src_subword_model' is missing"),
+    ("model: [a\n", "not a YAML file"),
+    ("- a\n- b\n", "not a mapping of options"),
+    ("model: a\nsrc_subword_model: b\nmax_length: 4.0\n", "option 'max_length' is 4.0"),
+    ("model: a\nsrc_subword_model: b\nmax_length: 64\nmax_context_length: 64\n", "leaves no room"),
+])
+def test_bad_options_file_is_named(tmp_path, text, words):
+    path = tmp_path / "translate_opts_py.yaml"
+    path.write_text(text)
+    with pytest.raises(ValueError) as e:
+        vicuna_options.load(path)
+    assert str(e.value).startswith(str(path)) and words in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_fit_prompt_keeps_the_last_tokens(tiny_meta):
+    from vicuna import prompt, tokenizer
+
+    sp = tokenizer.load(tiny_meta["tokenizer"])
+    line = prompt.to_line("word " * 200 + "\nthe question at the end?")
+    short, note = inference.fit_prompt(sp, line, budget=40)
+    assert note["prompt_tokens"] > 40 and note["kept_tokens"] <= 40
+    assert short.endswith("the question at the end?")
+    assert inference.fit_prompt(sp, "Hi", budget=40) == ("Hi", None)

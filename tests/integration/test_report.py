@@ -6,9 +6,6 @@ from __future__ import annotations
 import pytest
 from helpers import CHROMIUM, CHROMIUM_ARGS, snakemake
 
-pytestmark = pytest.mark.workflow
-
-
 
 @pytest.mark.skipif(not CHROMIUM.is_file(), reason="Debian's chromium is not installed")
 def test_report_shows_the_evaluation_table_and_the_curves(tiny_run, tmp_path):

@@ -18,8 +18,6 @@ from slurm_cluster import sacct_job
 
 from vicuna import rehearsal
 
-pytestmark = pytest.mark.workflow
-
 # What this node is, not what the run is: it has 2 CPUs (profiles/slurm gives training 8), and
 # a test need not wait the plugin's default 40 s before each status check.
 SITE = ["--max-threads", "2", "--slurm-init-seconds-before-status-checks", "2",

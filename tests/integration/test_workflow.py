@@ -14,8 +14,6 @@ from helpers import REPO, run_script, snakemake
 
 from vicuna import checkpoint, evaluate, inference
 
-pytestmark = pytest.mark.workflow
-
 STEP = "finetuned_llama-tiny/llama-tiny-vicuna-onmt_step_800"
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BENCHMARKS = REPO / "benchmarks"
 SCRIPTS = ["peers.py", "inference_speed.py", "api_load.py", "convert_memory.py",
            "download_throughput.py", "flatten_speed.py", "workflow_time.py", "job_memory.py",

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 from helpers import REPO, clone, edited_config, run_script, snakemake
-from test_download import server, url  # noqa: F401 (server: the fixture, a real HTTP server)
+from http_server import url
 
 EMPTY = {"0 bytes": b"", "only blank lines": b"\n  \n\t\n\n"}
 ONE = "### Instruction:｟newline｠Repeat: cat｟newline｠｟newline｠### Response:｟newline｠cat\n"
@@ -59,7 +59,6 @@ def test_an_empty_file_is_still_fine_when_it_is_not_a_corpus(server, tmp_path): 
     assert (tmp_path / "e.bin").read_bytes() == b""
 
 
-@pytest.mark.workflow
 @pytest.mark.parametrize("why", [*EMPTY, "one example"])
 def test_download_rule_refuses_a_corpus_with_no_example(server, tmp_path, why):  # noqa: F811
     """The download_dataset rule, as a config with a `url:` corpus runs it."""

@@ -12,7 +12,6 @@ from helpers import run_script
 
 from vicuna import checkpoint, prompt
 
-pytestmark = pytest.mark.workflow
 transformers = pytest.importorskip("transformers")
 
 STEP = "finetuned_llama-tiny/llama-tiny-vicuna-onmt_step_800"

@@ -28,7 +28,6 @@ from vicuna.engines.base import count_tokens
 SCRIPT = REPO / "scripts" / "chatbot.py"
 
 pytestmark = [
-    pytest.mark.workflow,
     pytest.mark.skipif(not CHROMIUM.is_file(),
                        reason="no /usr/bin/chromium (apt-get install -y chromium)"),
     # gradio's queue statistics use pandas options that pandas 3 deprecates: not ours to fix

@@ -9,8 +9,6 @@ from collections import Counter
 import pytest
 from helpers import REPO, edited_config, snakemake
 
-pytestmark = pytest.mark.workflow
-
 
 def modes(*rules: str, mode: tuple[str, ...] = ("py", "ct2")) -> dict[str, int]:
     return {f"{rule}[{m}]": 1 for rule in rules for m in mode}

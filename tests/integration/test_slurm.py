@@ -11,7 +11,7 @@ from pathlib import Path
 
 from slurm_cluster import sacct_job, scontrol_job
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SNAKEFILE = REPO / "tests" / "slurm" / "smoke" / "Snakefile"
 PROFILE = REPO / "profiles" / "slurm-test"
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")

@@ -1,0 +1,113 @@
+"""A finetune killed (the job, or Snakemake itself) keeps its TensorBoard curves, and the resumed
+run continues them, each step once."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from helpers import BIN, clone, env
+
+PROGRESS = ("progress/xent", "progress/ppl", "progress/lr")
+
+
+def scalars(log_dir: Path) -> dict[str, list[int]]:
+    """Every tag's steps over all event files under log_dir, sorted (a step logged twice shows
+    twice), read by TensorBoard's own reader."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    steps: dict[str, list[int]] = {}
+    for path in log_dir.rglob("events.out.tfevents.*"):
+        acc = EventAccumulator(str(path))
+        acc.Reload()
+        for tag in acc.Tags()["scalars"]:
+            steps.setdefault(tag, []).extend(e.step for e in acc.Scalars(tag))
+    return {tag: sorted(values) for tag, values in steps.items()}
+
+
+FINETUNED = "finetuned_llama-tiny"
+
+
+def train_pids(work: Path) -> list[int]:
+    """The training processes (train.py) that run in `work`."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+            cwd = os.readlink(proc / "cwd")
+        except (OSError, ValueError):
+            continue
+        if any(arg.endswith(b"scripts/train.py") for arg in cmdline) and cwd == str(work) \
+                and b"-n_sample" not in cmdline:
+            pids.append(int(proc.name))
+    return pids
+
+
+def snakemake_cmd(target: str) -> list[str]:
+    return [str(BIN / "snakemake"), "--profile", "profiles/local", "--", target]
+
+
+@pytest.mark.parametrize("killed", ["job", "snakemake"])
+def test_killed_finetune_keeps_its_curves_and_the_resumed_run_continues_them(
+        tiny_run, tmp_path, killed):
+    """The training is killed after its step 200 checkpoint and a report past it: only the job
+    (Snakemake sees it fail and removes its outputs), or Snakemake with it (a lost node; the
+    next run removes the outputs before it starts again). The rerun resumes from step 200 and
+    the event files hold each step once, from the first report to the last."""
+    work = tmp_path / "run"
+    shutil.copytree(tiny_run, work, symlinks=True)  # keeps mtimes: upstream stays up to date
+    clone(work)  # this tree's code, should tiny_run be an older run (VICUNA_TINY_RUN)
+    shutil.rmtree(work / FINETUNED)
+    (work / "logs/finetune.log").unlink(missing_ok=True)
+    first = subprocess.Popen(snakemake_cmd("training_curves"), cwd=work, env=env(),
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             start_new_session=True)
+    log = work / "logs/finetune.log"
+    deadline = time.monotonic() + 600
+    while not (log.is_file() and "Step 240/" in log.read_text()):
+        assert first.poll() is None, first.stdout.read()[-3000:]
+        assert time.monotonic() < deadline, "no report after step 240 within 10 minutes"
+        time.sleep(0.2)
+    assert (work / f"{FINETUNED}/llama-tiny-vicuna-onmt_step_200.pt").is_file()
+    if killed == "job":
+        for pid in train_pids(work):
+            os.kill(pid, signal.SIGKILL)
+    else:
+        os.killpg(first.pid, signal.SIGKILL)
+    out = first.communicate(timeout=120)[0]
+    assert first.returncode != 0
+    assert not (work / f"{FINETUNED}/llama-tiny-vicuna-onmt_step_400.pt").exists(), "killed too late"
+    if killed == "job":
+        assert "Error in rule finetune" in out, out[-3000:]
+    else:
+        subprocess.run([*snakemake_cmd("training_curves")[:-2], "--unlock"], cwd=work, env=env(),
+                       check=True, capture_output=True)
+    logs = work / f"{FINETUNED}/logs"
+    before = scalars(logs)
+    assert max(before["progress/xent"]) >= 240  # the killed run's reports reached the disk
+    assert not (logs / "history.json").exists()
+
+    second = subprocess.run(snakemake_cmd("training_curves"), cwd=work, env=env(),
+                            capture_output=True, text=True, timeout=1200)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    after = scalars(logs)
+    assert set(after) == set(before)  # every tag goes on
+    for tag, steps in after.items():
+        assert not [s for s, n in Counter(steps).items() if n > 1], (tag, "logged twice")
+        expected = range(20, 801, 20) if tag.startswith("progress/") else range(200, 801, 200)
+        assert steps == list(expected), (tag, steps)
+    train_log = log.read_text()
+    assert "resume: resuming from step 200" in train_log
+    assert "values logged after step 200 by the killed run" in train_log
+    history = json.loads((logs / "history.json").read_text())
+    assert [(r["first_step"], r["last_step"]) for r in history["runs"]] == [(20, 200), (220, 800)]
+    assert (work / f"{FINETUNED}/training_curves.png").read_bytes()[:4] == b"\x89PNG"
+    curves_log = (work / "logs/training_curves.log").read_text()
+    assert "wrote" in curves_log and "valid/xent" in curves_log

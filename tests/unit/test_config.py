@@ -1,0 +1,221 @@
+"""The config: a missing, malformed or unknown key fails at parse time (`snakemake -n`, before
+any job is planned) naming the key; cross-key checks; messages that say the cause and what to
+do; the shipped configs (the tiny default, the 7B one and the Vicuna recipe) validate and plan."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+
+import pytest
+import yaml
+from helpers import REPO, clone, edited_config, snakemake
+
+from vicuna import config_check, random_base
+
+
+def dry_run(tmp_path, configfile):
+    """`snakemake -n all` from the root of a fresh clone, with `configfile` in place."""
+    workdir = clone(tmp_path / "work")
+    shutil.copy(configfile, workdir / "config.yaml")
+    before = sorted(p.name for p in workdir.iterdir())
+    result = snakemake(workdir, "-n", "all", check=False)
+    return workdir, before, result
+
+
+CASES = {
+    "missing": (lambda c: c["train"]["lora"].pop("rank"), "'rank' is a required property"),
+    "malformed": (lambda c: c["train"].update(train_steps="many"), "'many' is not of type 'integer'"),
+    "out of range": (lambda c: c["inference"].update(random_sampling_topp=1.5), "1.5 is greater than"),
+    "unknown (typo)": (lambda c: c["train"].update(learning_rat=0.1), "'learning_rat' was unexpected"),
+    "bad choice": (lambda c: c["release"].update(quantization="int4"), "'int4' is not one of"),
+    "held-out corpus weighted": (lambda c: c["data"]["heldout"]["sharegpt"].update(weight=1),
+                                 "'weight' was unexpected"),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_config_fails_at_parse_time_naming_the_key(tmp_path, case):
+    edit, message = CASES[case]
+    workdir, before, result = dry_run(tmp_path, edited_config(tmp_path, edit))
+    assert result.returncode != 0
+    assert message in result.stdout + result.stderr
+    assert "Building DAG" not in result.stdout + result.stderr  # no job was even planned
+    assert sorted(p.name for p in workdir.iterdir() if p.name != ".snakemake") == before
+
+
+def test_cross_key_check_names_both_keys(tmp_path):
+    def edit(c):
+        c["train"]["quantization"]["type"] = ""
+    _, _, result = dry_run(tmp_path, edited_config(tmp_path, edit))
+    assert result.returncode != 0
+    assert "train.quantization.type must be set" in result.stdout + result.stderr
+
+
+def test_default_config_plans_the_whole_graph(tmp_path):
+    _, _, result = dry_run(tmp_path, REPO / "config.yaml")
+    assert result.returncode == 0, result.stderr
+    for rule in ["synthetic_data", "pretrain_base", "convert_llama", "extract_vocabulary",
+                 "finetune_config", "finetune", "merge_lora", "release_ct2", "simple_inference"]:
+        assert rule in result.stdout
+
+
+def parse_error(tmp_path, edit) -> str:
+    """`snakemake -n all` with the edited default config: fails before any job is planned."""
+    workdir, before, result = dry_run(tmp_path, edited_config(tmp_path, edit))
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output[-3000:]
+    assert "Building DAG" not in output  # no job was even planned
+    assert sorted(p.name for p in workdir.iterdir() if p.name != ".snakemake") == before
+    return output
+
+
+@pytest.mark.parametrize("section", ["corpora", "valid"])
+def test_a_source_with_json_and_url_says_give_one(tmp_path, section):
+    def edit(c):
+        source = c["data"]["corpora"]["alpaca_clean"] if section == "corpora" else c["data"]["valid"]
+        source["url"] = "https://example.org/alpaca.txt"
+
+    output = parse_error(tmp_path, edit)
+    where = "data.corpora.alpaca_clean" if section == "corpora" else "data.valid"
+    assert f"{where}: give json+format or url, not both" in output
+    assert "is valid under each of" not in output and "was unexpected" not in output
+
+
+def test_a_source_with_half_of_json_format_names_the_missing_key(tmp_path):
+    output = parse_error(tmp_path, lambda c: c["data"]["corpora"]["sharegpt"].pop("format"))
+    assert "data.corpora.sharegpt: give json+format or url ('format' is missing)" in output
+    assert "was unexpected" not in output
+
+
+def test_a_negative_weight_is_named_as_such_and_nothing_else(tmp_path):
+    output = parse_error(tmp_path, lambda c: c["data"]["corpora"]["alpaca_clean"].update(weight=-1))
+    assert "data.corpora.alpaca_clean.weight: -1 is less than the minimum of 1" in output
+    assert "was unexpected" not in output
+
+
+def test_a_real_typo_beside_a_bad_weight_is_still_named(tmp_path):
+    def edit(c):
+        c["data"]["corpora"]["alpaca_clean"].update(weight=-1, sha265="0" * 64)
+
+    output = parse_error(tmp_path, edit)
+    assert "('sha265' was unexpected)" in output and "'weight' was unexpected" not in output
+    assert "-1 is less than the minimum of 1" in output
+
+
+def without_synthetic(c):
+    """A config of one's own, not the tiny default: no `synthetic`, base in llama/7B."""
+    c.pop("synthetic")
+    c["base"] = {"model_dir": "llama/7B", "tokenizer_model": "llama/tokenizer.model"}
+
+
+def test_a_missing_base_model_dir_is_named_with_what_goes_there(tmp_path):
+    """Said at parse time; the run then stops on Snakemake's own missing input files (so
+    --unlock, --delete-all-output and a dry run still work without the weights)."""
+    workdir, _, result = dry_run(tmp_path, edited_config(tmp_path, without_synthetic))
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert output.count("base.model_dir: llama/7B does not exist: put the foundation model "
+                        "there (Meta's params.json + consolidated.*.pth, or a Hugging Face "
+                        "directory: config.json + *.safetensors or pytorch_model*.bin), or "
+                        "point base.model_dir at it") == 1
+    assert "MissingInputException" in output and "llama/7B/params.json" in output
+
+
+def clone_with(tmp_path, configfile):
+    workdir = clone(tmp_path / "work")
+    shutil.copy(configfile, workdir / "config.yaml")
+    return workdir
+
+
+def test_an_existing_base_model_dir_passes_the_check(tmp_path):
+    workdir = clone_with(tmp_path, edited_config(tmp_path, without_synthetic))
+    (workdir / "llama" / "7B").mkdir(parents=True)
+    result = snakemake(workdir, "-n", "all", check=False)
+    assert "base.model_dir" not in result.stdout + result.stderr
+    assert "Building DAG" in result.stdout + result.stderr  # parsed; fails later, on inputs
+
+
+def test_the_tiny_default_says_once_that_pretraining_builds_its_base(tmp_path):
+    workdir = clone_with(tmp_path, REPO / "config.yaml")
+    result = snakemake(workdir, "-n", "all")
+    output = result.stdout + result.stderr
+    note = ("base.model_dir synthetic/llama/tiny does not exist yet: pretrain_base will build "
+            "the tiny base there")
+    assert output.count(note) == 1
+    assert "pretrain_base" in output.split(note)[-1]  # and it is planned
+    (workdir / "synthetic/llama/tiny").mkdir(parents=True)  # once it is there: not a word
+    again = snakemake(workdir, "-n", "all")
+    assert "does not exist yet" not in again.stdout + again.stderr
+
+
+SCHEMA = REPO / "schemas" / "config.schema.yaml"
+
+
+@pytest.fixture
+def config() -> dict:
+    return yaml.safe_load((REPO / "config.yaml").read_text())
+
+
+def test_default_configs_are_valid(config):
+    config_check.validate(config, SCHEMA)
+    config_check.validate(yaml.safe_load((REPO / "configs" / "llama7b-vicuna.yaml").read_text()),
+                          SCHEMA)
+
+
+@pytest.mark.parametrize("yaml_text, words", [
+    ("train_steps: 800.0", "train.train_steps: 800.0 is not of type 'integer'"),
+    ("learning_rate: 2e-5", "write 2.0e-5: YAML reads 2e-5 without a dot"),
+    ("train_steps: true", "train.train_steps: True is not of type 'integer'"),
+])
+def test_yaml_number_traps_are_named(config, yaml_text, words):
+    config["train"].update(yaml.safe_load(yaml_text))  # as YAML reads it
+    with pytest.raises(ValueError) as e:
+        config_check.validate(config, SCHEMA)
+    assert words in str(e.value) and "\n" not in str(e.value)
+
+
+def test_compute_type_is_one_of_ctranslate2s(config):
+    config["inference"]["compute_type"] = "int4"
+    with pytest.raises(ValueError, match=r"inference.compute_type: 'int4' is not one of"):
+        config_check.validate(config, SCHEMA)
+    config["inference"]["compute_type"] = "int8_float16"
+    config_check.validate(config, SCHEMA)
+
+
+def test_every_fault_is_named_in_one_message(config):
+    config["train"]["lora"].pop("rank")
+    config["train"]["learning_rat"] = 0.1
+    with pytest.raises(ValueError) as e:
+        config_check.validate(config, SCHEMA)
+    assert "train.lora: 'rank' is a required property" in str(e.value)
+    assert "'learning_rat' was unexpected" in str(e.value)
+
+
+RECIPE = REPO / "configs" / "vicuna-recipe.yaml"
+
+
+COMMAND = ("snakemake all --profile profiles/slurm --configfile configs/llama7b-vicuna.yaml "
+           "configs/vicuna-recipe.yaml")
+
+
+def test_the_recipe_changes_only_what_vicuna_did_differently():
+    assert yaml.safe_load(RECIPE.read_text()) == {"data": {"split_long": True},
+                                                  "train": {"answer_loss_only": True}}
+    tutorial = yaml.safe_load((REPO / "configs" / "llama7b-vicuna.yaml").read_text())
+    assert tutorial["train"]["answer_loss_only"] is False and "split_long" not in tutorial["data"]
+    assert COMMAND in RECIPE.read_text() and COMMAND in (REPO / "README.md").read_text()
+
+
+def test_the_layered_config_validates_and_plans(tmp_path):
+    work = clone(tmp_path / "repo")
+    random_base.write_placeholder(work / "llama" / "7B", "7B")
+    (work / "llama" / "tokenizer.model").write_bytes(b"")  # read by no job of a dry run
+    out = snakemake(work, *shlex.split(COMMAND)[1:], "--dry-run").stdout
+    jobs = re.findall(r"^(?:local)?rule (\w+):", out, re.M)
+    assert sorted(w for w in re.findall(r"wildcards: corpus=(\w+)", out)) == [
+        "alpaca_clean", "alpaca_clean", "sharegpt", "sharegpt"]  # downloaded, then split
+    assert jobs.count("split_long") == 2 and jobs.count("download_dataset") == 2
+    assert {"data_report", "finetune_config", "finetune", "simple_inference"} <= set(jobs)
+    assert "dataAI/sharegpt.split.txt" in out and "dataAI/alpaca_clean.split.txt" in out
