@@ -47,7 +47,7 @@ test: dev
 	exit $$status
 
 test-fast: dev
-	$(PY) -m pytest -ra --durations=10 tests/unit
+	$(PY) -m pytest -ra --durations=10 -n 2 tests/unit
 
 system-test-deps:
 	command -v chromium >/dev/null && command -v dot >/dev/null || \
