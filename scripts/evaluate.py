@@ -27,6 +27,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--base", type=Path, required=True, help="the converted base checkpoint")
     p.add_argument("--heldout_loss", type=Path, help="heldout_loss.py's JSON, to join")
+    p.add_argument("--mmlu", type=Path, help="mmlu.py's JSON, to join (ACC-all per method)")
     p.add_argument("--prompts", type=Path, required=True)
     p.add_argument("--references", type=Path, help="expected answers, one a line")
     p.add_argument("--predictions_py", type=Path, required=True)
@@ -71,6 +72,8 @@ def score(a: argparse.Namespace) -> dict:
         if not (isinstance(result, dict) and all(isinstance(result.get(k), dict) for k in models)):
             raise ValueError(f"{a.heldout_loss}: expected {{'base': {{...}}, 'finetuned': {{...}}}} "
                              f"(heldout_loss.py's output); run heldout_loss.py again")
+    if a.mmlu:
+        evaluate.join_mmlu(result, json.loads(require_file(a.mmlu, "MMLU scores").read_text()))
     result["py_ct2_agreement"] = evaluate.agreement(py, ct2)
     if refs:
         answers = {"base": evaluate.greedy_answers(a.base, a.translate_opts_py, prompts),

@@ -13,7 +13,7 @@ import pytest
 import torch
 from helpers import run_script
 
-from vicuna import engines, mmlu
+from vicuna import engines, evaluate, mmlu
 
 transformers = pytest.importorskip("transformers")
 
@@ -165,4 +165,7 @@ def test_scores_and_rows(data_dir, tiny_meta):
             assert score["acc_all"] == round(hits / 6, 4) and score["n"] == 6
             assert {s: v["n"] for s, v in score["subjects"].items()} == {
                 "abstract_algebra": 3, "high_school_biology": 3}
-    assert mmlu.table_rows(result)[1].startswith("mmlu_loglik_acc\t")
+    joined = {"base": {}, "finetuned": {}}
+    evaluate.join_mmlu(joined, result)
+    assert joined["base"] == {"mmlu_generate_acc": result["base"]["generate"]["acc_all"],
+                              "mmlu_loglik_acc": result["base"]["loglik"]["acc_all"]}

@@ -118,6 +118,17 @@ def agreement(py: list[str], ct2: list[str]) -> float:
     return round(sum(x == y for x, y in zip(py, ct2, strict=True)) / len(py), 4)
 
 
+def join_mmlu(result: dict, mmlu: dict) -> None:
+    """mmlu.py's ACC-all of each method into each model's metrics (mmlu_<method>_acc)."""
+    for name in ("base", "finetuned"):
+        scores = mmlu.get(name)
+        if not isinstance(scores, dict):
+            raise ValueError(f"MMLU scores without {name!r}: run mmlu.py again")
+        for method, score in scores.items():
+            if isinstance(score, dict) and "acc_all" in score:
+                result[name][f"mmlu_{method}_acc"] = score["acc_all"]
+
+
 def table_rows(result: dict) -> list[str]:
     """eval.tsv's rows: each metric for base and finetuned, then the agreement."""
     metrics = sorted({k for name in ("base", "finetuned") for k in result[name]})

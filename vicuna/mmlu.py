@@ -259,11 +259,3 @@ def evaluate(models: dict[str, Path], data: dict, shots: int, load_engine: Calla
                                *(picked[name][m][i].replace("\t", " ") for name in models
                                  for m in methods)]))
     return result, rows
-
-
-def table_rows(result: dict, models: Iterable[str] = ("base", "finetuned")) -> list[str]:
-    """eval.tsv's MMLU rows (metric, base, finetuned): ACC-all of each method."""
-    models = list(models)
-    methods = [m for m in METHODS if m in result[models[0]]]
-    return [f"mmlu_{m}_acc\t" + "\t".join(str(result[name][m]["acc_all"]) for name in models)
-            for m in methods]
