@@ -1,19 +1,14 @@
 # Benchmarks of the base and the finetuned model: MMLU (config `benchmarks.mmlu`), as OpenNMT-py's
 # eval_llm/MMLU measures it and as lm-eval does (vicuna/mmlu.py). Not planned without the section.
-import math
-
 
 MMLU = config.get("benchmarks", {}).get("mmlu")
 # An archive (a URL, or a path of a .tar/.tar.gz) is fetched as corpora are; a directory is read.
 MMLU_ARCHIVE = bool(MMLU) and (
     "://" in MMLU["data"] or MMLU["data"].endswith((".tar", ".tar.gz", ".tgz"))
 )
-MMLU_MINUTES_PER_GB = 40  # an estimate for 57 subjects, 14,042 questions, both methods, two models
-
-
-def mmlu_runtime(wildcards, input, attempt):
-    """Minutes: both models' checkpoints read and every question scored by both methods."""
-    return math.ceil((10 + model_mb(input.base) / 1024 * MMLU_MINUTES_PER_GB) * attempt)
+# Minutes per GB of checkpoint: an estimate for 57 subjects, 14,042 questions, both methods
+# and both models (scoring_runtime_min in rules/resources.smk).
+MMLU_MINUTES_PER_GB = 40
 
 
 if MMLU_ARCHIVE:
@@ -60,7 +55,7 @@ if MMLU:
             # one model at a time, generating and scoring: sized as py inference
             mem_mb=mem_mb("mmlu", "finetuned"),
             gpu=gpus(config["inference"]["device"]),
-            runtime=mmlu_runtime,
+            runtime=scoring_runtime_min("base", MMLU_MINUTES_PER_GB),
         log:
             "logs/mmlu.log",
         benchmark:

@@ -48,9 +48,10 @@ def test_all_scores_mmlu_for_both_models_and_both_methods(tiny_run):
     tiny default's figures (README) mean something: chance is 25%, one model reaches 50%."""
     result = json.loads((tiny_run / "outputs/mmlu.json").read_text())
     rows = lines(tiny_run / "outputs/mmlu.tsv")
-    config = yaml.safe_load((REPO / "config.yaml").read_text())["synthetic"]["mmlu"]
-    n = 2 * config["n_test"]  # two subjects
-    assert result["n"] == n and len(rows) == 1 + n and result["shots"] == 5
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    n = 3 * config["synthetic"]["mmlu"]["n_test"]  # three subjects
+    assert result["n"] == n and len(rows) == 1 + n
+    assert result["shots"] == config["benchmarks"]["mmlu"]["shots"]
     assert rows[0].split("\t") == ["subject", "index", "gold", "shots", "base_generate",
                                    "base_loglik", "finetuned_generate", "finetuned_loglik"]
     figures = {(name, m): result[name][m]["acc_all"] for name in ("base", "finetuned")
@@ -188,5 +189,5 @@ def test_synthetic_data_is_the_same_bytes_for_the_same_seed(tiny_run, tmp_path):
     args += [f"--mmlu_dev={config['mmlu']['n_dev']}", f"--mmlu_test={config['mmlu']['n_test']}"]
     run_script("make_synthetic_data.py", *args, "--out_dir", str(tmp_path))
     for name in ["alpaca.json", "sharegpt.json", "heldout.json", "heldout_sharegpt.json",
-                 "pretrain.txt", "mmlu/dev/word_order_dev.csv", "mmlu/test/word_counting_test.csv"]:
+                 "pretrain.txt", "mmlu/dev/first_word_dev.csv", "mmlu/test/word_counting_test.csv"]:
         assert (tmp_path / name).read_bytes() == (tiny_run / "synthetic" / name).read_bytes()
