@@ -22,6 +22,7 @@ include: "rules/checkpoint.smk"
 include: "rules/finetune.smk"
 include: "rules/release.smk"
 include: "rules/inference.smk"
+include: "rules/benchmark.smk"
 include: "rules/evaluate.smk"
 
 
@@ -44,4 +45,5 @@ rule all:
         rules.evaluate.output.json,
         HELDOUT_LOSS,
         rules.training_curves.output.curves,
+        MMLU_JSON,
     default_target: True

@@ -44,11 +44,13 @@ rule heldout_loss:
 HELDOUT_LOSS = [rules.heldout_loss.output.json] if EVAL_CORPORA else []
 
 
-# outputs/eval.json and outputs/eval.tsv: exact match, py/ct2 agreement, and the held-out losses.
+# outputs/eval.json and outputs/eval.tsv: exact match, py/ct2 agreement, the held-out losses, and
+# the benchmarks' accuracies (MMLU's ACC-all per method).
 rule evaluate:
     input:
         base=rules.convert_llama.output.checkpoint,
         heldout_loss=HELDOUT_LOSS,
+        mmlu=MMLU_JSON,
         prompts=config["inference"]["input_examples"],
         references=config["inference"].get("references", []),
         predictions_py=expand(rules.simple_inference.output.predictions, mode="py"),
@@ -61,6 +63,7 @@ rule evaluate:
         html=report("outputs/eval.html", category="Evaluation"),
     params:
         heldout_loss=" ".join(f"--heldout_loss {path}" for path in HELDOUT_LOSS),
+        mmlu=" ".join(f"--mmlu {path}" for path in MMLU_JSON),
         references=lambda w, input: f"--references {input.references}" if input.references else "",
     resources:
         # the base's answers: the py engine on the base, sized as py inference
@@ -73,7 +76,7 @@ rule evaluate:
     conda:
         "../envs/vicuna.yaml"
     shell:
-        "evaluate.py --base {input.base} {params.heldout_loss} --prompts {input.prompts}"
+        "evaluate.py --base {input.base} {params.heldout_loss} {params.mmlu} --prompts {input.prompts}"
         " {params.references} --predictions_py {input.predictions_py}"
         " --predictions_ct2 {input.predictions_ct2} --translate_opts_py {input.options}"
         " --json {output.json} --table {output.table} --html {output.html} > {log} 2>&1"

@@ -80,6 +80,16 @@ def runtime_min(key="model", minutes=10):
     return runtime
 
 
+def scoring_runtime_min(key, minutes_per_gb, minutes=10):
+    """A resource callable: minutes for a job that runs a model of input `key`'s size over a
+    benchmark (`minutes_per_gb` of checkpoint: an estimate per benchmark)."""
+
+    def runtime(wildcards, input, attempt):
+        return math.ceil((minutes + model_mb(input[key]) / 1024 * minutes_per_gb) * attempt)
+
+    return runtime
+
+
 def disk_mb(key="model"):
     """A resource callable: room for a checkpoint the size of input `key` (what the job writes)."""
     return lambda wildcards, input: math.ceil(model_mb(input[key]))

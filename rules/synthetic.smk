@@ -12,6 +12,7 @@ if "synthetic" in config:
             pretrain="synthetic/pretrain.txt",
             examples="synthetic/input_examples.txt",
             references="synthetic/references.txt",
+            mmlu=directory("synthetic/mmlu"),
         params:
             seed=SYN["seed"],
             n_alpaca=SYN["n_alpaca"],
@@ -20,6 +21,9 @@ if "synthetic" in config:
             n_heldout_sharegpt=SYN["n_heldout_sharegpt"],
             n_pretrain=SYN["n_pretrain"],
             n_examples=SYN["n_examples"],
+            n_pretrain_mmlu=SYN["n_pretrain_mmlu"],
+            mmlu_dev=SYN["mmlu"]["n_dev"],
+            mmlu_test=SYN["mmlu"]["n_test"],
         log:
             "logs/synthetic_data.log",
         conda:
@@ -29,7 +33,9 @@ if "synthetic" in config:
             " --n_alpaca {params.n_alpaca} --n_sharegpt {params.n_sharegpt}"
             " --n_heldout {params.n_heldout} --n_heldout_sharegpt {params.n_heldout_sharegpt}"
             " --n_pretrain {params.n_pretrain}"
-            " --n_examples {params.n_examples} --out_dir synthetic > {log} 2>&1"
+            " --n_examples {params.n_examples} --n_pretrain_mmlu {params.n_pretrain_mmlu}"
+            " --mmlu_dev {params.mmlu_dev} --mmlu_test {params.mmlu_test}"
+            " --out_dir synthetic > {log} 2>&1"
 
     # A LLaMA-style tokenizer and a tiny LLaMA, pretrained briefly, saved in Meta's format.
     rule pretrain_base:

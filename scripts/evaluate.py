@@ -26,6 +26,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--base", type=Path, required=True, help="the converted base checkpoint")
     p.add_argument("--heldout_loss", type=Path, help="heldout_loss.py's JSON, to join")
+    p.add_argument("--mmlu", type=Path, help="mmlu.py's JSON, to join (ACC-all per method)")
     p.add_argument("--prompts", type=Path, required=True)
     p.add_argument("--references", type=Path, help="expected answers, one a line")
     p.add_argument("--predictions_py", type=Path, required=True)
@@ -39,7 +40,8 @@ def main() -> None:
     try:
         result = evaluate.evaluation(
             a.predictions_py, a.predictions_ct2, base=a.base, options_py=a.translate_opts_py,
-            prompts=a.prompts, references=a.references, heldout=a.heldout_loss)
+            prompts=a.prompts, references=a.references, heldout=a.heldout_loss,
+            mmlu=a.mmlu)
         rows = evaluate.table_rows(result)
         write_json(a.json, result)
         write_text(a.table, "\n".join(rows) + "\n")

@@ -134,8 +134,8 @@ def read_heldout(path: Path) -> dict:
 
 def evaluation(predictions_py: Path, predictions_ct2: Path, *, base: Path, options_py: Path,
                prompts: Path, references: Path | None = None,
-               heldout: Path | None = None) -> dict:
-    """eval.json: the held-out losses (when given), py/ct2 agreement, and, where there are
+               heldout: Path | None = None, mmlu: Path | None = None) -> dict:
+    """eval.json: the held-out losses and MMLU scores (when given), py/ct2 agreement, and, where there are
     references, both models' answer scores (the base's answers generated with the py options;
     without references no model is loaded)."""
     py = read_lines(predictions_py, "py predictions")
@@ -150,6 +150,8 @@ def evaluation(predictions_py: Path, predictions_ct2: Path, *, base: Path, optio
             raise ValueError(f"{references} has {len(refs)} references for {len(questions)} "
                              f"prompts in {prompts} and {len(py)} predictions: one a line each")
     result: dict = read_heldout(heldout) if heldout else {name: {} for name in MODELS}
+    if mmlu:
+        join_mmlu(result, json.loads(require_file(mmlu, "MMLU scores").read_text()))
     result["py_ct2_agreement"] = agreement(py, ct2)
     if refs:
         answers = {"base": greedy_answers(base, options_py, questions), "finetuned": py}
@@ -158,6 +160,17 @@ def evaluation(predictions_py: Path, predictions_ct2: Path, *, base: Path, optio
     else:
         print("no references: no model loaded, no answer scored")
     return result
+
+
+def join_mmlu(result: dict, mmlu: dict) -> None:
+    """mmlu.py's ACC-all of each method into each model's metrics (mmlu_<method>_acc)."""
+    for name in MODELS:
+        scores = mmlu.get(name)
+        if not isinstance(scores, dict):
+            raise ValueError(f"MMLU scores without {name!r}: run mmlu.py again")
+        for method, score in scores.items():
+            if isinstance(score, dict) and "acc_all" in score:
+                result[name][f"mmlu_{method}_acc"] = score["acc_all"]
 
 
 def table_rows(result: dict) -> list[str]:

@@ -3,8 +3,9 @@ override file that only shrinks it. Used by tests/integration/test_rehearsal.py 
 benchmarks/job_memory.py (locally, on bases of several sizes) and benchmarks/gpu_check.py; the
 tests' fixtures copy the checkout with its `clone`.
 
-What the override changes, and nothing else: where the two corpora are downloaded from (small
-files in the tutorial's flattened format, served over HTTP on 127.0.0.1, checksums given), the
+What the override changes, and nothing else: where the two corpora and MMLU's data are downloaded
+from (small files in the tutorial's flattened format and a small data.tar in Hendrycks' layout,
+served over HTTP on 127.0.0.1, checksums given), the
 training's size and device (a few steps, float32 on the CPU: there is no GPU here), and the
 inference device and length. The base is a 7B-shaped LLaMA (dim 4096, 32 heads, FFN 11008, the
 real 32,000-piece tokenizer) with fewer layers and random weights, in llama/7B/ as the README
@@ -15,8 +16,10 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import shutil
 import subprocess
+import tarfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -78,7 +81,24 @@ def flattened_corpora(out: Path, n: int = 24) -> dict[str, Path]:
     paths = {"alpaca_clean": out / "alpaca_clean.txt", "sharegpt": out / "sharegpt.txt"}
     for name, lines in (("alpaca_clean", alpaca), ("sharegpt", sharegpt)):
         paths[name].write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    paths["mmlu"] = mmlu_archive(out / "data.tar")
     return paths
+
+
+def mmlu_archive(path: Path, n_test: int = 3) -> Path:
+    """A data.tar in Hendrycks' layout (data/dev/<subject>_dev.csv, data/test/...): two of the
+    synthetic subjects, 5 dev rows and `n_test` questions each."""
+    sets = synthetic.mmlu_sets(seed=11, n_dev=5, n_test=n_test)
+    with tarfile.open(path, "w") as tar:
+        for subject in ("first_word", "word_counting"):
+            for split, rows in zip(("dev", "test"), sets[subject], strict=True):
+                text = io.StringIO()
+                csv.writer(text, lineterminator="\n").writerows(rows)
+                data = text.getvalue().encode("utf-8")
+                info = tarfile.TarInfo(f"data/{split}/{subject}_{split}.csv")
+                info.size, info.mtime = len(data), 0
+                tar.addfile(info, io.BytesIO(data))
+    return path
 
 
 class QuietHandler(SimpleHTTPRequestHandler):
@@ -106,12 +126,16 @@ def override(base_url: str, corpora: dict[str, Path], heldout: bool = False,
     loads and scores both models (the memory benchmark measures that)."""
     def source(name: str) -> dict:
         sha = hashlib.sha256(corpora[name].read_bytes()).hexdigest()
+        if name == "mmlu":
+            return {"data": f"{base_url}/{corpora[name].name}", "sha256": sha}
         return {"url": f"{base_url}/{corpora[name].name}", "sha256": sha}
 
     data: dict = {"corpora": {name: source(name) for name in ("alpaca_clean", "sharegpt")}}
     if heldout:
         data["heldout"] = {"alpaca": source("alpaca_clean")}
     sections = {"data": data, **{k: dict(v) for k, v in SHRINK.items()}}
+    if "mmlu" in corpora:  # the 7B config's Hendrycks URL, replaced by the local copy
+        sections["benchmarks"] = {"mmlu": source("mmlu") | {"batch_size": 4}}
     for section, values in (changes or {}).items():
         sections.setdefault(section, {}).update(values)
     return HEADER + yaml.safe_dump(sections, sort_keys=False)

@@ -131,7 +131,7 @@ def sharegpt_record(index: int, rng: random.Random) -> dict:
 
 def generate(
     seed: int, n_alpaca: int, n_sharegpt: int, n_heldout: int, n_pretrain: int,
-    n_heldout_sharegpt: int = 0,
+    n_heldout_sharegpt: int = 0, n_pretrain_mmlu: int = 0,
 ) -> dict[str, list]:
     """All synthetic sets. Held-out sets come from their own random streams, and any held-out
     record whose (instruction, input), or conversation, also occurs in training is redrawn."""
@@ -139,6 +139,9 @@ def generate(
     alpaca = [alpaca_record(example(train_rng), train_rng) for _ in range(n_alpaca)]
     sharegpt = [sharegpt_record(i, train_rng) for i in range(n_sharegpt)]
     pretrain = [document(train_rng) for _ in range(n_pretrain)]
+    exam_rng = random.Random(f"{seed}-exams")  # its own stream: the other sets stay as they were
+    exams = [mc_document(exam_rng) for _ in range(n_pretrain_mmlu)]
+    pretrain += [text for text, _ in exams]
 
     seen = {(r["instruction"], r["input"]) for r in alpaca}
     held_rng = random.Random(f"{seed}-heldout")
@@ -156,4 +159,73 @@ def generate(
         if str(talk["conversations"]) not in seen_talks:
             heldout_sharegpt.append(talk)
     return {"alpaca": alpaca, "sharegpt": sharegpt, "heldout": heldout, "pretrain": pretrain,
-            "heldout_sharegpt": heldout_sharegpt}
+            "heldout_sharegpt": heldout_sharegpt,
+            "exam_questions": sorted({q for _, questions in exams for q in questions})}
+
+
+# --- MMLU-layout subjects (vicuna.mmlu) --------------------------------------------------------
+# Multiple-choice forms of the tasks. In `first_word` and `last_word` the word asked for is one
+# of the letters, the options being the letters themselves: the answer follows from the task's
+# skill (copy the word at that place). In `word_counting` the options are numbers. The base reads
+# some exams in Hendrycks' layout among its pretraining text (as a foundation model reads exams on
+# the web), so it knows the layout and that a letter follows "Answer:"; the test questions are
+# drawn apart and never occur in those exams.
+MMLU_SUBJECTS = {"first_word": "first", "last_word": "last", "word_counting": "count"}
+MMLU_CHOICES = "ABCD"
+
+
+def mc_question(rng: random.Random, subject: str) -> tuple[str, str, str, str, str, str]:
+    """A row of an MMLU CSV file: question, options A to D, answer letter."""
+    name = MMLU_SUBJECTS[subject]
+    task = next(t for t in TASKS if t.name == name)
+    if name == "count":
+        ex = example_of(task, rng)
+        options = rng.sample([str(n) for n in range(1, 7) if str(n) != ex.output], 3)
+        gold = rng.randrange(len(MMLU_CHOICES))
+        options.insert(gold, ex.output)
+        return (f"{task.instruction} {ex.input}", *options, MMLU_CHOICES[gold])
+    gold = rng.randrange(len(MMLU_CHOICES))
+    words = rng.sample(WORDS, rng.randint(1, 3))
+    words.insert(0 if name == "first" else len(words), MMLU_CHOICES[gold])
+    return (f"{task.instruction} {' '.join(words)}", *MMLU_CHOICES, MMLU_CHOICES[gold])
+
+
+def example_of(task: Task, rng: random.Random) -> Example:
+    if task.kind == "numbers":
+        items = [str(rng.randint(0, 9)), str(rng.randint(0, 9))]
+    else:
+        items = rng.sample(WORDS, rng.randint(2, 4))
+    return Example(task, " ".join(items), task.answer(items))
+
+
+def mc_document(rng: random.Random, max_examples: int = 5) -> tuple[str, list[str]]:
+    """A pretraining exam: Hendrycks' header for one subject, then worked questions; and its
+    questions."""
+    from vicuna import mmlu
+
+    subject = rng.choice(sorted(MMLU_SUBJECTS))
+    rows = [mc_question(rng, subject) for _ in range(rng.randint(1, max_examples))]
+    text = mmlu.HEADER.format(mmlu.subject_words(subject)) + "".join(
+        mmlu.format_question(mmlu.Question(r[0], tuple(r[1:5]), r[5]), True) for r in rows)
+    return text.rstrip("\n"), [r[0] for r in rows]
+
+
+def mmlu_sets(seed: int, n_dev: int, n_test: int, seen: set[str] = frozenset()
+              ) -> dict[str, tuple[list[tuple], list[tuple]]]:
+    """{subject: (dev rows, test rows)}; a test row whose question is in a dev row or in `seen`
+    (the pretraining exams' questions) is drawn again, where the subject has that many others."""
+    rng = random.Random(f"{seed}-mmlu")
+    sets = {}
+    for subject in sorted(MMLU_SUBJECTS):
+        dev = [mc_question(rng, subject) for _ in range(n_dev)]
+        taken = {row[0] for row in dev} | set(seen)
+        test: list[tuple] = []
+        for _ in range(100 * n_test):
+            if len(test) == n_test:
+                break
+            row = mc_question(rng, subject)
+            if row[0] not in taken:
+                test.append(row)
+                taken.add(row[0])
+        sets[subject] = (dev, test)
+    return sets

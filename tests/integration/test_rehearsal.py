@@ -25,7 +25,8 @@ SITE = ["--max-threads", "2", "--slurm-init-seconds-before-status-checks", "2",
 RULES = {"download_dataset": 2, "convert_llama": 1, "extract_vocabulary": 1, "data_report": 1,
          "finetune_config": 1, "finetune_samples": 1, "finetune": 1, "training_curves": 1,
          "merge_lora": 1, "release_ct2": 1, "release_hf": 1, "release_hf_base": 1,
-         "release_peft": 1, "translate_opts": 2, "simple_inference": 2, "evaluate": 1, "all": 1}
+         "release_peft": 1, "translate_opts": 2, "simple_inference": 2, "evaluate": 1,
+         "mmlu_download": 1, "mmlu": 1, "all": 1}
 LOCAL_RULES = {"all", "finetune_config", "translate_opts"}
 STEP = "finetuned_llama7B/llama7B-vicuna-onmt_step_4"
 
@@ -171,9 +172,24 @@ def check_hugging_face_release(work: Path, monkeypatch) -> None:
 def test_evaluation_loads_no_model_with_nothing_to_score(rehearsed):
     work, _ = rehearsed
     result = json.loads((work / "outputs/eval.json").read_text())
-    assert result["base"] == result["finetuned"] == {}
+    mmlu = json.loads((work / "outputs/mmlu.json").read_text())  # only MMLU's scores joined in
+    for name in ("base", "finetuned"):
+        assert result[name] == {f"mmlu_{m}_acc": mmlu[name][m]["acc_all"] for m in ("generate", "loglik")}
     assert 0 <= result["py_ct2_agreement"] <= 1
     assert "no model loaded" in (work / "logs/evaluate.log").read_text()
+
+
+def test_mmlu_from_a_tar_served_on_127_0_0_1(rehearsed):
+    """The 7B config's MMLU stage on the 7B-shaped base: data.tar fetched by the workflow and
+    checked, both models scored by both methods, one row per question."""
+    work, _ = rehearsed
+    manifest = json.loads((work / "dataAI/mmlu_data.manifest.json").read_text())
+    assert manifest["source"].startswith("http://127.0.0.1:")
+    assert manifest["sha256"] in (work / rehearsal.OVERRIDE).read_text()
+    result = json.loads((work / "outputs/mmlu.json").read_text())
+    assert result["shots"] == 5 and result["n"] == 6
+    assert sorted(result["base"]["loglik"]["subjects"]) == ["first_word", "word_counting"]
+    assert len((work / "outputs/mmlu.tsv").read_text().splitlines()) == 7
 
 
 def test_report_and_curves(rehearsed):

@@ -18,12 +18,14 @@ def modes(*rules: str, mode: tuple[str, ...] = ("py", "ct2")) -> dict[str, int]:
 INFERENCE = {**modes("translate_opts", "simple_inference"), "evaluate": 1, "all": 1}
 # A key one mode reads (vicuna.engines.config_keys): that mode's jobs only.
 CT2_ONLY = {**modes("translate_opts", "simple_inference", mode=("ct2",)), "evaluate": 1, "all": 1}
-# inference.precision is py's, and the held-out losses run in it too.
+# inference.precision is py's, and the held-out losses and MMLU run in it too.
 PY_ONLY = {**modes("translate_opts", "simple_inference", mode=("py",)), "heldout_loss": 1,
-           "evaluate": 1, "all": 1}
+           "mmlu": 1, "evaluate": 1, "all": 1}
 TRAINING = {"finetune_config": 1, "finetune": 1, "finetune_samples": 1, "merge_lora": 1,
             "training_curves": 1, "release_ct2": 1, "release_hf": 1, "release_peft": 1,
-            "heldout_loss": 1, **INFERENCE}
+            "heldout_loss": 1, "mmlu": 1, **INFERENCE}
+# A benchmark's setting: that benchmark, and the table that joins its scores.
+BENCHMARK = {"mmlu": 1, "evaluate": 1, "all": 1}
 # The Hugging Face releases: the merged model, the base, and the adapter that loads on it.
 HF_RELEASE = {"release_hf": 1, "release_hf_base": 1, "release_peft": 1, "all": 1}
 DATA = {"flatten_dataset": 4, "data_report": 1, **TRAINING}
@@ -40,6 +42,7 @@ CHANGES = {
     "release": (lambda c: c["release"].update(quantization="int8"),
                 {"release_ct2": 1, **CT2_ONLY}),
     "hf dtype": (lambda c: c["release"]["huggingface"].update(dtype="bfloat16"), HF_RELEASE),
+    "mmlu shots": (lambda c: c["benchmarks"]["mmlu"].update(shots=3), BENCHMARK),
     "hf shards": (lambda c: c["release"]["huggingface"].update(max_shard_mb=1), HF_RELEASE),
 }
 

@@ -41,6 +41,27 @@ def test_all_leaves_every_artifact_and_one_prediction_per_example(tiny_run):
         assert len(lines(tiny_run / f"outputs/predictions_{mode}.txt")) == n
 
 
+def test_all_scores_mmlu_for_both_models_and_both_methods(tiny_run):
+    """outputs/mmlu.json and mmlu.tsv from the synthetic subjects, joined into eval.tsv; the
+    tiny default's figures (README) mean something: chance is 25%, one model reaches 50%."""
+    result = json.loads((tiny_run / "outputs/mmlu.json").read_text())
+    rows = lines(tiny_run / "outputs/mmlu.tsv")
+    config = yaml.safe_load((REPO / "config.yaml").read_text())
+    n = 3 * config["synthetic"]["mmlu"]["n_test"]  # three subjects
+    assert result["n"] == n and len(rows) == 1 + n
+    assert result["shots"] == config["benchmarks"]["mmlu"]["shots"]
+    assert rows[0].split("\t") == ["subject", "index", "gold", "shots", "base_generate",
+                                   "base_loglik", "finetuned_generate", "finetuned_loglik"]
+    figures = {(name, m): result[name][m]["acc_all"] for name in ("base", "finetuned")
+               for m in ("generate", "loglik")}
+    print("MMLU (synthetic subjects):", figures)
+    assert max(figures.values()) >= 0.5
+    table = (tiny_run / "outputs/eval.tsv").read_text()
+    for m in ("generate", "loglik"):
+        assert f"mmlu_{m}_acc\t{result['base'][m]['acc_all']}\t{result['finetuned'][m]['acc_all']}" \
+            in table
+
+
 def test_nothing_to_do_after_all(tiny_run):
     result = snakemake(tiny_run, "-n", "--", "all")
     assert "Nothing to be done" in result.stdout + result.stderr
@@ -156,8 +177,9 @@ def test_synthetic_data_is_the_same_bytes_for_the_same_seed(tiny_run, tmp_path):
     config = yaml.safe_load((REPO / "config.yaml").read_text())["synthetic"]
     args = [f"--{k}={config[k]}" for k in
             ("seed", "n_alpaca", "n_sharegpt", "n_heldout", "n_heldout_sharegpt", "n_pretrain",
-             "n_examples")]
+             "n_examples", "n_pretrain_mmlu")]
+    args += [f"--mmlu_dev={config['mmlu']['n_dev']}", f"--mmlu_test={config['mmlu']['n_test']}"]
     run_script("make_synthetic_data.py", *args, "--out_dir", str(tmp_path))
     for name in ["alpaca.json", "sharegpt.json", "heldout.json", "heldout_sharegpt.json",
-                 "pretrain.txt"]:
+                 "pretrain.txt", "mmlu/dev/first_word_dev.csv", "mmlu/test/word_counting_test.csv"]:
         assert (tmp_path / name).read_bytes() == (tiny_run / "synthetic" / name).read_bytes()

@@ -17,7 +17,7 @@ from vicuna import random_base
 
 MEASURED = json.loads((REPO / "benchmarks" / "job_memory.json").read_text())["rules"]
 # Jobs that run a model on the configured device; `evaluate` only with something to score.
-DEVICE_RULES = {"simple_inference"}
+DEVICE_RULES = {"simple_inference", "mmlu"}
 TRAINING = "finetune"
 
 
@@ -73,7 +73,8 @@ def test_the_whole_graph_is_planned(plan):
     assert rules >= {"download_dataset", "convert_llama", "extract_vocabulary", "finetune_config",
                      "finetune_samples", "finetune", "merge_lora", "release_ct2", "release_hf",
                      "release_hf_base", "release_peft", "translate_opts",
-                     "simple_inference", "evaluate", "training_curves", "data_report"}
+                     "simple_inference", "evaluate", "training_curves", "data_report",
+                     "mmlu_download", "mmlu"}
     assert not rules & {"synthetic_data", "pretrain_base", "flatten_dataset"}
 
 

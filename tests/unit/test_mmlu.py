@@ -1,0 +1,171 @@
+"""vicuna/mmlu.py against an oracle: on a random tiny LLaMA converted to OpenNMT-py and exported
+to Hugging Face, the per-question choices of both methods (`generate`, `loglik`) equal those that
+transformers computes on the same prompts; the prompts are Hendrycks' layout to the character;
+a prompt over 8,192 characters loses its first shots, one over the context is cut and counted."""
+
+from __future__ import annotations
+
+import csv
+import tarfile
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import run_script
+
+from vicuna import engines, evaluate, mmlu
+
+transformers = pytest.importorskip("transformers")
+
+DEV = {
+    "abstract_algebra": [
+        (f"Find the order of element {i} in Z_{i + 4}.", str(i), str(i + 1), "2", "none", "ABCD"[i % 4])
+        for i in range(5)
+    ],
+    "high_school_biology": [
+        (f'Which organelle, "number {i}", makes ATP?', "nucleus", "mitochondrion", "ribosome",
+         "vacuole", "B") for i in range(5)
+    ],
+}
+LONG = "Read the passage and answer. " + " ".join(["cat dog sun moon tree fish"] * 285) + " Which?"
+TEST = {
+    "abstract_algebra": [
+        ("Is Z_2 a field?", "yes", "no", "only under addition", "none of these", "A"),
+        ("How many elements does S_3 have?", "3", "6", "9", "2", "B"),
+        ("Is every group abelian?", "yes", "no", "only finite ones", "only cyclic ones", "B"),
+    ],
+    "high_school_biology": [
+        ("What carries oxygen in blood?", "plasma", "platelets", "hemoglobin", "lymph", "C"),
+        (LONG, "cat", "dog", "sun", "moon", "D"),
+        ("DNA is made of?", "amino acids", "nucleotides", "lipids", "sugars only", "B"),
+    ],
+}
+CONTEXT = 1024  # the long prompt (thousands of tokens of the tiny tokenizer) is cut to this; the others fit
+
+
+def write_data(root: Path) -> Path:
+    for split, sets in (("dev", DEV), ("test", TEST)):
+        (root / split).mkdir(parents=True, exist_ok=True)
+        for subject, rows in sets.items():
+            with open(root / split / f"{subject}_{split}.csv", "w", newline="") as f:
+                csv.writer(f).writerows(rows)
+    return root
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    return write_data(tmp_path_factory.mktemp("mmlu") / "data")
+
+
+def test_prompt_is_hendrycks_layout_to_the_character(data_dir):
+    data = mmlu.load(data_dir)
+    assert list(data) == ["abstract_algebra", "high_school_biology"]
+    questions = mmlu.items(data, shots=5)
+    assert [(q.subject, q.index, q.gold) for q in questions] == [
+        ("abstract_algebra", 0, "A"), ("abstract_algebra", 1, "B"), ("abstract_algebra", 2, "B"),
+        ("high_school_biology", 0, "C"), ("high_school_biology", 1, "D"),
+        ("high_school_biology", 2, "B")]
+    assert questions[0].prompt == (
+        "The following are multiple choice questions (with answers) about  abstract algebra.\n\n"
+        "Find the order of element 0 in Z_4.\nA. 0\nB. 1\nC. 2\nD. none\nAnswer: A\n\n"
+        "Find the order of element 1 in Z_5.\nA. 1\nB. 2\nC. 2\nD. none\nAnswer: B\n\n"
+        "Find the order of element 2 in Z_6.\nA. 2\nB. 3\nC. 2\nD. none\nAnswer: C\n\n"
+        "Find the order of element 3 in Z_7.\nA. 3\nB. 4\nC. 2\nD. none\nAnswer: D\n\n"
+        "Find the order of element 4 in Z_8.\nA. 4\nB. 5\nC. 2\nD. none\nAnswer: A\n\n"
+        "Is Z_2 a field?\nA. yes\nB. no\nC. only under addition\nD. none of these\nAnswer:")
+    assert mmlu.items(data, shots=1)[3].prompt == (
+        "The following are multiple choice questions (with answers) about  high school biology.\n\n"
+        'Which organelle, "number 0", makes ATP?\nA. nucleus\nB. mitochondrion\nC. ribosome\n'
+        "D. vacuole\nAnswer: B\n\n"
+        "What carries oxygen in blood?\nA. plasma\nB. platelets\nC. hemoglobin\nD. lymph\nAnswer:")
+    # over 8,192 characters: the first shots go, the last ones stay, as few dropped as need be
+    long = questions[4]
+    shot = 'Which organelle, "number {}", makes ATP?\nA. nucleus\nB. mitochondrion\nC. ribosome\n' \
+           "D. vacuole\nAnswer: B\n\n"
+    question = f"{LONG}\nA. cat\nB. dog\nC. sun\nD. moon\nAnswer:"
+    header = "The following are multiple choice questions (with answers) about  high school biology.\n\n"
+    assert 0 < long.shots < 5
+    assert long.prompt == header + "".join(shot.format(i) for i in range(5 - long.shots, 5)) + question
+    assert len(long.prompt) <= 8192 < len(long.prompt) + len(shot.format(4 - long.shots))
+    assert all(q.shots == 5 for q in questions if q is not long)
+
+
+def test_a_tar_reads_as_its_directory_and_missing_subjects_are_named(data_dir, tmp_path):
+    archive = tmp_path / "data.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(data_dir, arcname="data")
+    assert mmlu.load(archive) == mmlu.load(data_dir) == mmlu.load(data_dir.parent)
+    assert list(mmlu.load(archive, ["high_school_biology"])) == ["high_school_biology"]
+    with pytest.raises(ValueError, match="virology"):
+        mmlu.load(archive, ["virology"])
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_meta, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("mmlu_hf") / "hf"
+    run_script("release_model.py", "--model", str(tiny_meta["onmt"]), "--output", str(out),
+               "--format", "huggingface", "--tokenizer_model", str(tiny_meta["tokenizer"]),
+               "--dtype", "float32")
+    return out
+
+
+def oracle(model_dir: Path, sp, prompts: list[str]) -> dict[str, list[str]]:
+    """Both methods computed with transformers alone: the next token's argmax, decoded and
+    stripped; the letter whose tokens after the prompt have the highest log-likelihood."""
+    model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    out: dict[str, list[str]] = {"generate": [], "loglik": []}
+    with torch.no_grad():
+        for text in prompts:
+            ids = [sp.bos_id(), *sp.encode(text)]
+            logits = model(input_ids=torch.tensor([ids])).logits[0]
+            out["generate"].append(sp.decode([int(logits[-1].argmax())]).strip())
+            totals = []
+            for letter in "ABCD":
+                seq = ids + sp.encode(letter)
+                logp = model(input_ids=torch.tensor([seq])).logits[0].log_softmax(-1)
+                totals.append(sum(float(logp[t - 1, seq[t]]) for t in range(len(ids), len(seq))))
+            out["loglik"].append("ABCD"[max(range(4), key=totals.__getitem__)])
+    return out
+
+
+def test_choices_equal_transformers_on_the_same_prompts(data_dir, tiny_meta, exported):
+    opts = mmlu.engine_options(tiny_meta["onmt"], tiny_meta["tokenizer"], "py", "cpu", "fp32",
+                               batch_size=4, context=CONTEXT)
+    engine = engines.load("py", opts, source="test")
+    questions = mmlu.items(mmlu.load(data_dir), shots=5)
+    got = mmlu.choices(engine, questions, batch_size=4)
+    cut = [q for q in questions if q.truncated]
+    assert len(cut) == 1 and cut[0].index == 1 and cut[0].truncated["budget"] == CONTEXT - max(
+        len(ids) for ids in mmlu.letter_ids(engine.sp).values())
+    assert engine.count_tokens(cut[0].prompt) <= cut[0].truncated["budget"]
+    assert cut[0].prompt.endswith("\nA. cat\nB. dog\nC. sun\nD. moon\nAnswer:")
+    expected = oracle(exported, engine.sp, [q.prompt for q in questions])
+    print(got, expected)
+    assert got == expected
+    engine.close()
+
+
+def test_scores_and_rows(data_dir, tiny_meta):
+    def load_engine(path):
+        return engines.load("py", mmlu.engine_options(path, tiny_meta["tokenizer"], "py", "cpu",
+                                                      "fp32", 8, context=CONTEXT), source=str(path))
+
+    data = mmlu.load(data_dir)
+    result, rows = mmlu.evaluate({"base": tiny_meta["onmt"], "finetuned": tiny_meta["onmt"]},
+                                 data, 5, load_engine, log=lambda _: None)
+    assert rows[0] == ("subject\tindex\tgold\tshots\tbase_generate\tbase_loglik"
+                       "\tfinetuned_generate\tfinetuned_loglik")
+    assert len(rows) == 7 and rows[5].startswith("high_school_biology\t1\tD\t")
+    for name in ("base", "finetuned"):
+        assert result[name]["prompts_cut"] == 1
+        for method in mmlu.METHODS:
+            score = result[name][method]
+            picked = [row.split("\t")[4 + mmlu.METHODS.index(method)] for row in rows[1:]]
+            hits = sum(p == row.split("\t")[2] for p, row in zip(picked, rows[1:], strict=True))
+            assert score["acc_all"] == round(hits / 6, 4) and score["n"] == 6
+            assert {s: v["n"] for s, v in score["subjects"].items()} == {
+                "abstract_algebra": 3, "high_school_biology": 3}
+    joined = {"base": {}, "finetuned": {}}
+    evaluate.join_mmlu(joined, result)
+    assert joined["base"] == {"mmlu_generate_acc": result["base"]["generate"]["acc_all"],
+                              "mmlu_loglik_acc": result["base"]["loglik"]["acc_all"]}
