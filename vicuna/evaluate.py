@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from vicuna import engines, inference, prompt
+from vicuna import engines, inference, loss_mask, prompt
 from vicuna.files import iter_lines
 
 PRECISIONS = ("fp32", "fp16")
@@ -40,17 +40,38 @@ def load_scorer(path: str | Path, tokenizer_model: str, device: str = "cpu",
     return engines.load("py", opts, source=str(path))
 
 
-def heldout_loss(engine: engines.Engine, lines: list[str]) -> float:
-    """The mean loss per token of the lines, as OpenNMT-py's validation counts it."""
+def _sequences(engine: engines.Engine, lines: list[str]) -> list[list[int]]:
     if not lines:
         raise ValueError("no example to score")
     sp = engine.sp
-    sequences = [[sp.bos_id(), *sp.encode(prompt.from_line(line)), sp.eos_id()] for line in lines]
-    total, count = 0.0, 0
-    for logprobs in engine.logprobs(sequences):
+    return [[sp.bos_id(), *sp.encode(prompt.from_line(line)), sp.eos_id()] for line in lines]
+
+
+def heldout_loss(engine: engines.Engine, lines: list[str]) -> float:
+    """The mean loss per token of the lines, as OpenNMT-py's validation counts it."""
+    return heldout_scores(engine, lines, answers_only=False)[0]
+
+
+def heldout_scores(engine: engines.Engine, lines: list[str],
+                   answers_only: bool) -> tuple[float, float | None]:
+    """The mean loss per token of the lines, and (with `answers_only`) the mean loss per token
+    of the tokens that carry the loss with train.answer_loss_only (vicuna.loss_mask: every
+    answer and what ends it), as the training's validation counts it then; None for a corpus
+    with no answer. One scoring of the lines gives both."""
+    sequences = _sequences(engine, lines)
+    sp = engine.sp
+    surfaces = loss_mask.vocab_bytes([sp.id_to_piece(i) for i in range(sp.get_piece_size())],
+                                     [sp.id_to_piece(sp.bos_id()), sp.id_to_piece(sp.eos_id()),
+                                      sp.id_to_piece(sp.unk_id())]) if answers_only else []
+    total, count, answer_total, answer_count = 0.0, 0, 0.0, 0
+    for seq, logprobs in zip(sequences, engine.logprobs(sequences), strict=True):
         total -= math.fsum(logprobs)
         count += len(logprobs)
-    return total / count
+        if answers_only:  # the targets: every token after <s>; the sp model has no pad
+            mask = loss_mask.answer_mask(seq[1:], surfaces, pad=-1, eos=sp.eos_id())
+            answer_total -= math.fsum(lp for lp, on in zip(logprobs, mask, strict=True) if on)
+            answer_count += sum(mask)
+    return total / count, (answer_total / answer_count if answer_count else None)
 
 
 def perplexity(loss: float) -> float:
@@ -58,17 +79,23 @@ def perplexity(loss: float) -> float:
 
 
 def heldout_losses(models: dict[str, Path], heldout: dict[str, list[str]], tokenizer_model: str,
-                   device: str, precision: str, load=load_scorer) -> dict[str, dict[str, float]]:
+                   device: str, precision: str, load=load_scorer,
+                   answers_only: bool = False) -> dict[str, dict[str, float]]:
     """Loss and perplexity of each model on each held-out corpus: {model: {<corpus>_loss,
-    <corpus>_perplexity}}; one model in memory at a time (`load` is the loader, for tests)."""
+    <corpus>_perplexity}}, with `answers_only` also <corpus>_answer_loss and
+    <corpus>_answer_perplexity (heldout_scores); one model in memory at a time (`load` is the
+    loader, for tests)."""
     result: dict[str, dict[str, float]] = {}
     for name, path in models.items():
         engine = load(path, tokenizer_model, device, precision)
         result[name] = {}
         for corpus, lines in heldout.items():
-            loss = heldout_loss(engine, lines)
+            loss, answer_loss = heldout_scores(engine, lines, answers_only)
             result[name][f"{corpus}_loss"] = round(loss, 4)
             result[name][f"{corpus}_perplexity"] = round(perplexity(loss), 3)
+            if answer_loss is not None:
+                result[name][f"{corpus}_answer_loss"] = round(answer_loss, 4)
+                result[name][f"{corpus}_answer_perplexity"] = round(perplexity(answer_loss), 3)
         engine.close()
         del engine
         gc.collect()
