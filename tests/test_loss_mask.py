@@ -271,3 +271,15 @@ def test_samples_show_the_mask_and_training_reports_a_loss_on_conversations(fine
     assert train_ppl and valid_ppl, log[-2000:]
     assert all(1.0 < float(p) < 1e6 for p in train_ppl + valid_ppl), (train_ppl, valid_ppl)
     assert json.dumps(cfg)  # the config was valid yaml for OpenNMT-py
+
+
+def test_the_training_applies_the_mask():
+    """scripts/train.py applies every fix (onmt_fixes.apply): the mask is one of them."""
+    import subprocess
+    import sys
+
+    code = ("from vicuna import onmt_fixes; onmt_fixes.apply()\n"
+            "from onmt.utils.loss import LossCompute\n"
+            "assert LossCompute.ignore_prompt._vicuna_fixed")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
