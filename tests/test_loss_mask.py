@@ -285,3 +285,40 @@ def test_the_training_applies_the_mask():
             "assert LossCompute.ignore_prompt._vicuna_fixed")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_heldout_losses_add_the_answer_loss_and_keep_the_rest(tiny_meta, finetune):
+    """heldout_loss --answer_loss_only: the same <corpus>_loss / _perplexity to the bit, and
+    the loss on the answers: a conversation's from the plain sequence and its layout's mask, a
+    single round's as the training reads it (OpenNMT-py's placeholder, its pad)."""
+    import math
+
+    from vicuna import evaluate
+
+    heldout = {"multi": [finetune["multi"]], "single": [finetune["single"]],
+               "plain": ["just text, no answer"]}
+    models = {"base": tiny_meta["onmt"]}
+    args = (models, heldout, str(tiny_meta["tokenizer"]), "cpu", "fp32")
+    plain = evaluate.heldout_losses(*args)
+    answers = evaluate.heldout_losses(*args, answers_only=True)
+    assert {k: v for k, v in answers["base"].items() if "answer" not in k} == plain["base"]
+    assert set(answers["base"]) - set(plain["base"]) == {
+        "multi_answer_loss", "multi_answer_perplexity", "single_answer_loss",
+        "single_answer_perplexity"}  # no answer in "plain": no answer loss
+
+    engine = evaluate.load_scorer(tiny_meta["onmt"], str(tiny_meta["tokenizer"]))
+    sp, pad = engine.sp, engine.pad_id()
+    text, spans = answer_char_spans(ROUNDS)
+    proto = sp.encode(text, out_type="proto")
+    ids = [sp.bos_id(), *[p.id for p in proto.pieces], sp.eos_id()]
+    mask = [any(p.begin < b and p.end > a for a, b in spans) for p in proto.pieces] + [True]
+    logprobs = engine.logprobs([ids])[0]
+    want = -math.fsum(lp for lp, on in zip(logprobs, mask, strict=True) if on) / sum(mask)
+    assert answers["base"]["multi_answer_loss"] == round(want, 4)
+    head, answer = prompt.from_line(finetune["single"]).split(loss_mask.ANSWER_START)
+    marked = [sp.bos_id(), *sp.encode(head + loss_mask.ANSWER_START), pad, *sp.encode(answer),
+              sp.eos_id()]
+    logprobs = engine.logprobs([marked])[0]
+    n = len(sp.encode(answer)) + 1
+    assert answers["base"]["single_answer_loss"] == round(-math.fsum(logprobs[-n:]) / n, 4)
+    engine.close()

@@ -55,23 +55,44 @@ def heldout_loss(engine: engines.Engine, lines: list[str]) -> float:
 def heldout_scores(engine: engines.Engine, lines: list[str],
                    answers_only: bool) -> tuple[float, float | None]:
     """The mean loss per token of the lines, and (with `answers_only`) the mean loss per token
-    of the tokens that carry the loss with train.answer_loss_only (vicuna.loss_mask: every
-    answer and what ends it), as the training's validation counts it then; None for a corpus
-    with no answer. One scoring of the lines gives both."""
+    on what carries the loss with train.answer_loss_only, as the training's validation counts
+    it (vicuna.loss_mask); None for a corpus with no answer. A conversation is scored once for
+    both. A single-round example is scored for its answer as OpenNMT-py's placeholder
+    transform gives it to the training: the prompt, the pad token, then the answer tokenized
+    on its own (what it reads at inference, without the pad, scores worse: see the README)."""
     sequences = _sequences(engine, lines)
-    sp = engine.sp
-    surfaces = loss_mask.vocab_bytes([sp.id_to_piece(i) for i in range(sp.get_piece_size())],
-                                     [sp.id_to_piece(sp.bos_id()), sp.id_to_piece(sp.eos_id()),
-                                      sp.id_to_piece(sp.unk_id())]) if answers_only else []
-    total, count, answer_total, answer_count = 0.0, 0, 0.0, 0
-    for seq, logprobs in zip(sequences, engine.logprobs(sequences), strict=True):
+    every = engine.logprobs(sequences)
+    total, count = 0.0, 0
+    for logprobs in every:  # summed as before answers_only: the same figure to the last bit
         total -= math.fsum(logprobs)
         count += len(logprobs)
-        if answers_only:  # the targets: every token after <s>; the sp model has no pad
-            mask = loss_mask.answer_mask(seq[1:], surfaces, pad=-1, eos=sp.eos_id())
-            answer_total -= math.fsum(lp for lp, on in zip(logprobs, mask, strict=True) if on)
-            answer_count += sum(mask)
-    return total / count, (answer_total / answer_count if answer_count else None)
+    loss = total / count
+    if not answers_only:
+        return loss, None
+    sp = engine.sp
+    eos, pad = sp.eos_id(), engine.pad_id()
+    specials = [sp.id_to_piece(i) for i in (sp.bos_id(), eos, sp.unk_id())]
+    surfaces = loss_mask.vocab_bytes([sp.id_to_piece(i) for i in range(sp.get_piece_size())],
+                                     specials)
+    single = [i for i, line in enumerate(lines)
+              if prompt.from_line(line).count(loss_mask.ANSWER_START) == 1]
+    marked = []  # the single-round examples, as the training reads them
+    for i in single:
+        head, answer = prompt.from_line(lines[i]).split(loss_mask.ANSWER_START)
+        marked.append([sp.bos_id(), *sp.encode(head + loss_mask.ANSWER_START), pad,
+                       *sp.encode(answer), eos])
+    scored = dict(enumerate(every))
+    scored.update(zip(single, engine.logprobs(marked) if marked else [], strict=True))
+    answer_total, answer_count = 0.0, 0
+    for i, seq in enumerate(sequences):
+        if i in single:
+            seq = marked[single.index(i)]
+            mask = loss_mask.after_placeholder(seq[1:], pad)
+        else:  # the sp model has no pad: the layout's mask
+            mask = loss_mask.answer_mask(seq[1:], surfaces, pad=-1, eos=eos)
+        answer_total -= math.fsum(lp for lp, on in zip(scored[i], mask, strict=True) if on)
+        answer_count += sum(mask)
+    return loss, (answer_total / answer_count if answer_count else None)
 
 
 def perplexity(loss: float) -> float:
