@@ -24,6 +24,7 @@ rule heldout_loss:
                          for name, source in EVAL_CORPORA.items()),
         device=config["inference"]["device"],
         precision=config["inference"]["precision"],
+        answers="--answer_loss_only" if config["train"]["answer_loss_only"] else "",
     resources:
         mem_mb=mem_mb("heldout_loss", "finetuned"),
         gpu=gpus(config["inference"]["device"]),
@@ -36,7 +37,7 @@ rule heldout_loss:
     shell:
         "heldout_loss.py --base {input.base} --finetuned {input.finetuned}"
         " --tokenizer_model {input.tokenizer} {params.heldout}"
-        " --device {params.device} --precision {params.precision}"
+        " --device {params.device} --precision {params.precision} {params.answers}"
         " --json {output.json} > {log} 2>&1"
 
 

@@ -2,7 +2,9 @@
 """Held-out loss and perplexity of the base and the finetuned model on each held-out corpus:
 writes outputs/heldout_loss.json, {"base": {"<corpus>_loss": ..., "<corpus>_perplexity": ...},
 "finetuned": {...}}. Models run on --device in --precision, one at a time. The decoding options
-play no part: `evaluate` joins this file to the answers' scores."""
+play no part: `evaluate` joins this file to the answers' scores. With --answer_loss_only (the
+training's train.answer_loss_only), each corpus also gets "<corpus>_answer_loss" and
+"<corpus>_answer_perplexity": the loss on the tokens that carry it in that training."""
 
 from __future__ import annotations
 
@@ -22,6 +24,8 @@ def main() -> None:
     p.add_argument("--heldout", nargs=2, action="append", required=True, metavar=("NAME", "TEXT"))
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--precision", choices=evaluate.PRECISIONS, default="fp32")
+    p.add_argument("--answer_loss_only", action="store_true",
+                   help="also the loss on the answers only, as the training counts it then")
     p.add_argument("--json", type=Path, required=True)
     a = p.parse_args()
     try:
@@ -29,7 +33,8 @@ def main() -> None:
         heldout = {name: evaluate.read_lines(text, f"held-out {name}") for name, text in a.heldout}
         models = {"base": require_file(a.base, "base checkpoint"),
                   "finetuned": require_file(a.finetuned, "finetuned checkpoint")}
-        result = evaluate.heldout_losses(models, heldout, a.tokenizer_model, a.device, a.precision)
+        result = evaluate.heldout_losses(models, heldout, a.tokenizer_model, a.device, a.precision,
+                                         answers_only=a.answer_loss_only)
         write_json(a.json, result)
     except (OSError, ValueError) as e:
         sys.exit(f"error: {e}")

@@ -2,7 +2,10 @@
 """onmt_train with this project's fixes applied (vicuna.onmt_fixes), the GPUs the job got,
 Adam where FusedAdam's Apex is missing, and resumption: a run that was killed goes on from
 its newest complete step checkpoint, if the config and every file it names are unchanged
-(vicuna.resume), its TensorBoard curves continued, each step once.
+(vicuna.resume), its TensorBoard curves continued, each step once. With -n_sample (a dump of
+each corpus's first examples) and the loss on the answers only (zero_out_prompt_loss), each
+dumped corpus also gets `<corpus>.sample.src.loss`: the pieces that carry the loss in
+[brackets] (vicuna.loss_mask).
 
     python scripts/train.py -config replicate_vicuna.yaml [-tensorboard_history FILE.json]
                             [other onmt_train options]
@@ -17,7 +20,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from vicuna import onmt_fixes, resume, training
+from vicuna import loss_mask, onmt_fixes, resume, training
 
 
 def main() -> None:
@@ -55,6 +58,20 @@ def main() -> None:
         elif log_dir:
             resume.keep_events_until(log_dir, 0)  # from step 0: the old curves are not of it
     sys.argv = ["onmt_train", "-config", a.config, *extra, *rest]
+    if "-n_sample" in rest:
+        dump = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+        dump.add_argument("-save_data", required=True)
+        save_data = dump.parse_known_args(rest)[0].save_data
+        try:
+            onmt_train()
+        except SystemExit as e:  # OpenNMT-py exits once the samples are saved
+            if e.code not in (None, 0):
+                raise
+        if cfg.get("zero_out_prompt_loss"):
+            from onmt.constants import CorpusName  # where save_transformed_sample writes
+
+            loss_mask.write_samples(Path(save_data).parent / CorpusName.SAMPLE)
+        return
     onmt_train()
     if joined is not None:
         joined.unlink(missing_ok=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from vicuna import engines, inference, prompt
+from vicuna import engines, inference, loss_mask, prompt
 from vicuna.files import iter_lines, require_file
 
 PRECISIONS = ("fp32", "fp16")
@@ -42,17 +42,59 @@ def load_scorer(path: str | Path, tokenizer_model: str, device: str = "cpu",
     return engines.load("py", opts, source=str(path))
 
 
-def heldout_loss(engine: engines.Engine, lines: list[str]) -> float:
-    """The mean loss per token of the lines, as OpenNMT-py's validation counts it."""
+def _sequences(engine: engines.Engine, lines: list[str]) -> list[list[int]]:
     if not lines:
         raise ValueError("no example to score")
     sp = engine.sp
-    sequences = [[sp.bos_id(), *sp.encode(prompt.from_line(line)), sp.eos_id()] for line in lines]
+    return [[sp.bos_id(), *sp.encode(prompt.from_line(line)), sp.eos_id()] for line in lines]
+
+
+def heldout_loss(engine: engines.Engine, lines: list[str]) -> float:
+    """The mean loss per token of the lines, as OpenNMT-py's validation counts it."""
+    return heldout_scores(engine, lines, answers_only=False)[0]
+
+
+def heldout_scores(engine: engines.Engine, lines: list[str],
+                   answers_only: bool) -> tuple[float, float | None]:
+    """The mean loss per token of the lines, and (with `answers_only`) the mean loss per token
+    on what carries the loss with train.answer_loss_only, as the training's validation counts
+    it (vicuna.loss_mask); None for a corpus with no answer. A conversation is scored once for
+    both. A single-round example is scored for its answer as OpenNMT-py's placeholder
+    transform gives it to the training: the prompt, the pad token, then the answer tokenized
+    on its own (what it reads at inference, without the pad, scores worse: see the README)."""
+    sequences = _sequences(engine, lines)
+    every = engine.logprobs(sequences)
     total, count = 0.0, 0
-    for logprobs in engine.logprobs(sequences):
+    for logprobs in every:  # summed as before answers_only: the same figure to the last bit
         total -= math.fsum(logprobs)
         count += len(logprobs)
-    return total / count
+    loss = total / count
+    if not answers_only:
+        return loss, None
+    sp = engine.sp
+    eos, pad = sp.eos_id(), engine.pad_id()
+    specials = [sp.id_to_piece(i) for i in (sp.bos_id(), eos, sp.unk_id())]
+    surfaces = loss_mask.vocab_bytes([sp.id_to_piece(i) for i in range(sp.get_piece_size())],
+                                     specials)
+    single = [i for i, line in enumerate(lines)
+              if prompt.from_line(line).count(loss_mask.ANSWER_START) == 1]
+    marked = []  # the single-round examples, as the training reads them
+    for i in single:
+        head, answer = prompt.from_line(lines[i]).split(loss_mask.ANSWER_START)
+        marked.append([sp.bos_id(), *sp.encode(head + loss_mask.ANSWER_START), pad,
+                       *sp.encode(answer), eos])
+    scored = dict(enumerate(every))
+    scored.update(zip(single, engine.logprobs(marked) if marked else [], strict=True))
+    answer_total, answer_count = 0.0, 0
+    for i, seq in enumerate(sequences):
+        if i in single:
+            seq = marked[single.index(i)]
+            mask = loss_mask.after_placeholder(seq[1:], pad)
+        else:  # the sp model has no pad: the layout's mask
+            mask = loss_mask.answer_mask(seq[1:], surfaces, pad=-1, eos=eos)
+        answer_total -= math.fsum(lp for lp, on in zip(scored[i], mask, strict=True) if on)
+        answer_count += sum(mask)
+    return loss, (answer_total / answer_count if answer_count else None)
 
 
 def perplexity(loss: float) -> float:
@@ -60,17 +102,23 @@ def perplexity(loss: float) -> float:
 
 
 def heldout_losses(models: dict[str, Path], heldout: dict[str, list[str]], tokenizer_model: str,
-                   device: str, precision: str, load=load_scorer) -> dict[str, dict[str, float]]:
+                   device: str, precision: str, load=load_scorer,
+                   answers_only: bool = False) -> dict[str, dict[str, float]]:
     """Loss and perplexity of each model on each held-out corpus: {model: {<corpus>_loss,
-    <corpus>_perplexity}}; one model in memory at a time (`load` is the loader, for tests)."""
+    <corpus>_perplexity}}, with `answers_only` also <corpus>_answer_loss and
+    <corpus>_answer_perplexity (heldout_scores); one model in memory at a time (`load` is the
+    loader, for tests)."""
     result: dict[str, dict[str, float]] = {}
     for name, path in models.items():
         engine = load(path, tokenizer_model, device, precision)
         result[name] = {}
         for corpus, lines in heldout.items():
-            loss = heldout_loss(engine, lines)
+            loss, answer_loss = heldout_scores(engine, lines, answers_only)
             result[name][f"{corpus}_loss"] = round(loss, 4)
             result[name][f"{corpus}_perplexity"] = round(perplexity(loss), 3)
+            if answer_loss is not None:
+                result[name][f"{corpus}_answer_loss"] = round(answer_loss, 4)
+                result[name][f"{corpus}_answer_perplexity"] = round(perplexity(answer_loss), 3)
         engine.close()
         del engine
         gc.collect()

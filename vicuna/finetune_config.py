@@ -10,15 +10,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from vicuna import loss_mask
 from vicuna.shape import LlamaShape, architecture
 
 TRANSFORMS = ["sentencepiece", "filtertoolong"]
-# With answer_loss_only: OpenNMT-py's placeholder transform marks where the answer starts (the
-# tokenizer turns the mark into a pad token), and zero_out_prompt_loss drops the loss before it.
-# The pattern must occur exactly once: multi-round examples get no mark, and then OpenNMT-py's
-# mask drops their loss entirely (the mask keeps only what follows a pad token).
+# With answer_loss_only: OpenNMT-py's placeholder transform marks where the answer starts in a
+# single-round example (the tokenizer turns the mark into a pad token), and zero_out_prompt_loss
+# drops the loss before it. The transform puts no mark where the pattern occurs twice or more:
+# vicuna.onmt_fixes.mask_every_answer then masks such rows itself, the loss on every answer
+# (vicuna.loss_mask). The pattern is the layout's own response marker (vicuna.prompt).
 ANSWER_MARK = "insert_mask_before_placeholder"
-RESPONSE_PATTERN = "Response:｟newline｠"
+RESPONSE_PATTERN = loss_mask.RESPONSE_PATTERN
 
 
 def finetune_config(

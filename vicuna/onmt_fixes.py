@@ -82,6 +82,73 @@ def fix_cached_rotary_position() -> None:
     GeneratorLM._decode_and_generate = _decode_and_generate
 
 
+def mask_every_answer() -> None:
+    """zero_out_prompt_loss keeps the loss on what follows the first placeholder of each row
+    (a cumulative sum over pad positions), and OpenNMT-py's placeholder transform puts none where
+    the response pattern occurs twice: a multi-round conversation then carries no loss at all.
+    In validation it is wrong on single rounds too: LM validation batches are left-padded, so the
+    sum counts the padding, the prompt of every shorter row carries the loss and its target ids
+    are multiplied by the count (other tokens, or ids past the vocabulary).
+    Mask each row with vicuna.loss_mask.answer_mask instead: rows with the placeholder (single
+    round) as OpenNMT-py masks right-padded rows, other rows on every answer of the
+    conversation, padding on either side left out. LossCompute.ignore_prompt serves both
+    training and validation."""
+    check_onmt_version()
+    from onmt.utils.loss import LossCompute
+
+    original = LossCompute.ignore_prompt
+    if getattr(original, "_vicuna_fixed", False):
+        return
+
+    @functools.wraps(original)
+    def ignore_prompt(self, batch):
+        tgt = batch["tgt"]
+        keep = batch_answer_mask(self.vocab, batch["src"][:, :, 0], batch["srclen"])
+        keep = keep[:, :tgt.size(1)].to(tgt.device).unsqueeze(-1)
+        batch["tgt"] = torch.where(keep, tgt, torch.full_like(tgt, self.padding_idx))
+        return batch
+
+    ignore_prompt._vicuna_fixed = True  # type: ignore[attr-defined]
+    LossCompute.ignore_prompt = ignore_prompt
+
+
+_SURFACES: dict[int, tuple[object, list[bytes]]] = {}
+
+
+def vocab_surfaces(vocab) -> list[bytes]:
+    """loss_mask.vocab_bytes of an OpenNMT-py (pyonmttok) vocabulary, once per vocabulary."""
+    from onmt.constants import DefaultTokens
+
+    from vicuna import loss_mask
+
+    known = _SURFACES.get(id(vocab))
+    if known is None or known[0] is not vocab:
+        specials = (DefaultTokens.BOS, DefaultTokens.EOS, DefaultTokens.PAD, DefaultTokens.UNK)
+        known = _SURFACES[id(vocab)] = (vocab, loss_mask.vocab_bytes(vocab.ids_to_tokens, specials))
+    return known[1]
+
+
+def batch_answer_mask(vocab, src: torch.Tensor, srclen: torch.Tensor) -> torch.Tensor:
+    """The loss mask of an LM batch's target side ([batch, len] bools), from its source side
+    (<s> + the tokens: unlike the target, never touched by the masking, so masking twice gives
+    the same). The target of a row is its source's tokens after <s>, then </s>, at the same
+    positions: right-padded in training, left-padded in validation (a row that starts with the
+    pad token)."""
+    from onmt.constants import DefaultTokens
+
+    from vicuna import loss_mask
+
+    surfaces = vocab_surfaces(vocab)
+    pad, eos = vocab[DefaultTokens.PAD], vocab[DefaultTokens.EOS]
+    width = src.size(1)
+    out = torch.zeros(src.size(0), width, dtype=torch.bool)
+    for r, (row, n) in enumerate(zip(src.tolist(), srclen.tolist(), strict=True)):
+        start = width - n if n < width and row[0] == pad else 0
+        ids = row[start + 1:start + n] + [eos]
+        out[r, start:start + n] = torch.tensor(loss_mask.answer_mask(ids, surfaces, pad=pad, eos=eos))
+    return out
+
+
 def apply() -> None:
     global _applied
     if _applied:
@@ -89,4 +156,5 @@ def apply() -> None:
     allow_checkpoint_pickles()
     freeze_generator_with_lora()
     fix_cached_rotary_position()
+    mask_every_answer()
     _applied = True

@@ -10,7 +10,7 @@ same function: the task line, then its rounds, a valid example on its own. A lit
 rule (vicuna.prompt.STOP) reads it.
 
 Length of an example, in the model's tokens: <s> + its sentencepiece pieces + </s>, plus, with
-answer_loss_only, room for the mark before each answer (MARK_TOKENS; see
+answer_loss_only, room for the mark before the answer of a single-round example (MARK_TOKENS; see
 vicuna.finetune_config). filtertoolong drops an example whose pieces exceed
 seq_length - 2 (it checks the target side, which gets <s> and </s>): that is, whose length
 exceeds seq_length. An example that fits is written back byte for byte.
@@ -24,11 +24,12 @@ from dataclasses import dataclass, field
 
 import sentencepiece as spm
 
-from vicuna import prompt
+from vicuna import loss_mask, prompt
 
 Round = tuple[str, str]
-# Tokens answer_loss_only's mark can add at each answer it marks: its pad token, and one more
-# piece when the answer, then tokenized apart, gives its first word sentencepiece's leading "▁".
+# Tokens answer_loss_only's mark can add to a single-round example (the only ones OpenNMT-py's
+# transform marks): its pad token, and one more piece when the answer, then tokenized apart,
+# gives its first word sentencepiece's leading "▁".
 MARK_TOKENS = 2
 
 # Why a long example (or round) reaches no model: the counts' keys.
@@ -108,7 +109,9 @@ class Lengths:
         self.sp, self.answer_marks = sp, answer_marks
 
     def of_texts(self, texts: list[str]) -> list[int]:
-        marks = [text.count(ANSWER) * MARK_TOKENS if self.answer_marks else 0
+        # OpenNMT-py's transform marks an example whose response marker occurs once; where it
+        # occurs more often, the loss mask (vicuna.loss_mask) reads the tokens and adds none
+        marks = [MARK_TOKENS if self.answer_marks and text.count(loss_mask.ANSWER_START) == 1 else 0
                  for text in texts]
         return [len(ids) + 2 + m for ids, m in zip(self.sp.encode(texts), marks, strict=True)]
 

@@ -221,3 +221,17 @@ def test_a_missing_corpus_or_an_output_of_another_kind_is_named(tmp_path, small_
                         "64", str(tmp_path / "in.txt"), str(tmp_path / "out"), check=False)
     assert result.returncode != 0 and f"{tmp_path / 'out'}: is a directory" in result.stderr
     assert (tmp_path / "out" / "precious.txt").read_text() == "my notes"
+
+
+def test_conversations_get_no_room_for_a_mark(model_tokenizer):
+    """OpenNMT-py's mark goes into single-round examples only; a conversation's loss mask adds
+    no token (vicuna.loss_mask): with answer_loss_only its length is the same, and OpenNMT-py
+    with the mark transform keeps a conversation exactly as long as seq_length."""
+    sp = tokenizer.load(model_tokenizer)
+    marked, plain = split_long.Lengths(sp, True), split_long.Lengths(sp, False)
+    conv, one = prompt.conversation(rounds(3, 3, 8)), prompt.conversation(rounds(3, 1, 8))
+    assert marked.of_texts([conv]) == plain.of_texts([conv])
+    assert marked.of_texts([one])[0] == plain.of_texts([one])[0] + split_long.MARK_TOKENS
+    length = plain.of_texts([conv])[0]
+    assert onmt_keeps(model_tokenizer, length, [prompt.to_line(conv)], mark=True) == [True]
+    assert onmt_keeps(model_tokenizer, length - 1, [prompt.to_line(conv)], mark=True) == [False]

@@ -95,6 +95,11 @@ class PyEngine(Engine):
             watcher.end()
         return answers
 
+    def pad_id(self) -> int:
+        """OpenNMT-py's pad token in this model (its embedding is zero, its positions masked):
+        the placeholder its answer-mask transform leaves in single-round training examples."""
+        return self._model().decoder.embeddings.word_padding_idx
+
     def _model(self):
         if self._onmt is not None:
             return self._onmt.translator.model
