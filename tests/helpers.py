@@ -10,6 +10,7 @@ port is left listening.
 from __future__ import annotations
 
 import copy
+import json
 import os
 import re
 import runpy
@@ -216,3 +217,32 @@ CHECKPOINT_FAULTS = {
     "lora": "merge it into its base first with lora_weights.py",
     "pickle_list": "not an OpenNMT-py checkpoint",
 }
+
+
+# --- Data and curves, as the tests of both tiers read them ----------------------------------
+
+NL = "｟newline｠"  # a newline as corpus lines store it
+
+
+def flatten(tmp_path, fmt, records, *extra, check=True):
+    """flatten_dataset.py on `records` written as JSON: (its result, the corpus it wrote)."""
+    src = tmp_path / "in.json"
+    src.write_text(json.dumps(records), encoding="utf-8")
+    out = tmp_path / "out.txt"
+    result = run_script("flatten_dataset.py", "--format", fmt, *extra, str(src), str(out),
+                        check=check)
+    return result, out
+
+
+def scalars(log_dir: Path) -> dict[str, list[int]]:
+    """Every tag's steps over all event files under log_dir, sorted (a step logged twice shows
+    twice), read by TensorBoard's own reader."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    steps: dict[str, list[int]] = {}
+    for path in log_dir.rglob("events.out.tfevents.*"):
+        acc = EventAccumulator(str(path))
+        acc.Reload()
+        for tag in acc.Tags()["scalars"]:
+            steps.setdefault(tag, []).extend(e.step for e in acc.Scalars(tag))
+    return {tag: sorted(values) for tag, values in steps.items()}

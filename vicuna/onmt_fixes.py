@@ -36,6 +36,17 @@ def allow_checkpoint_pickles() -> None:
     torch.serialization.add_safe_globals([argparse.Namespace])
 
 
+def patch(owner: object, name: str, fixed_version) -> None:
+    """Replace owner.<name> by fixed_version(original), once: a second call (apply() again, or a
+    fix called by itself) finds the mark and changes nothing."""
+    original = getattr(owner, name)
+    if getattr(original, "_vicuna_fixed", False):
+        return
+    fixed = functools.wraps(original)(fixed_version(original))
+    fixed._vicuna_fixed = True
+    setattr(owner, name, fixed)
+
+
 def freeze_generator_with_lora() -> None:
     """With LoRA, OpenNMT-py marks only LoRA weights trainable *before* it attaches the output
     layer, so the generator trains too, yet LoRA checkpoints are saved with generator=None and
@@ -43,20 +54,16 @@ def freeze_generator_with_lora() -> None:
     check_onmt_version()
     import onmt.model_builder as builder
 
-    original = builder.build_base_model
-    if getattr(original, "_vicuna_fixed", False):
-        return
+    def fixed(original):
+        def build_base_model(model_opt, vocabs):
+            model = original(model_opt, vocabs)
+            if getattr(model_opt, "lora_layers", None) or getattr(model_opt, "lora_embedding", False):
+                for param in model.generator.parameters():
+                    param.requires_grad = False
+            return model
+        return build_base_model
 
-    @functools.wraps(original)
-    def build_base_model(model_opt, vocabs):
-        model = original(model_opt, vocabs)
-        if getattr(model_opt, "lora_layers", None) or getattr(model_opt, "lora_embedding", False):
-            for param in model.generator.parameters():
-                param.requires_grad = False
-        return model
-
-    build_base_model._vicuna_fixed = True  # type: ignore[attr-defined]
-    builder.build_base_model = build_base_model
+    patch(builder, "build_base_model", fixed)
 
 
 def fix_cached_rotary_position() -> None:
@@ -66,20 +73,16 @@ def fix_cached_rotary_position() -> None:
     check_onmt_version()
     from onmt.translate.translator import GeneratorLM
 
-    original = GeneratorLM._decode_and_generate
-    if getattr(original, "_vicuna_fixed", False):
-        return
+    def fixed(original):
+        def _decode_and_generate(self, decoder_in, enc_out, batch, src_len, src_map=None,
+                                 step=None, batch_offset=None, return_attn=False):
+            if step:  # 0 or None: the whole prompt at once, positions start at 0
+                step -= 1
+            return original(self, decoder_in, enc_out, batch, src_len, src_map=src_map,
+                            step=step, batch_offset=batch_offset, return_attn=return_attn)
+        return _decode_and_generate
 
-    @functools.wraps(original)
-    def _decode_and_generate(self, decoder_in, enc_out, batch, src_len, src_map=None,
-                             step=None, batch_offset=None, return_attn=False):
-        if step:  # 0 or None: the whole prompt at once, positions start at 0
-            step -= 1
-        return original(self, decoder_in, enc_out, batch, src_len, src_map=src_map, step=step,
-                        batch_offset=batch_offset, return_attn=return_attn)
-
-    _decode_and_generate._vicuna_fixed = True  # type: ignore[attr-defined]
-    GeneratorLM._decode_and_generate = _decode_and_generate
+    patch(GeneratorLM, "_decode_and_generate", fixed)
 
 
 def mask_every_answer() -> None:
@@ -96,20 +99,16 @@ def mask_every_answer() -> None:
     check_onmt_version()
     from onmt.utils.loss import LossCompute
 
-    original = LossCompute.ignore_prompt
-    if getattr(original, "_vicuna_fixed", False):
-        return
+    def fixed(original):
+        def ignore_prompt(self, batch):
+            tgt = batch["tgt"]
+            keep = batch_answer_mask(self.vocab, batch["src"][:, :, 0], batch["srclen"])
+            keep = keep[:, :tgt.size(1)].to(tgt.device).unsqueeze(-1)
+            batch["tgt"] = torch.where(keep, tgt, torch.full_like(tgt, self.padding_idx))
+            return batch
+        return ignore_prompt
 
-    @functools.wraps(original)
-    def ignore_prompt(self, batch):
-        tgt = batch["tgt"]
-        keep = batch_answer_mask(self.vocab, batch["src"][:, :, 0], batch["srclen"])
-        keep = keep[:, :tgt.size(1)].to(tgt.device).unsqueeze(-1)
-        batch["tgt"] = torch.where(keep, tgt, torch.full_like(tgt, self.padding_idx))
-        return batch
-
-    ignore_prompt._vicuna_fixed = True  # type: ignore[attr-defined]
-    LossCompute.ignore_prompt = ignore_prompt
+    patch(LossCompute, "ignore_prompt", fixed)
 
 
 _SURFACES: dict[int, tuple[object, list[bytes]]] = {}

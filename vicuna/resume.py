@@ -18,7 +18,6 @@ the steps after it again; a training that starts from step 0 starts without them
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
@@ -243,23 +242,19 @@ def flush_tensorboard_at_each_report() -> None:
     (which waits for the queue to be written) puts every event up to a step checkpoint on disk
     before that checkpoint is saved: the training report and the validation of a step come
     before its save, so a resumed run finds all the steps it goes on from."""
-    from vicuna.onmt_fixes import check_onmt_version
+    from vicuna.onmt_fixes import check_onmt_version, patch
 
     check_onmt_version()
     from onmt.utils.report_manager import ReportMgr
 
-    original = ReportMgr.maybe_log_tensorboard
-    if getattr(original, "_vicuna_fixed", False):
-        return
+    def fixed(original):
+        def maybe_log_tensorboard(self, *args, **kwargs):
+            original(self, *args, **kwargs)
+            if self.tensorboard_writer is not None:
+                self.tensorboard_writer.flush()
+        return maybe_log_tensorboard
 
-    @functools.wraps(original)
-    def maybe_log_tensorboard(self, *args, **kwargs):
-        original(self, *args, **kwargs)
-        if self.tensorboard_writer is not None:
-            self.tensorboard_writer.flush()
-
-    maybe_log_tensorboard._vicuna_fixed = True  # type: ignore[attr-defined]
-    ReportMgr.maybe_log_tensorboard = maybe_log_tensorboard
+    patch(ReportMgr, "maybe_log_tensorboard", fixed)
 
 
 def tensorboard_history(log_dir: str | Path, relative_to: str | Path) -> dict[str, Any]:

@@ -13,23 +13,11 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from helpers import BIN, clone, env
+from helpers import BIN, clone, env, scalars
 
 PROGRESS = ("progress/xent", "progress/ppl", "progress/lr")
 
 
-def scalars(log_dir: Path) -> dict[str, list[int]]:
-    """Every tag's steps over all event files under log_dir, sorted (a step logged twice shows
-    twice), read by TensorBoard's own reader."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    steps: dict[str, list[int]] = {}
-    for path in log_dir.rglob("events.out.tfevents.*"):
-        acc = EventAccumulator(str(path))
-        acc.Reload()
-        for tag in acc.Tags()["scalars"]:
-            steps.setdefault(tag, []).extend(e.step for e in acc.Scalars(tag))
-    return {tag: sorted(values) for tag, values in steps.items()}
 
 
 FINETUNED = "finetuned_llama-tiny"

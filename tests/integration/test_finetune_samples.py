@@ -3,26 +3,16 @@ byte token, and with answer_loss_only the mark where the answer starts."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
-from helpers import LLAMA_TOKENIZER, run_script
+from helpers import LLAMA_TOKENIZER, NL, flatten, run_script
 
 TASK = ("Below is an instruction that describes a task. Write a response that appropriately "
         "completes the request.")
 
 
-NL = "｟newline｠"
 
 
-def flatten(tmp_path, fmt, records, *extra, check=True):
-    src = tmp_path / "in.json"
-    src.write_text(json.dumps(records), encoding="utf-8")
-    out = tmp_path / "out.txt"
-    result = run_script("flatten_dataset.py", "--format", fmt, *extra, str(src), str(out),
-                        check=check)
-    return result, out
 
 
 @pytest.mark.skipif(not LLAMA_TOKENIZER.is_file(), reason="real LLaMA tokenizer fixture absent")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers import run_script
+from helpers import NL, flatten, run_script
 
 TASK = ("Below is an instruction that describes a task. Write a response that appropriately "
         "completes the request.")
@@ -15,16 +15,8 @@ TASK_INPUT = ("Below is an instruction that describes a task, paired with an inp
               "further context. Write a response that appropriately completes the request.")
 
 
-NL = "｟newline｠"
 
 
-def flatten(tmp_path, fmt, records, *extra, check=True):
-    src = tmp_path / "in.json"
-    src.write_text(json.dumps(records), encoding="utf-8")
-    out = tmp_path / "out.txt"
-    result = run_script("flatten_dataset.py", "--format", fmt, *extra, str(src), str(out),
-                        check=check)
-    return result, out
 
 
 def test_alpaca_records_with_and_without_input(tmp_path):

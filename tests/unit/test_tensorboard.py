@@ -8,7 +8,7 @@ import shutil
 import time
 from pathlib import Path
 
-from helpers import run_script
+from helpers import run_script, scalars
 
 from vicuna import resume
 
@@ -31,18 +31,6 @@ def write_run(log_dir: Path, name: str, steps: range, valid_every: int = 200) ->
     return path
 
 
-def scalars(log_dir: Path) -> dict[str, list[int]]:
-    """Every tag's steps over all event files under log_dir, sorted (a step logged twice shows
-    twice), read by TensorBoard's own reader."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    steps: dict[str, list[int]] = {}
-    for path in log_dir.rglob("events.out.tfevents.*"):
-        acc = EventAccumulator(str(path))
-        acc.Reload()
-        for tag in acc.Tags()["scalars"]:
-            steps.setdefault(tag, []).extend(e.step for e in acc.Scalars(tag))
-    return {tag: sorted(values) for tag, values in steps.items()}
 
 
 def test_events_after_the_resumed_step_are_dropped(tmp_path, capsys):
