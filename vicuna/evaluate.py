@@ -76,20 +76,20 @@ def heldout_scores(engine: engines.Engine, lines: list[str],
     specials = [sp.id_to_piece(i) for i in (sp.bos_id(), eos, sp.unk_id())]
     surfaces = loss_mask.vocab_bytes([sp.id_to_piece(i) for i in range(sp.get_piece_size())],
                                      specials)
-    single = [i for i, line in enumerate(lines)
-              if prompt.from_line(line).count(loss_mask.ANSWER_START) == 1]
-    marked = []  # the single-round examples, as the training reads them
-    for i in single:
-        head, answer = prompt.from_line(lines[i]).split(loss_mask.ANSWER_START)
-        marked.append([sp.bos_id(), *sp.encode(head + loss_mask.ANSWER_START), pad,
-                       *sp.encode(answer), eos])
+    marked: dict[int, list[int]] = {}  # the single-round examples, as the training reads them
+    for i, line in enumerate(lines):
+        text = prompt.from_line(line)
+        if text.count(loss_mask.ANSWER_START) == 1:
+            head, answer = text.split(loss_mask.ANSWER_START)
+            marked[i] = [sp.bos_id(), *sp.encode(head + loss_mask.ANSWER_START), pad,
+                         *sp.encode(answer), eos]
     scored = dict(enumerate(every))
-    scored.update(zip(single, engine.logprobs(marked) if marked else [], strict=True))
+    scored.update(zip(marked, engine.logprobs(list(marked.values())) if marked else [],
+                      strict=True))
     answer_total, answer_count = 0.0, 0
     for i, seq in enumerate(sequences):
-        if i in single:
-            seq = marked[single.index(i)]
-            mask = loss_mask.after_placeholder(seq[1:], pad)
+        if i in marked:
+            mask = loss_mask.after_placeholder(marked[i][1:], pad)
         else:  # the sp model has no pad: the layout's mask
             mask = loss_mask.answer_mask(seq[1:], surfaces, pad=-1, eos=eos)
         answer_total -= math.fsum(lp for lp, on in zip(scored[i], mask, strict=True) if on)
@@ -183,9 +183,9 @@ def read_heldout(path: Path) -> dict:
 def evaluation(predictions_py: Path, predictions_ct2: Path, *, base: Path, options_py: Path,
                prompts: Path, references: Path | None = None,
                heldout: Path | None = None, mmlu: Path | None = None) -> dict:
-    """eval.json: the held-out losses and MMLU scores (when given), py/ct2 agreement, and, where there are
-    references, both models' answer scores (the base's answers generated with the py options;
-    without references no model is loaded)."""
+    """eval.json: the held-out losses and MMLU scores (when given), py/ct2 agreement, and,
+    where there are references, both models' answer scores (the base's answers generated with
+    the py options; without references no model is loaded)."""
     py = read_lines(predictions_py, "py predictions")
     ct2 = read_lines(predictions_ct2, "ct2 predictions")
     if len(py) != len(ct2):
