@@ -82,3 +82,27 @@ def test_streamed_bytes_at_7b_width_match_transformers(bench):
     norms = sum(p.numel() for p in params.values() if p.dim() == 1)
     assert peers_report.streamed_bytes(manifest, 1) == matrices + 4096 + 4 * norms
     assert peers_report.streamed_bytes(manifest, 4) == 4 * (matrices + 4096 + norms)
+
+
+def test_job_memory_sees_the_peak_of_a_job_that_ends_between_samples(tmp_path, monkeypatch):
+    """A job's Python process writes its exact high-water mark at exit (peak_rss/sitecustomize.py),
+    keyed by its log: a 300 MB peak held for no time at all, which a sampler would miss."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import job_memory
+
+    work = tmp_path / "layers1"
+    (work / "logs").mkdir(parents=True)
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(job_memory.PEAK_RSS),
+           "VICUNA_PEAK_RSS": str(tmp_path / f"layers1.{job_memory.PEAKS}")}
+    burst = "b = b'x' * (300 * 2**20); del b"
+    with open(work / "logs" / "extract_vocabulary.log", "w") as log:
+        subprocess.run([sys.executable, "-c", burst], stderr=log, env=env, check=True)
+    subprocess.run([sys.executable, "-c", "pass"], stderr=subprocess.PIPE, env=env, check=True)
+    peaks = job_memory.exact_peaks(work)
+    assert list(peaks) == ["extract_vocabulary"]  # the process whose stderr is no log is not a job
+    assert 300 < peaks["extract_vocabulary"] < 400
+    # without VICUNA_PEAK_RSS the hook records nothing
+    (tmp_path / f"layers1.{job_memory.PEAKS}").unlink()
+    subprocess.run([sys.executable, "-c", burst], env={"PYTHONPATH": env["PYTHONPATH"]},
+                   check=True)
+    assert not (tmp_path / f"layers1.{job_memory.PEAKS}").exists()

@@ -99,3 +99,18 @@ def test_a_gpu_exactly_where_a_model_runs_on_cuda(plan):
     for job in jobs:
         gpu = int(job["resources"].get("gpu", 0))
         assert gpu == (job["rule"] in DEVICE_RULES | {TRAINING}), job
+
+
+def test_a_small_model_asks_at_least_what_a_job_without_weights_uses(tmp_path):
+    """The tiny default on SLURM, planned before its base exists: the fits are lines measured on 0.9-2 GB
+    checkpoints, one of which crosses zero above the origin (simple_inference_ct2); every job
+    still asks for the interpreter a job that loads no weights measures, with the margin."""
+    work = clone(tmp_path)
+    jobs = planned_jobs(snakemake(work, "all", "--profile", "profiles/slurm", "--dry-run").stdout)
+    floor = MEASURED["extract_vocabulary"]["b_mb"] * 1.25
+    assert MEASURED["simple_inference_ct2"]["b_mb"] < 0 < floor
+    sized = [job for job in jobs
+             if job["rule"] in MEASURED or f"{job['rule']}_py" in MEASURED]
+    assert {job["rule"] for job in sized} >= {"convert_llama", "simple_inference", "finetune"}
+    for job in sized:
+        assert int(job["resources"]["mem_mb"]) >= floor, job
