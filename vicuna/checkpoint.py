@@ -115,10 +115,15 @@ def _rotary_tables(model: torch.nn.Module, device: str) -> None:
 
 
 @torch.no_grad()
-def logits(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
-    """Logits [batch, seq, vocab] for token ids [batch, seq] (no padding)."""
+def hidden(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """The decoder's output [batch, seq, dim] for token ids [batch, seq] (no padding)."""
     src = tokens.unsqueeze(-1)
     src_len = torch.full((tokens.shape[0],), tokens.shape[1], dtype=torch.long)
     model.decoder.init_state()
     dec_out, _ = model.decoder(src, enc_out=None, src_len=src_len)
-    return model.generator(dec_out).float()
+    return dec_out
+
+
+def logits(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """Logits [batch, seq, vocab] for token ids [batch, seq] (no padding)."""
+    return model.generator(hidden(model, tokens)).float()

@@ -181,16 +181,18 @@ def choose_generate(engine: engines.Engine, prompts: list[str]) -> list[str]:
 
 
 def choose_loglik(engine: engines.Engine, prompts: list[str]) -> list[str]:
-    """The letter whose tokens are the most likely continuation (the first on a tie)."""
+    """The letter whose tokens are the most likely continuation (the first on a tie). Where
+    each letter is one token (LLaMA's "▁A"), one pass over a prompt scores all four."""
     letters = letter_ids(engine.sp)
-    sequences = [engine.prompt_ids(text) + letters[c] for text in prompts for c in CHOICES]
-    scores = engine.logprobs(sequences)
-    chosen = []
-    for i in range(len(prompts)):
-        total = [math.fsum(scores[i * len(CHOICES) + j][-len(letters[c]):])
-                 for j, c in enumerate(CHOICES)]
-        chosen.append(CHOICES[max(range(len(CHOICES)), key=total.__getitem__)])
-    return chosen
+    if all(len(ids) == 1 for ids in letters.values()):
+        totals = engine.next_logprobs([engine.prompt_ids(text) for text in prompts],
+                                      [letters[c][0] for c in CHOICES])
+    else:
+        sequences = [engine.prompt_ids(text) + letters[c] for text in prompts for c in CHOICES]
+        scores = engine.logprobs(sequences)
+        totals = [[math.fsum(scores[i * len(CHOICES) + j][-len(letters[c]):])
+                   for j, c in enumerate(CHOICES)] for i in range(len(prompts))]
+    return [CHOICES[max(range(len(CHOICES)), key=total.__getitem__)] for total in totals]
 
 
 CHOOSE = {"generate": choose_generate, "loglik": choose_loglik}

@@ -145,6 +145,51 @@ def test_choices_equal_transformers_on_the_same_prompts(data_dir, tiny_meta, exp
     engine.close()
 
 
+def test_one_pass_gives_the_next_token_log_probabilities_transformers_gives(tiny_meta, exported):
+    """The py engine's one-pass `next_logprobs` (the vocabulary projected at the last position
+    only) against transformers' log-softmax after the same ids, and against the generic way
+    (each candidate appended and scored): prompts of equal and of different lengths."""
+    opts = mmlu.engine_options(tiny_meta["onmt"], tiny_meta["tokenizer"], "py", "cpu", "fp32",
+                               batch_size=4, context=CONTEXT)
+    engine = engines.load("py", opts, source="test")
+    candidates = [ids[-1] for ids in mmlu.letter_ids(engine.sp).values()]  # any token ids will do
+    texts = ["Is Z_2 a field?\nAnswer:", "Is Z_3 a field?\nAnswer:", "What carries oxygen?\nAnswer:",
+             "x"]
+    sequences = [engine.prompt_ids(t) for t in texts]
+    assert len(sequences[0]) == len(sequences[1]) != len(sequences[2])
+    got = engine.next_logprobs(sequences, candidates)
+    generic = engines.Engine.next_logprobs(engine, sequences, candidates)
+    model = transformers.AutoModelForCausalLM.from_pretrained(exported, dtype=torch.float32).eval()
+    with torch.no_grad():
+        expected = [model(input_ids=torch.tensor([seq])).logits[0, -1].log_softmax(-1)[candidates]
+                    for seq in sequences]
+    for row, slow, oracle_row in zip(got, generic, expected, strict=True):
+        assert row == pytest.approx(oracle_row.tolist(), abs=1e-4)
+        assert row == pytest.approx(slow, abs=1e-4)
+    engine.close()
+
+
+def test_one_token_letters_are_scored_in_one_pass(tiny_meta, monkeypatch):
+    """With letters of one token each (LLaMA's "▁A"; the tiny tokenizer's are two), `loglik`
+    reads them off one pass per prompt (next_logprobs, not logprobs) and picks the letters the
+    four-sequence way picks."""
+    opts = mmlu.engine_options(tiny_meta["onmt"], tiny_meta["tokenizer"], "py", "cpu", "fp32",
+                               batch_size=4, context=CONTEXT)
+    engine = engines.load("py", opts, source="test")
+    one_token = {c: [engine.sp.piece_to_id(piece)] for c, piece in zip(mmlu.CHOICES, "abcd", strict=True)}
+    assert all(ids[0] != engine.sp.unk_id() for ids in one_token.values())
+    prompts = ["Is Z_2 a field?\nAnswer:", "DNA is made of?\nAnswer:", "Which one?\nAnswer:"]
+    expected = []
+    for text in prompts:
+        ids = engine.prompt_ids(text)
+        scores = engine.logprobs([ids + one_token[c] for c in mmlu.CHOICES])
+        expected.append(mmlu.CHOICES[max(range(4), key=lambda j: scores[j][-1])])
+    monkeypatch.setattr(mmlu, "letter_ids", lambda sp: one_token)
+    monkeypatch.setattr(engine, "logprobs", None)  # the four-sequence way is not taken
+    assert mmlu.choose_loglik(engine, prompts) == expected
+    engine.close()
+
+
 def test_scores_and_rows(data_dir, tiny_meta):
     def load_engine(path):
         return engines.load("py", mmlu.engine_options(path, tiny_meta["tokenizer"], "py", "cpu",

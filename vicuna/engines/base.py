@@ -96,6 +96,15 @@ class Engine:
         starting with <s>): the log-likelihood held-out losses and benchmarks need."""
         raise NotImplementedError
 
+    def next_logprobs(self, sequences: list[list[int]], candidates: list[int]
+                      ) -> list[list[float]]:
+        """log P(c | sequence) for each token c of `candidates` after each id sequence (each
+        starting with <s>). Here: each sequence scored once per candidate; an engine that can
+        reads all candidates off one pass (py)."""
+        n = len(candidates)
+        scores = self.logprobs([seq + [c] for seq in sequences for c in candidates])
+        return [[scores[i * n + j][-1] for j in range(n)] for i in range(len(sequences))]
+
     def close(self) -> None:
         """Let the model go."""
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import gc
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import yaml
@@ -122,24 +122,48 @@ class PyEngine(Engine):
         model = self._model()
         device = next(model.parameters()).device
         result: list[list[float]] = [[] for _ in sequences]
-        by_length: dict[int, list[int]] = {}
-        for i, seq in enumerate(sequences):
-            if len(seq) > 1:
-                by_length.setdefault(len(seq), []).append(i)
-        for indexes in by_length.values():  # equal lengths: a batch needs no padding
-            for start in range(0, len(indexes), SCORE_BATCH):
-                batch = indexes[start:start + SCORE_BATCH]
-                tokens = torch.tensor([sequences[i] for i in batch], device=device)
-                logits = checkpoint.logits(model, tokens[:, :-1])
-                picked = -torch.nn.functional.cross_entropy(
-                    logits.transpose(1, 2), tokens[:, 1:], reduction="none")
-                for i, row in zip(batch, picked.tolist(), strict=True):
-                    result[i] = row
+        for batch in _by_length(sequences, shortest=2):
+            tokens = torch.tensor([sequences[i] for i in batch], device=device)
+            logits = checkpoint.logits(model, tokens[:, :-1])
+            picked = -torch.nn.functional.cross_entropy(
+                logits.transpose(1, 2), tokens[:, 1:], reduction="none")
+            for i, row in zip(batch, picked.tolist(), strict=True):
+                result[i] = row
+        return result
+
+    def next_logprobs(self, sequences: list[list[int]], candidates: list[int]
+                      ) -> list[list[float]]:
+        import torch
+
+        from vicuna import checkpoint
+
+        model = self._model()
+        device = next(model.parameters()).device
+        result: list[list[float]] = [[] for _ in sequences]
+        for batch in _by_length(sequences, shortest=1):
+            tokens = torch.tensor([sequences[i] for i in batch], device=device)
+            # the vocabulary projection at the last position only: one pass for every candidate
+            last = checkpoint.hidden(model, tokens)[:, -1]
+            picked = model.generator(last).float().log_softmax(-1)[:, candidates]
+            for i, row in zip(batch, picked.tolist(), strict=True):
+                result[i] = row
         return result
 
     def close(self) -> None:
         self._onmt = self._scorer = None
         gc.collect()
+
+
+def _by_length(sequences: list[list[int]], shortest: int) -> Iterator[list[int]]:
+    """Indexes of the sequences of `shortest` tokens or more, in batches of one length (no
+    padding) of at most SCORE_BATCH."""
+    by_length: dict[int, list[int]] = {}
+    for i, seq in enumerate(sequences):
+        if len(seq) >= shortest:
+            by_length.setdefault(len(seq), []).append(i)
+    for indexes in by_length.values():
+        for start in range(0, len(indexes), SCORE_BATCH):
+            yield indexes[start:start + SCORE_BATCH]
 
 
 def build_onmt_engine(opts: dict):
