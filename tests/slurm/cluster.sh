@@ -301,6 +301,14 @@ cmd_down() {
     fi
     local d
     for d in slurmd slurmctld slurmdbd mariadbd munged; do stop_daemon "$d"; done
+    # With no controller, every SLURM client retries for MessageTimeout - 1 s (9 s by default)
+    # before it fails, and the SLURM executor plugin runs `scontrol show config` at every
+    # Snakemake start, even a local one: a stopped cluster's config makes them fail at once.
+    # `up` writes the running config again.
+    if [[ -f $ETC/slurm.conf ]] && ! grep -q '^MessageTimeout=' "$ETC/slurm.conf"; then
+        printf '# Cluster down (tests/slurm/cluster.sh down): clients fail at once.\nMessageTimeout=1\n' \
+            >>"$ETC/slurm.conf"
+    fi
     say "cluster down in $((SECONDS - t0)) s"
 }
 
