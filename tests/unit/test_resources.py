@@ -11,7 +11,7 @@ import shlex
 import shutil
 
 import pytest
-from helpers import REPO, clone, snakemake
+from helpers import REPO, SEVEN_B, clone, snakemake
 
 from vicuna import random_base
 
@@ -19,16 +19,6 @@ MEASURED = json.loads((REPO / "benchmarks" / "job_memory.json").read_text())["ru
 # Jobs that run a model on the configured device; `evaluate` only with something to score.
 DEVICE_RULES = {"simple_inference", "mmlu"}
 TRAINING = "finetune"
-
-
-def readme_commands(prefix: str) -> list[str]:
-    """The command lines of the README's ```bash blocks that start with `prefix`."""
-    blocks = re.findall(r"```bash\n(.*?)```", (REPO / "README.md").read_text(), re.S)
-    lines = [line.split(" #")[0].strip() for block in blocks for line in block.splitlines()]
-    return [line for line in lines if line.startswith(prefix)]
-
-
-SEVEN_B = next(c for c in readme_commands("snakemake ") if "llama7b-vicuna.yaml" in c)
 
 
 def planned_jobs(output: str) -> list[dict]:
