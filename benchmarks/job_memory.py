@@ -3,7 +3,7 @@ on 7B-shaped checkpoints (dim 4096, FFN 11008, LLaMA's 32,000-piece vocabulary) 
 layers: the workflow itself, run locally on the 7B config plus the rehearsal's shrinking override
 (vicuna/rehearsal.py, with a held-out corpus so that `evaluate` loads both models), CPU only.
 Each rule's peak is the larger of its Snakemake benchmark's max_rss (the job's processes
-together, sampled) and the exact high-water mark of its Python processes (getrusage, recorded
+together, sampled) and the exact high-water mark of its Python processes (VmHWM, recorded
 at exit by peak_rss/sitecustomize.py): Snakemake samples every 0.5 s, and a job of 4 s can end
 between samples (extract_vocabulary sampled at 291 MB on one machine, 371 on another). The fit
 is peak = a x size + b per rule, written to benchmarks/job_memory.json, which
@@ -80,9 +80,10 @@ def exact_peaks(work: Path) -> dict[str, float]:
     Python processes that wrote to that log, in MB."""
     peaks: dict[str, float] = {}
     lines = (work.parent / f"{work.name}.{PEAKS}").read_text().splitlines()
+    logs = work.resolve() / "logs"  # the records hold absolute paths (--reuse may be relative)
     for record in map(json.loads, lines):
         log = Path(record["stderr"])
-        if log.suffix == ".log" and log.parent == work / "logs":  # not Snakemake's own
+        if log.suffix == ".log" and log.parent == logs:  # not Snakemake's own
             peaks[log.stem] = max(peaks.get(log.stem, 0.0), record["max_rss_mb"])
     return peaks
 

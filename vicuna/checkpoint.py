@@ -124,6 +124,14 @@ def hidden(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
     return dec_out
 
 
+@torch.no_grad()
 def logits(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
     """Logits [batch, seq, vocab] for token ids [batch, seq] (no padding)."""
     return model.generator(hidden(model, tokens)).float()
+
+
+@torch.no_grad()
+def next_log_probs(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """log P(next token) [batch, vocab] after token ids [batch, seq] (no padding): the
+    vocabulary projection at the last position only."""
+    return model.generator(hidden(model, tokens)[:, -1]).float().log_softmax(-1)

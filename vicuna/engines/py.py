@@ -142,9 +142,8 @@ class PyEngine(Engine):
         result: list[list[float]] = [[] for _ in sequences]
         for batch in _by_length(sequences, shortest=1):
             tokens = torch.tensor([sequences[i] for i in batch], device=device)
-            # the vocabulary projection at the last position only: one pass for every candidate
-            last = checkpoint.hidden(model, tokens)[:, -1]
-            picked = model.generator(last).float().log_softmax(-1)[:, candidates]
+            # one pass for every candidate
+            picked = checkpoint.next_log_probs(model, tokens)[:, candidates]
             for i, row in zip(batch, picked.tolist(), strict=True):
                 result[i] = row
         return result
