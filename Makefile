@@ -1,11 +1,13 @@
 # make run   - create .venv, install, run the workflow's `all` on the tiny default config
+#              (CONFIG=file... for another run: every run's files live in runs/<run_name>/)
 # make test-fast - the same install plus test tools, then the unit tier (tests/unit: no workflow
 #              run, no server, under 2 minutes)
 # make test  - the same install plus test tools, then the whole test suite (tests/unit and
 #              tests/integration, as CI runs it)
 # make lint  - ruff and snakemake --lint
-# make chat  - the gradio chatbot on the newest release, on http://127.0.0.1:7860
-# make serve - an OpenAI-compatible API on the newest release, on http://127.0.0.1:8000/v1
+# make chat  - the gradio chatbot on a run's newest release, on http://127.0.0.1:7860
+# make serve - an OpenAI-compatible API on a run's newest release, on http://127.0.0.1:8000/v1
+# make clean - remove a run's folder (CONFIG=... as for make run)
 
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -33,8 +35,14 @@ $(VENV)/.dev-installed: $(VENV)/.installed requirements-dev.txt
 	$(PIP) -r requirements-dev.txt
 	touch $@
 
+# CONFIG: the config files of the run (config.yaml unless given), as Snakemake merges them.
+CONFIG ?=
+CONFIGS = $(or $(CONFIG),config.yaml)
+CONFIG_ARGS = $(if $(CONFIG),--configfile $(CONFIG))
+RUN_DIR = $(shell $(PY) -m vicuna.run_layout $(CONFIGS))
+
 run: install
-	snakemake --profile profiles/local all
+	snakemake --profile profiles/local all $(CONFIG_ARGS)
 
 # As root (CI, a fresh machine), the tests' system parts are installed and started too:
 # Debian's Chromium for the browser test, graphviz for the README's rule graph command, and a
@@ -58,20 +66,21 @@ lint: dev
 	ruff check .
 	snakemake --lint
 
-# The chatbot on the workflow's newest release (built first if needed): MODE=py or ct2.
+# The chatbot on the newest release of a run (built first if needed): MODE=py or ct2, the run of
+# CONFIG (config.yaml unless given; several files as Snakemake merges them, in quotes).
 MODE ?= ct2
 PORT ?= 7860
 chat: install
-	snakemake --profile profiles/local translate_opts_$(MODE).yaml
-	python scripts/chatbot.py -inference_config_file translate_opts_$(MODE).yaml \
+	snakemake --profile profiles/local $(RUN_DIR)/translate_opts_$(MODE).yaml $(CONFIG_ARGS)
+	python scripts/chatbot.py -inference_config_file $(RUN_DIR)/translate_opts_$(MODE).yaml \
 		-inference_mode $(MODE) -max_context_length 512 -server_port $(PORT)
 
 # The same release behind an OpenAI-compatible API (scripts/serve_api.py): MODE=py or ct2,
 # PORT=8000 by default; VICUNA_API_KEY=... asks clients for that key.
 serve: PORT = 8000
 serve: install
-	snakemake --profile profiles/local translate_opts_$(MODE).yaml
-	python scripts/serve_api.py -inference_config_file translate_opts_$(MODE).yaml \
+	snakemake --profile profiles/local $(RUN_DIR)/translate_opts_$(MODE).yaml $(CONFIG_ARGS)
+	python scripts/serve_api.py -inference_config_file $(RUN_DIR)/translate_opts_$(MODE).yaml \
 		-inference_mode $(MODE) -max_context_length 512 --port $(PORT)
 
 slurm-up:
@@ -80,17 +89,11 @@ slurm-up:
 slurm-down:
 	bash tests/slurm/cluster.sh down
 
-# What the workflow made for CONFIG (config.yaml unless given): every rule's outputs, as
-# Snakemake knows them, the step checkpoints, TensorBoard event files and unfinished downloads
-# beside them, logs and timings. Never llama/ or any other input the config names: no rule makes those.
-CONFIG ?=
-clean:
-	@test -x $(VENV)/bin/snakemake || (echo "make clean: no $(VENV)/bin/snakemake (make install)" >&2; exit 1)
-	$(VENV)/bin/snakemake $(if $(CONFIG),--configfile $(CONFIG)) --delete-all-output --quiet
-	model=$$($(PY) -c 'import sys, yaml; print([n for f in sys.argv[1:] for n in \
-		[yaml.safe_load(open(f)).get("model_name")] if n][-1])' $(or $(CONFIG),config.yaml)) && \
-	rm -f finetuned_$$model/$${model}-vicuna-onmt_step_*.pt finetuned_$$model/.finetune_inputs.json \
-		finetuned_$$model/*_resume.pt dataAI/*.part dataAI/*.part.json && \
-	rm -f finetuned_$$model/logs/*/events.out.tfevents.* && \
-	find finetuned_$$model dataAI outputs synthetic -depth -type d -empty -delete 2>/dev/null || true
-	rm -rf logs benchmarks/results
+# What the workflow made for CONFIG: its run folder, runs/<run_name>/ (every artifact, log and
+# timing), and for a config that builds its own base (the tiny default) the synthetic/ sources.
+# Never llama/ or any other input the config names: no rule makes those.
+clean: install
+	rm -rf $(RUN_DIR)
+	@if $(PY) -c 'import sys; from vicuna.run_layout import merged_config; \
+		sys.exit("synthetic" not in merged_config(sys.argv[1:]))' $(CONFIGS); then \
+		echo "rm -rf synthetic"; rm -rf synthetic; fi

@@ -47,3 +47,11 @@ rule all:
         rules.training_curves.output.curves,
         MMLU_JSON,
     default_target: True
+
+
+# The inputs the config names that no rule makes must exist (a key and its path, if not).
+check_inputs()
+
+
+onsuccess:
+    prune_older_releases()

@@ -61,23 +61,24 @@ def main() -> None:
     start = time.monotonic()
     proc = rehearsal.run_locally(root, work, n_examples=200, n_layers=a.layers, changes=GPU)
     (a.out / "snakemake.log").write_text(proc.stdout + proc.stderr)
-    for log in (work / "logs").rglob("*.log"):
+    run = work / rehearsal.RUN
+    for log in (run / "logs").rglob("*.log"):
         (a.out / log.name).write_text(log.read_text(errors="replace"))
     result: dict = {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__,
                     "layers": a.layers, "wall_seconds": round(time.monotonic() - start, 1),
                     "workflow_ok": proc.returncode == 0}
     if proc.returncode == 0:
-        result["finetune"] = finetune_figures((work / "logs/finetune.log").read_text())
+        result["finetune"] = finetune_figures((run / "logs/finetune.log").read_text())
         for mode in ("py", "ct2"):
-            pred = json.loads((work / f"outputs/predictions_{mode}.json").read_text())
+            pred = json.loads((run / f"outputs/predictions_{mode}.json").read_text())
             result[f"inference_{mode}"] = {k: pred[k] for k in
                                            ("seconds", "generated_tokens", "tokens_per_second")}
-        ct2_log = (work / "logs/simple_inference_ct2.log").read_text()
+        ct2_log = (run / "logs/simple_inference_ct2.log").read_text()
         result["ct2_int8_float16_on_cuda"] = "automatically converted" not in ct2_log
-        result["py_ct2_agreement"] = json.loads((work / "outputs/eval.json").read_text())[
+        result["py_ct2_agreement"] = json.loads((run / "outputs/eval.json").read_text())[
             "py_ct2_agreement"]
         result["jobs"] = {name: {"seconds": job["s"], "max_rss_mb": job["max_rss"]}
-                          for name, job in rehearsal.job_benchmarks(work).items()}
+                          for name, job in rehearsal.job_benchmarks(run).items()}
     (a.out / "gpu_check.json").write_text(json.dumps(result, indent=1) + "\n")
     lines = [f"# GPU check: {result['gpu']}, torch {result['torch']}, {a.layers} layers of 7B",
              "", f"workflow ok: {result['workflow_ok']}, {result['wall_seconds']} s wall"]

@@ -80,7 +80,8 @@ def exact_peaks(work: Path) -> dict[str, float]:
     Python processes that wrote to that log, in MB."""
     peaks: dict[str, float] = {}
     lines = (work.parent / f"{work.name}.{PEAKS}").read_text().splitlines()
-    logs = work.resolve() / "logs"  # the records hold absolute paths (--reuse may be relative)
+    # the records hold absolute paths (--reuse may be relative)
+    logs = work.resolve() / rehearsal.RUN / "logs"
     for record in map(json.loads, lines):
         log = Path(record["stderr"])
         if log.suffix == ".log" and log.parent == logs:  # not Snakemake's own
@@ -89,9 +90,10 @@ def exact_peaks(work: Path) -> dict[str, float]:
 
 
 def read(work: Path) -> dict[str, tuple[float, float, float]]:
-    jobs, exact = rehearsal.job_benchmarks(work), exact_peaks(work)
-    return {rule: (size_mb(work / loads), max(jobs[rule]["max_rss"], exact.get(rule, 0.0)),
-                   jobs[rule]["s"])
+    jobs, exact = rehearsal.job_benchmarks(work / rehearsal.RUN), exact_peaks(work)
+    run = work / rehearsal.RUN  # the base is read from llama/, the rest is the run's
+    return {rule: (size_mb(work / loads if loads.startswith("llama/") else run / loads),
+                   max(jobs[rule]["max_rss"], exact.get(rule, 0.0)), jobs[rule]["s"])
             for rule, loads in LOADS.items()}
 
 

@@ -17,13 +17,13 @@ if MMLU_ARCHIVE:
     # resumable, checked against `sha256` or, without it, against its first download's manifest.
     rule mmlu_download:
         output:
-            archive="dataAI/mmlu_data.tar",
-            manifest="dataAI/mmlu_data.manifest.json",
+            archive=run_path("dataAI/mmlu_data.tar"),
+            manifest=run_path("dataAI/mmlu_data.manifest.json"),
         params:
             url=MMLU["data"],
             checks=f"--sha256 {MMLU['sha256']}" if "sha256" in MMLU else "",
         log:
-            "logs/mmlu_download.log",
+            run_path("logs/mmlu_download.log"),
         conda:
             "../envs/vicuna.yaml"
         shell:
@@ -42,8 +42,8 @@ if MMLU:
             tokenizer=config["base"]["tokenizer_model"],
             data=rules.mmlu_download.output.archive if MMLU_ARCHIVE else MMLU["data"],
         output:
-            json="outputs/mmlu.json",
-            tsv=report("outputs/mmlu.tsv", category="Evaluation"),
+            json=run_path("outputs/mmlu.json"),
+            tsv=report(run_path("outputs/mmlu.tsv"), category="Evaluation"),
         params:
             shots=MMLU["shots"],
             subjects=" ".join(MMLU["subjects"]),
@@ -57,9 +57,9 @@ if MMLU:
             gpu=gpus(config["inference"]["device"]),
             runtime=scoring_runtime_min("base", MMLU_MINUTES_PER_GB),
         log:
-            "logs/mmlu.log",
+            run_path("logs/mmlu.log"),
         benchmark:
-            "benchmarks/results/mmlu.tsv"
+            run_path("benchmarks/mmlu.tsv")
         conda:
             "../envs/vicuna.yaml"
         shell:

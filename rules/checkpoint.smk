@@ -16,9 +16,9 @@ rule convert_llama:
         runtime=runtime_min(),
         disk_mb=disk_mb(),
     log:
-        "logs/convert_llama.log",
+        run_path("logs/convert_llama.log"),
     benchmark:
-        "benchmarks/results/convert_llama.tsv"
+        run_path("benchmarks/convert_llama.tsv")
     conda:
         "../envs/vicuna.yaml"
     shell:
@@ -31,14 +31,14 @@ rule extract_vocabulary:
     input:
         checkpoint=rules.convert_llama.output.checkpoint,
     output:
-        vocab="vocab.txt",
+        vocab=run_path("vocab.txt"),
     resources:
         mem_mb=mem_mb("extract_vocabulary", "checkpoint"),
         runtime=runtime_min("checkpoint"),
     log:
-        "logs/extract_vocabulary.log",
+        run_path("logs/extract_vocabulary.log"),
     benchmark:
-        "benchmarks/results/extract_vocabulary.tsv"
+        run_path("benchmarks/extract_vocabulary.tsv")
     conda:
         "../envs/vicuna.yaml"
     shell:

@@ -1,29 +1,65 @@
 # Config validation (before any job starts) and the paths every stage agrees on.
 import json
+import os
 from pathlib import Path
 
 from snakemake.logging import logger
 from snakemake.utils import min_version, validate
 
-from vicuna import config_check, engines
+from vicuna import config_check, engines, run_layout
 from vicuna.layout import model_files, planned_layout
 
 min_version("9.0")
 
 
+# The config files, in the order Snakemake merged them: config.yaml, or those given.
+CONFIG_FILES = [
+    str(Path(f).relative_to(Path.cwd())) if Path(f).is_relative_to(Path.cwd()) else str(f)
+    for f in workflow.overwrite_configfiles
+] or ["config.yaml"]
+
+
+def config_error(error):
+    """A config error ends the run in one line a fault, naming the file and the key (no
+    Snakemake frame around it), exit 1."""
+    raise SystemExit(config_check.report(error, CONFIG_FILES))
+
+
 # Strict types first (YAML's 800.0 is no integer, its 2e-5 is a string: the message says so),
-# then Snakemake's own validation, which also fills the schema's defaults.
-config_check.validate(config, Path(workflow.basedir) / "schemas" / "config.schema.yaml")
+# then Snakemake's own validation, which also fills the schema's defaults, then what the schema
+# cannot express, across keys (each message names the keys).
+try:
+    config_check.validate(config, Path(workflow.basedir) / "schemas" / "config.schema.yaml")
+except ValueError as e:
+    config_error(e)
 validate(config, schema="../schemas/config.schema.yaml")
-# What the schema cannot express, across keys (each message names the keys).
-config_check.check_keys(config)
+try:
+    config_check.check_keys(config)
+except ValueError as e:
+    config_error(e)
 
 MODES = list(engines.REGISTRY)
 
-# Artifact names follow the tutorial: llama7B-vicuna-onmt.pt, finetuned_llama7B/...
+# base.tokenizer_model, where not given: the model directory's own tokenizer.model, else the one
+# beside it (Meta's LLaMA download: llama/tokenizer.model beside llama/7B/).
+TOKENIZER_GIVEN = "tokenizer_model" in config["base"]
+config["base"].setdefault("tokenizer_model", config_check.default_tokenizer(config["base"]["model_dir"]))
+
+# Every artifact of a run lives in its own folder, runs/<run_name>/ (run_name: model_name unless
+# given), so that two configs in one checkout never read or overwrite each other's files; the
+# inputs a config names (base, JSON, prompts) are read where they are.
+RUN = run_layout.run_dir(config)
+
+
+def run_path(path):
+    """`path` inside this run's folder (wildcards left as they are)."""
+    return f"{RUN}/{path}"
+
+
+# Artifact names follow the tutorial inside the run: llama7B-vicuna-onmt.pt, finetuned_llama7B/...
 MODEL = config["model_name"]
-BASE_CHECKPOINT = f"{MODEL}-vicuna-onmt.pt"
-FINETUNED = f"finetuned_{MODEL}"
+BASE_CHECKPOINT = run_path(f"{MODEL}-vicuna-onmt.pt")
+FINETUNED = run_path(f"finetuned_{MODEL}")
 SAVE_MODEL = f"{FINETUNED}/{MODEL}-vicuna-onmt"
 STEP_CHECKPOINT = f"{SAVE_MODEL}_step_{config['train']['train_steps']}"
 
@@ -39,6 +75,23 @@ JSON_SOURCES = sorted(name for name, spec in SOURCES.items() if "json" in spec)
 # data.split_long: the training corpora are read through rule split_long (dataAI/<corpus>.split.txt).
 SPLIT_LONG = config["data"].get("split_long", False)
 URL_SOURCES = sorted(name for name, spec in SOURCES.items() if "url" in spec)
+
+
+# Inference prompts: the tutorial's text file as given, or alpaca records that rule
+# inference_prompts lays out in the template (their outputs the references, where each has one).
+PROMPT_RECORDS = config["inference"]["input_examples"].endswith((".json", ".jsonl"))
+if PROMPT_RECORDS:
+    INPUT_EXAMPLES = run_path("inputs/input_examples.txt")
+    RECORD_REFERENCES = "references" not in config["inference"] and config_check.records_have_outputs(
+        config["inference"]["input_examples"]
+    )
+    REFERENCES = [run_path("inputs/references.txt")] if RECORD_REFERENCES else []
+else:
+    INPUT_EXAMPLES = config["inference"]["input_examples"]
+    RECORD_REFERENCES = False
+    REFERENCES = []
+if "references" in config["inference"]:
+    REFERENCES = [config["inference"]["references"]]
 
 
 def one_of(names):
@@ -59,7 +112,17 @@ def base_model_files():
 
 
 def corpus_path(name):
-    return f"dataAI/{name}.txt"
+    return run_path(f"dataAI/{name}.txt")
+
+
+def corpus_provenance(name):
+    """The file that says where corpus `name` came from: its flatten report (from JSON) or its
+    download manifest (from a URL). Consumers ask for it beside the corpus: a corpus whose
+    source changed kind (JSON <-> URL) is then remade, where Snakemake alone would trust the
+    text file's metadata from the other rule."""
+    if name in URL_SOURCES:
+        return rules.download_dataset.output.manifest.format(corpus=name)
+    return rules.flatten_dataset.output.report.format(corpus=name)
 
 
 def training_corpus(name):
@@ -68,21 +131,29 @@ def training_corpus(name):
     return rules.split_long.output.text.format(corpus=name) if SPLIT_LONG else corpus_path(name)
 
 
-def check_base_model_dir():
-    """A base.model_dir that does not exist yet, said once at parse time (by the main process):
-    the tiny default's pretraining builds it; any other config needs the foundation model
-    there, and Snakemake then stops on the missing input files it names."""
+def peft_base_dir(base):
+    """The adapter's base directory: release_hf_base's output, or the Hugging Face base's."""
+    return base[0] if len(base) == 1 else str(Path(base[0]).parent)
+
+
+def check_inputs():
+    """Every input the config names exists or one of the rules makes it (vicuna.config_check),
+    checked at parse time once every rule is defined, whatever this run's earlier outputs are."""
     model_dir = config["base"]["model_dir"]
-    if Path(model_dir).exists() or not workflow.is_main_process:
-        return
-    if "synthetic" in config:
+    if "synthetic" in config and not Path(model_dir).exists() and workflow.is_main_process:
         logger.info(f"base.model_dir {model_dir} does not exist yet: pretrain_base will build "
                     f"the tiny base there (config key `synthetic`)")
-    else:
-        logger.warning(f"base.model_dir: {model_dir} does not exist: put the foundation model "
-                       f"there (Meta's params.json + consolidated.*.pth, or a Hugging Face "
-                       f"directory: config.json + *.safetensors or pytorch_model*.bin), or "
-                       f"point base.model_dir at it")
+    try:
+        config_check.check_inputs(config, lambda path: any(r.is_producer(path) for r in workflow.rules),
+                                  defaulted=set() if TOKENIZER_GIVEN else {"base.tokenizer_model"})
+    except ValueError as e:
+        config_error(e)
 
 
-check_base_model_dir()
+def prune_older_releases():
+    """Once a run has succeeded: the merged checkpoints and releases of other train_steps are
+    removed, unless release.keep_older_steps (the main process only: never from inside a job)."""
+    if config["release"].get("keep_older_steps") or not workflow.is_main_process:
+        return
+    for path in run_layout.prune_older_steps(SAVE_MODEL, config["train"]["train_steps"]):
+        print(f"removed {path}: a release of an earlier train_steps (release.keep_older_steps keeps them)")

@@ -6,15 +6,15 @@ rule flatten_dataset:
     input:
         lambda w: SOURCES[w.corpus]["json"],
     output:
-        text="dataAI/{corpus}.txt",
-        report="dataAI/{corpus}.flatten.json",
+        text=run_path("dataAI/{corpus}.txt"),
+        report=run_path("dataAI/{corpus}.flatten.json"),
     wildcard_constraints:
         corpus=one_of(JSON_SOURCES),
     params:
         format=lambda w: SOURCES[w.corpus]["format"],
         on_error=config["data"]["on_error"],
     log:
-        "logs/flatten_dataset/{corpus}.log",
+        run_path("logs/flatten_dataset/{corpus}.log"),
     conda:
         "../envs/vicuna.yaml"
     shell:
@@ -26,8 +26,8 @@ rule flatten_dataset:
 # A flattened corpus from a URL or a local path, resumable, checked (corpora with `url:`).
 rule download_dataset:
     output:
-        text="dataAI/{corpus}.txt",
-        manifest="dataAI/{corpus}.manifest.json",
+        text=run_path("dataAI/{corpus}.txt"),
+        manifest=run_path("dataAI/{corpus}.manifest.json"),
     wildcard_constraints:
         corpus=one_of(URL_SOURCES),
     params:
@@ -38,7 +38,7 @@ rule download_dataset:
             if key in SOURCES[w.corpus]
         ),
     log:
-        "logs/download_dataset/{corpus}.log",
+        run_path("logs/download_dataset/{corpus}.log"),
     conda:
         "../envs/vicuna.yaml"
     shell:
@@ -54,17 +54,17 @@ rule split_long:
         text=corpus_path("{corpus}"),
         tokenizer=config["base"]["tokenizer_model"],
     output:
-        text="dataAI/{corpus}.split.txt",
-        report="dataAI/{corpus}.split.json",
+        text=run_path("dataAI/{corpus}.split.txt"),
+        report=run_path("dataAI/{corpus}.split.json"),
     wildcard_constraints:
         corpus=one_of(config["data"]["corpora"]),
     params:
         seq_length=config["train"]["seq_length"],
         answer_marks="--answer_loss_only" if config["train"]["answer_loss_only"] else "",
     log:
-        "logs/split_long/{corpus}.log",
+        run_path("logs/split_long/{corpus}.log"),
     benchmark:
-        "benchmarks/results/split_long/{corpus}.tsv"
+        run_path("benchmarks/split_long/{corpus}.tsv")
     conda:
         "../envs/vicuna.yaml"
     shell:
@@ -85,11 +85,12 @@ rule data_report:
     input:
         corpora=[corpus_path(name) for name in SOURCES],
         reports=[rules.flatten_dataset.output.report.format(corpus=name) for name in JSON_SOURCES],
+        manifests=[corpus_provenance(name) for name in URL_SOURCES],
         splits=[path for pair in SPLITS.values() for path in pair],
         tokenizer=config["base"]["tokenizer_model"],
     output:
-        stats=report("dataAI/stats.tsv", category="Data"),
-        histogram=report("dataAI/token_lengths.png", category="Data"),
+        stats=report(run_path("dataAI/stats.tsv"), category="Data"),
+        histogram=report(run_path("dataAI/token_lengths.png"), category="Data"),
     params:
         corpora=" ".join(f"--corpus {name} {corpus_path(name)}" for name in SOURCES),
         training=" ".join(config["data"]["corpora"]),
@@ -97,7 +98,7 @@ rule data_report:
         seq_length=config["train"]["seq_length"],
         answer_marks="--answer_loss_only" if config["train"]["answer_loss_only"] else "",
     log:
-        "logs/data_report.log",
+        run_path("logs/data_report.log"),
     conda:
         "../envs/vicuna.yaml"
     shell:

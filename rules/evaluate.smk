@@ -5,7 +5,7 @@
 EVAL_CORPORA = ({"valid": "valid"} if VALID else {}) | dict(sorted(HELDOUT.items()))
 # `evaluate` loads a model only for the base's answers to referenced prompts; without
 # references it compares the two modes' predictions and needs neither memory nor GPU.
-EVAL_LOADS_MODELS = "references" in config["inference"]
+EVAL_LOADS_MODELS = bool(REFERENCES)
 
 
 # outputs/heldout_loss.json: held-out loss and perplexity per corpus, base and finetuned, one
@@ -17,8 +17,9 @@ rule heldout_loss:
         finetuned=rules.merge_lora.output.checkpoint,
         tokenizer=config["base"]["tokenizer_model"],
         heldout=[corpus_path(source) for source in EVAL_CORPORA.values()],
+        provenance=[corpus_provenance(source) for source in EVAL_CORPORA.values()],
     output:
-        json="outputs/heldout_loss.json",
+        json=run_path("outputs/heldout_loss.json"),
     params:
         heldout=" ".join(f"--heldout {name} {corpus_path(source)}"
                          for name, source in EVAL_CORPORA.items()),
@@ -29,9 +30,9 @@ rule heldout_loss:
         mem_mb=mem_mb("heldout_loss", "finetuned"),
         gpu=gpus(config["inference"]["device"]),
     log:
-        "logs/heldout_loss.log",
+        run_path("logs/heldout_loss.log"),
     benchmark:
-        "benchmarks/results/heldout_loss.tsv"
+        run_path("benchmarks/heldout_loss.tsv")
     conda:
         "../envs/vicuna.yaml"
     shell:
@@ -52,16 +53,16 @@ rule evaluate:
         base=rules.convert_llama.output.checkpoint,
         heldout_loss=HELDOUT_LOSS,
         mmlu=MMLU_JSON,
-        prompts=config["inference"]["input_examples"],
-        references=config["inference"].get("references", []),
+        prompts=INPUT_EXAMPLES,
+        references=REFERENCES,
         predictions_py=expand(rules.simple_inference.output.predictions, mode="py"),
         predictions_ct2=expand(rules.simple_inference.output.predictions, mode="ct2"),
         # the base's answers are generated with the py mode's options
         options=expand(rules.translate_opts.output.options, mode="py"),
     output:
-        json="outputs/eval.json",
-        table="outputs/eval.tsv",
-        html=report("outputs/eval.html", category="Evaluation"),
+        json=run_path("outputs/eval.json"),
+        table=run_path("outputs/eval.tsv"),
+        html=report(run_path("outputs/eval.html"), category="Evaluation"),
     params:
         heldout_loss=" ".join(f"--heldout_loss {path}" for path in HELDOUT_LOSS),
         mmlu=" ".join(f"--mmlu {path}" for path in MMLU_JSON),
@@ -71,9 +72,9 @@ rule evaluate:
         mem_mb=mem_mb("simple_inference_py", "base") if EVAL_LOADS_MODELS else 1000,
         gpu=gpus(config["inference"]["device"]) if EVAL_LOADS_MODELS else 0,
     log:
-        "logs/evaluate.log",
+        run_path("logs/evaluate.log"),
     benchmark:
-        "benchmarks/results/evaluate.tsv"
+        run_path("benchmarks/evaluate.tsv")
     conda:
         "../envs/vicuna.yaml"
     shell:
@@ -90,7 +91,7 @@ rule training_curves:
     output:
         curves=report(f"{FINETUNED}/training_curves.png", category="Training"),
     log:
-        "logs/training_curves.log",
+        run_path("logs/training_curves.log"),
     conda:
         "../envs/vicuna.yaml"
     shell:

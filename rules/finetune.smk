@@ -15,8 +15,9 @@ rule finetune_config:
         tokenizer=config["base"]["tokenizer_model"],
         corpora=[training_corpus(name) for name in config["data"]["corpora"]],
         valid=[corpus_path("valid")] if VALID else [],
+        provenance=[corpus_provenance(name) for name in [*config["data"]["corpora"], *(["valid"] if VALID else [])]],
     output:
-        config=report("replicate_vicuna.yaml", category="Configuration"),
+        config=report(run_path("replicate_vicuna.yaml"), category="Configuration"),
     params:
         corpora=" ".join(
             f"--corpus {name}={training_corpus(name)}:{spec['weight']}"
@@ -26,7 +27,7 @@ rule finetune_config:
         valid=f"--valid {corpus_path('valid')}" if VALID else "",
         model_dir=lambda w, input: Path(input.model[0]).parent,
     log:
-        "logs/finetune_config.log",
+        run_path("logs/finetune_config.log"),
     conda:
         "../envs/vicuna.yaml"
     shell:
@@ -57,7 +58,7 @@ rule finetune_samples:
     params:
         n=config["data"]["n_samples"],
     log:
-        "logs/finetune_samples.log",
+        run_path("logs/finetune_samples.log"),
     conda:
         "../envs/vicuna.yaml"
     shell:
@@ -80,9 +81,9 @@ rule finetune:
         mem_mb=mem_mb("finetune", "base"),
         gpu=1,  # the training rule runs on a GPU node (on the tiny default it trains on its CPUs)
     log:
-        "logs/finetune.log",
+        run_path("logs/finetune.log"),
     benchmark:
-        "benchmarks/results/finetune.tsv"
+        run_path("benchmarks/finetune.tsv")
     conda:
         "../envs/vicuna.yaml"
     shell:

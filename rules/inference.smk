@@ -2,6 +2,27 @@
 from vicuna import engines
 
 
+if PROMPT_RECORDS:
+
+    # <run>/inputs/input_examples.txt (and references.txt) from alpaca records: the prompts laid
+    # out in the template up to "### Response:", their outputs as references.
+    rule inference_prompts:
+        input:
+            records=config["inference"]["input_examples"],
+        output:
+            prompts=INPUT_EXAMPLES,
+            **({"references": REFERENCES[0]} if RECORD_REFERENCES else {}),
+        params:
+            references=f"--references {REFERENCES[0]}" if RECORD_REFERENCES else "",
+        log:
+            run_path("logs/inference_prompts.log"),
+        conda:
+            "../envs/vicuna.yaml"
+        shell:
+            "layout_prompts.py --records {input.records} --prompts {output.prompts}"
+            " {params.references} > {log} 2>&1"
+
+
 MODE_MODEL = {"py": rules.merge_lora.output.checkpoint, "ct2": rules.release_ct2.output.model}
 
 
@@ -12,7 +33,7 @@ rule translate_opts:
         model=lambda w: MODE_MODEL[w.mode],
         tokenizer=config["base"]["tokenizer_model"],
     output:
-        options="translate_opts_{mode}.yaml",
+        options=run_path("translate_opts_{mode}.yaml"),
     wildcard_constraints:
         mode=one_of(MODES),
     params:
@@ -20,7 +41,7 @@ rule translate_opts:
             {key: config["inference"][key] for key in engines.config_keys(w.mode)}
         ),
     log:
-        "logs/translate_opts_{mode}.log",
+        run_path("logs/translate_opts_{mode}.log"),
     conda:
         "../envs/vicuna.yaml"
     shell:
@@ -32,25 +53,27 @@ rule translate_opts:
 # outputs/predictions_<mode>.txt: one answer a line, newlines as ｟newline｠.
 rule simple_inference:
     input:
-        examples=config["inference"]["input_examples"],
+        examples=INPUT_EXAMPLES,
         options=rules.translate_opts.output.options,
         model=lambda w: MODE_MODEL[w.mode],
         tokenizer=config["base"]["tokenizer_model"],
     output:
-        predictions=report("outputs/predictions_{mode}.txt", category="Predictions"),
-        scores="outputs/predictions_{mode}.json",
+        predictions=report(run_path("outputs/predictions_{mode}.txt"), category="Predictions"),
+        scores=run_path("outputs/predictions_{mode}.json"),
     wildcard_constraints:
         mode=one_of(MODES),
+    params:
+        output_dir=lambda w, output: Path(output.predictions).parent,
     resources:
         mem_mb=mem_mb("simple_inference_{mode}"),
         gpu=gpus(config["inference"]["device"]),
     log:
-        "logs/simple_inference_{mode}.log",
+        run_path("logs/simple_inference_{mode}.log"),
     benchmark:
-        "benchmarks/results/simple_inference_{mode}.tsv"
+        run_path("benchmarks/simple_inference_{mode}.tsv")
     conda:
         "../envs/vicuna.yaml"
     shell:
         "simple_inference.py -input_file {input.examples}"
         " -inference_config_file {input.options} -inference_mode {wildcards.mode}"
-        " -output_dir outputs > {log} 2>&1"
+        " -output_dir {params.output_dir} > {log} 2>&1"

@@ -14,9 +14,9 @@ rule merge_lora:
         runtime=runtime_min("base"),
         disk_mb=disk_mb("base"),
     log:
-        "logs/merge_lora.log",
+        run_path("logs/merge_lora.log"),
     benchmark:
-        "benchmarks/results/merge_lora.tsv"
+        run_path("benchmarks/merge_lora.tsv")
     conda:
         "../envs/vicuna.yaml"
     shell:
@@ -37,9 +37,9 @@ rule release_ct2:
         runtime=runtime_min("checkpoint"),
         disk_mb=disk_mb("checkpoint"),
     log:
-        "logs/release_ct2.log",
+        run_path("logs/release_ct2.log"),
     benchmark:
-        "benchmarks/results/release_ct2.tsv"
+        run_path("benchmarks/release_ct2.tsv")
     conda:
         "../envs/vicuna.yaml"
     shell:
@@ -66,9 +66,9 @@ rule release_hf:
         runtime=runtime_min("checkpoint"),
         disk_mb=hf_disk_mb("checkpoint", HF_RELEASE["dtype"]),
     log:
-        "logs/release_hf.log",
+        run_path("logs/release_hf.log"),
     benchmark:
-        "benchmarks/results/release_hf.tsv"
+        run_path("benchmarks/release_hf.tsv")
     conda:
         "../envs/vicuna.yaml"
     shell:
@@ -88,7 +88,7 @@ if planned_layout(config["base"]["model_dir"]) == "meta":
             checkpoint=rules.convert_llama.output.checkpoint,
             tokenizer=config["base"]["tokenizer_model"],
         output:
-            model=directory(f"{MODEL}_HF"),
+            model=directory(run_path(f"{MODEL}_HF")),
         params:
             dtype=HF_RELEASE["dtype"],
             max_shard_mb=HF_RELEASE["max_shard_mb"],
@@ -97,9 +97,9 @@ if planned_layout(config["base"]["model_dir"]) == "meta":
             runtime=runtime_min("checkpoint"),
             disk_mb=hf_disk_mb("checkpoint", HF_RELEASE["dtype"]),
         log:
-            "logs/release_hf_base.log",
+            run_path("logs/release_hf_base.log"),
         benchmark:
-            "benchmarks/results/release_hf_base.tsv"
+            run_path("benchmarks/release_hf_base.tsv")
         conda:
             "../envs/vicuna.yaml"
         shell:
@@ -121,17 +121,20 @@ rule release_peft:
     output:
         adapter=directory(f"{STEP_CHECKPOINT}_PEFT"),
     params:
-        base_dir=lambda w, input: input.base[0] if len(input.base) == 1 else Path(input.base[0]).parent,
+        base_dir=lambda w, input: peft_base_dir(input.base),
+        # portable: a name the config gives (a Hub id), else the base's path from the run's folder
+        base_name=lambda w, input: config["release"].get("peft_base_model")
+        or os.path.relpath(peft_base_dir(input.base), RUN),
     resources:
         mem_mb=mem_mb("release_peft", "lora"),
         runtime=runtime_min("lora"),
         disk_mb=disk_mb("lora"),
     log:
-        "logs/release_peft.log",
+        run_path("logs/release_peft.log"),
     benchmark:
-        "benchmarks/results/release_peft.tsv"
+        run_path("benchmarks/release_peft.tsv")
     conda:
         "../envs/vicuna.yaml"
     shell:
         "release_model.py --model {input.lora} --output {output.adapter} --format peft"
-        " --base_model {params.base_dir} --force > {log} 2>&1"
+        " --base_model {params.base_dir} --base_name {params.base_name:q} --force > {log} 2>&1"

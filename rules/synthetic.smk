@@ -25,7 +25,7 @@ if "synthetic" in config:
             mmlu_dev=SYN["mmlu"]["n_dev"],
             mmlu_test=SYN["mmlu"]["n_test"],
         log:
-            "logs/synthetic_data.log",
+            run_path("logs/synthetic_data.log"),
         conda:
             "../envs/vicuna.yaml"
         shell:
@@ -61,9 +61,9 @@ if "synthetic" in config:
             seq_len=SYN["pretrain"]["seq_len"],
             seed=SYN["seed"],
         log:
-            "logs/pretrain_base.log",
+            run_path("logs/pretrain_base.log"),
         benchmark:
-            "benchmarks/results/pretrain_base.tsv"
+            run_path("benchmarks/pretrain_base.tsv")
         conda:
             "../envs/vicuna.yaml"
         shell:

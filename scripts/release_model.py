@@ -59,8 +59,8 @@ def peft(a: argparse.Namespace) -> str:
     lora = checkpoint.load(a.model, kind="lora")
     with atomic_path(a.output, force=a.force, own=peft_adapter_dir) as tmp:
         tmp.mkdir()
-        export_adapter(lora, base, tmp, where=a.model)
-    return f"PEFT LoRA adapter of rank {lora['opt'].lora_rank} for {base}"
+        export_adapter(lora, base, tmp, base_name=a.base_name, where=a.model)
+    return f"PEFT LoRA adapter of rank {lora['opt'].lora_rank} for {a.base_name or base}"
 
 
 FORMATS = {"ctranslate2": ctranslate2, "huggingface": huggingface, "peft": peft}
@@ -85,6 +85,9 @@ def main(argv: list[str] | None = None) -> None:
                                              "tokenizer.model, shipped with it")
     p.add_argument("--base_model", help="peft: the base's Hugging Face directory (its "
                                         "config.json is checked; adapter_config.json names it)")
+    p.add_argument("--base_name", help="peft: what adapter_config.json names as the base "
+                                        "(base_model_name_or_path), e.g. its Hub id; default: "
+                                        "--base_model as given")
     p.add_argument("--force", action="store_true",
                    help="replace an existing release directory (never other files)")
     a = p.parse_args(argv)

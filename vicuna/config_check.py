@@ -15,8 +15,12 @@ cause is named.
 
 from __future__ import annotations
 
+import difflib
+import json
 import os
 import re
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -65,10 +69,22 @@ def message(error: ValidationError, root: dict | None = None) -> str | None:
             return None  # each key is known: the error at its own path says what is wrong
         names = ", ".join(map(repr, unknown))
         return (f"{key_path(error)}: Unevaluated properties are not allowed ({names} "
-                f"{'was' if len(unknown) == 1 else 'were'} unexpected)")
+                f"{'was' if len(unknown) == 1 else 'were'} unexpected)"
+                f"{_did_you_mean(unknown, known)}")
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        known = _known_keys(error.schema, root or {})
+        unknown = sorted(key for key in error.instance if key not in known)
+        return f"{key_path(error)}: {error.message}{_did_you_mean(unknown, known)}"
     if error.context:  # anyOf / oneOf: the alternative that came closest
         error = best_match(error.context)
     return f"{key_path(error)}: {error.message}{_hint(error)}"
+
+
+def _did_you_mean(unknown: list[str], known: set[str]) -> str:
+    """` (did you mean 'max_length'?)` for the unknown keys that are a typo of a known one."""
+    guesses = [f"{match[0]!r} for {key!r}" if len(unknown) > 1 else repr(match[0])
+               for key in unknown if (match := difflib.get_close_matches(key, sorted(known), 1, 0.7))]
+    return f" (did you mean {', '.join(guesses)}?)" if guesses else ""
 
 
 def _required_choice(error: ValidationError) -> str | None:
@@ -128,3 +144,108 @@ def check_keys(config: dict) -> None:
                          "is not empty (OpenNMT-py would silently quantize nothing)")
     if train["save_checkpoint_steps"] > train["train_steps"]:
         raise ValueError("train.save_checkpoint_steps must not exceed train.train_steps")
+
+
+def default_tokenizer(model_dir: str) -> str:
+    """base.tokenizer_model where the config gives none: model_dir/tokenizer.model, else the one
+    beside model_dir (Meta's LLaMA download); the first of the two where neither exists yet."""
+    own = Path(model_dir) / "tokenizer.model"
+    beside = Path(model_dir).parent / "tokenizer.model"
+    return str(beside if not own.exists() and beside.exists() else own)
+
+
+def records_have_outputs(path: str) -> bool:
+    """Whether alpaca records (a JSON array or JSON lines) all have a non-empty `output`: then
+    they are the references. A file that cannot be read says False here; its rule names the
+    fault."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+        stripped = text.lstrip()
+        records = json.loads(text) if stripped.startswith("[") else \
+            [json.loads(line) for line in text.splitlines() if line.strip()]
+    except (OSError, ValueError):
+        return False
+    return bool(records) and all(isinstance(r, dict) and isinstance(r.get("output"), str)
+                                 and r["output"].strip() for r in records)
+
+
+def input_paths(config: dict) -> dict[str, str]:
+    """Every file or directory the config names as an input, by key path (a URL is no path)."""
+    paths = {"base.model_dir": config["base"]["model_dir"]}
+    if "tokenizer_model" in config["base"]:
+        paths["base.tokenizer_model"] = config["base"]["tokenizer_model"]
+    data = config["data"]
+    sources = {f"data.corpora.{name}": spec for name, spec in data["corpora"].items()}
+    if "valid" in data:
+        sources["data.valid"] = data["valid"]
+    sources |= {f"data.heldout.{name}": spec for name, spec in data.get("heldout", {}).items()}
+    for key, spec in sources.items():
+        if "json" in spec:
+            paths[f"{key}.json"] = spec["json"]
+        elif "://" not in spec["url"]:
+            paths[f"{key}.url"] = spec["url"]
+    for key in ("input_examples", "references"):
+        if key in config["inference"]:
+            paths[f"inference.{key}"] = config["inference"][key]
+    mmlu = config.get("benchmarks", {}).get("mmlu")
+    if mmlu and "://" not in mmlu["data"]:
+        paths["benchmarks.mmlu.data"] = mmlu["data"]
+    return paths
+
+
+# What goes where a missing input should be, by key.
+HINTS = {"base.model_dir": ": put the foundation model there (Meta's params.json + "
+                           "consolidated.*.pth, or a Hugging Face directory: config.json + "
+                           "*.safetensors or pytorch_model*.bin), or point base.model_dir at it"}
+
+
+def check_inputs(config: dict, made_by_a_rule: Callable[[str], bool],
+                 defaulted: set[str] = frozenset()) -> None:
+    """Every input the config names exists, or a rule of the workflow makes it (the tiny
+    default's base and data): a ValueError naming each key and path that is neither, whatever
+    exists on disk beside it (a run's earlier outputs never stand in for a missing input).
+    `defaulted`: keys the config did not give (their message says where they were looked for)."""
+    missing = []
+    for key, path in input_paths(config).items():
+        if Path(path).exists() or made_by_a_rule(path):
+            continue
+        if key == "base.model_dir" and any(made_by_a_rule(f"{path}/{name}")
+                                           for name in ("params.json", "config.json")):
+            continue
+        missing.append(f"{key}: {path} does not exist{HINTS.get(key, '')}"
+                       + (" (not given: looked for in base.model_dir and beside it)"
+                          if key in defaulted else ""))
+    if missing:
+        raise ValueError("; ".join(missing))
+
+
+
+def key_source(key: str, files: list[str]) -> str:
+    """The config file that sets `key` (a dotted path, or its deepest part that a file sets):
+    the last of `files` to set it, as Snakemake merges them; the last file where none does."""
+    best, depth = files[-1] if files else "the config", -1
+    parts = [] if key == "(the config)" else key.split(".")
+    for path in files:
+        try:
+            with open(path, encoding="utf-8") as f:
+                node: Any = yaml.safe_load(f) or {}
+        except (OSError, yaml.YAMLError):
+            continue
+        found = 0
+        for part in parts:
+            if not isinstance(node, dict) or part not in node:
+                break
+            node, found = node[part], found + 1
+        if found >= depth:
+            best, depth = path, found
+    return best
+
+
+def report(error: ValueError, files: list[str]) -> str:
+    """A config error as the user reads it: one line a fault, each naming the file that set the
+    key (`error: config.yaml: train.train_steps: 800.0 is not ...`)."""
+    lines = []
+    for fault in str(error).split("; "):
+        key = fault.split(": ", 1)[0] if ": " in fault else "(the config)"
+        lines.append(f"error: {key_source(key, files)}: {fault}")
+    return "\n".join(lines)

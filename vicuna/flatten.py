@@ -88,6 +88,36 @@ def alpaca_text(record: object) -> str:
     )
 
 
+def alpaca_prompts(path: Path) -> tuple[list[str], list[str] | None]:
+    """Alpaca records (`instruction`, optional `input` and `output`) as inference prompts, laid
+    out in the template up to "### Response:", one a line; their outputs as references where
+    every record has one (None where none has). A record with neither instruction nor the
+    right types is an error naming it, as is a set where only some records have an output."""
+    records = read_records(path)
+    if not records:
+        raise RecordError(f"{path}: no records")
+    prompts, outputs = [], []
+    for index, record in enumerate(records):
+        try:
+            if not isinstance(record, dict):
+                raise RecordError("record is not an object")
+            instruction = _field(record, "instruction")
+            if not instruction.strip():
+                raise RecordError("empty 'instruction'")
+            prompts.append(prompt.to_line(prompt.alpaca(
+                instruction, _field(record, "input", required=False), "")))
+            outputs.append(_field(record, "output", required=False))
+        except RecordError as e:
+            raise RecordError(f"{path}: {record_label(index, record)}: {e}") from e
+    answered = [bool(o.strip()) for o in outputs]
+    if any(answered) and not all(answered):
+        first = answered.index(False)
+        raise RecordError(f"{path}: {record_label(first, records[first])}: no 'output', where "
+                          f"{sum(answered)} other records have one (references need one each, "
+                          f"or none at all)")
+    return prompts, [prompt.to_line(o) for o in outputs] if all(answered) else None
+
+
 def _turns(record: object) -> list[tuple[int, str, str]]:
     """(index in the record, role as written, value) of each turn that is not `system`."""
     if not isinstance(record, dict) or not isinstance(record.get("conversations"), list):

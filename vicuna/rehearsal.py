@@ -36,6 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 LLAMA_TOKENIZER = REPO.parent / "shared" / "fixtures" / "llama-tokenizer" / "tokenizer.model"
 CONFIG = "configs/llama7b-vicuna.yaml"
 OVERRIDE = "rehearsal.yaml"
+RUN = "runs/llama7B"  # the 7B config's run folder (its model_name): the override keeps it
 
 # The shrinking; each corpus's url and sha256 are added by `override`.
 SHRINK = {
@@ -167,11 +168,11 @@ def run_locally(root: Path, work: Path, n_examples: int = 24, env: dict[str, str
         return subprocess.run(cmd, cwd=work, capture_output=True, text=True, env=env)
 
 
-def job_benchmarks(work: Path) -> dict[str, dict[str, float]]:
-    """Each job's Snakemake benchmark file (benchmarks/results/<job>.tsv), by job: seconds
+def job_benchmarks(run_dir: Path) -> dict[str, dict[str, float]]:
+    """Each job's Snakemake benchmark file (<run_dir>/benchmarks/<job>.tsv), by job: seconds
     (`s`), peak resident memory in MB (`max_rss`), ..."""
     jobs = {}
-    for bench in sorted((work / "benchmarks" / "results").glob("*.tsv")):
+    for bench in sorted((run_dir / "benchmarks").glob("*.tsv")):
         with open(bench, encoding="utf-8") as f:
             row = next(csv.DictReader(f, delimiter="\t"))
         jobs[bench.stem] = {key: float(value) for key, value in row.items()

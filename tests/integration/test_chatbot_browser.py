@@ -48,7 +48,7 @@ def run_dir(request) -> Path:
 @pytest.fixture(scope="module")
 def options(run_dir, tmp_path_factory) -> Path:
     """The run's translate_opts_ct2.yaml with absolute paths, so it works from anywhere."""
-    opts = yaml.safe_load((run_dir / "translate_opts_ct2.yaml").read_text())
+    opts = yaml.safe_load((run_dir / "runs/llama-tiny/translate_opts_ct2.yaml").read_text())
     for key in ("model", "src_subword_model"):
         opts[key] = str((run_dir / opts[key]).resolve())
     path = tmp_path_factory.mktemp("chatbot") / "translate_opts_ct2.yaml"

@@ -70,20 +70,20 @@ def test_download_rule_refuses_a_corpus_with_no_example(server, tmp_path, why): 
         config["data"]["corpora"]["extra"] = {"url": source, "weight": 1}
 
     (workdir / "config.yaml").write_text(edited_config(tmp_path, edit).read_text())
-    result = snakemake(workdir, "-c1", "--show-failed-logs", "dataAI/extra.txt", check=False,
+    result = snakemake(workdir, "-c1", "--show-failed-logs", "runs/llama-tiny/dataAI/extra.txt", check=False,
                        timeout=300)
-    log = (workdir / "logs/download_dataset/extra.log").read_text()
+    log = (workdir / "runs/llama-tiny/logs/download_dataset/extra.log").read_text()
     if why == "one example":
         assert result.returncode == 0, result.stderr[-3000:]
-        assert (workdir / "dataAI/extra.txt").read_text(encoding="utf-8") == ONE
-        assert (workdir / "dataAI/extra.manifest.json").is_file()
+        assert (workdir / "runs/llama-tiny/dataAI/extra.txt").read_text(encoding="utf-8") == ONE
+        assert (workdir / "runs/llama-tiny/dataAI/extra.manifest.json").is_file()
         return
     assert result.returncode != 0
     message = (f"error: {source}: the corpus holds no example ({why}): nothing written to "
-               f"dataAI/extra.txt")
+               f"runs/llama-tiny/dataAI/extra.txt")
     assert log.strip().splitlines()[-1] == message
     assert message in result.stdout + result.stderr  # the failed job's log, shown
-    assert leftovers(workdir / "dataAI") == []  # neither the corpus nor its manifest
+    assert leftovers(workdir / "runs/llama-tiny/dataAI") == []  # neither the corpus nor its manifest
 
 
 def finetune_config_args(tiny_meta, tmp_path: Path, corpora: dict[str, Path],

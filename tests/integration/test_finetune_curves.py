@@ -20,7 +20,7 @@ PROGRESS = ("progress/xent", "progress/ppl", "progress/lr")
 
 
 
-FINETUNED = "finetuned_llama-tiny"
+FINETUNED = "runs/llama-tiny/finetuned_llama-tiny"
 
 
 def train_pids(work: Path) -> list[int]:
@@ -54,11 +54,11 @@ def test_killed_finetune_keeps_its_curves_and_the_resumed_run_continues_them(
     shutil.copytree(tiny_run, work, symlinks=True)  # keeps mtimes: upstream stays up to date
     clone(work)  # this tree's code, should tiny_run be an older run (VICUNA_TINY_RUN)
     shutil.rmtree(work / FINETUNED)
-    (work / "logs/finetune.log").unlink(missing_ok=True)
+    (work / "runs/llama-tiny/logs/finetune.log").unlink(missing_ok=True)
     first = subprocess.Popen(snakemake_cmd("training_curves"), cwd=work, env=env(),
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                              start_new_session=True)
-    log = work / "logs/finetune.log"
+    log = work / "runs/llama-tiny/logs/finetune.log"
     deadline = time.monotonic() + 600
     while not (log.is_file() and "Step 240/" in log.read_text()):
         assert first.poll() is None, first.stdout.read()[-3000:]
@@ -100,9 +100,9 @@ def test_killed_finetune_keeps_its_curves_and_the_resumed_run_continues_them(
     history = json.loads((logs / "history.json").read_text())
     assert [(r["first_step"], r["last_step"]) for r in history["runs"]] == [(20, 200), (220, 800)]
     assert (work / f"{FINETUNED}/training_curves.png").read_bytes()[:4] == b"\x89PNG"
-    curves_log = (work / "logs/training_curves.log").read_text()
+    curves_log = (work / "runs/llama-tiny/logs/training_curves.log").read_text()
     assert "wrote" in curves_log and "valid/xent" in curves_log
     if killed == "snakemake":
         assert "Step 220/" in train_log and "Step 20/" not in train_log  # went on, not over
-        assert (work / "outputs/predictions_py.txt").is_file()
-        assert (work / "outputs/predictions_ct2.txt").is_file()
+        assert (work / "runs/llama-tiny/outputs/predictions_py.txt").is_file()
+        assert (work / "runs/llama-tiny/outputs/predictions_ct2.txt").is_file()

@@ -16,7 +16,7 @@ from helpers import BIN, env
 
 from vicuna import resume
 
-SAVE_MODEL = "finetuned_llama-tiny/llama-tiny-vicuna-onmt"
+SAVE_MODEL = "runs/llama-tiny/finetuned_llama-tiny/llama-tiny-vicuna-onmt"
 
 
 def test_a_truncated_checkpoint_is_never_picked(tiny_run, tmp_path):
@@ -36,7 +36,7 @@ def killed_after_first_checkpoint(tiny_run: Path, work: Path) -> None:
     """A copy of the tiny run whose finetuning is killed (SIGKILL, as a lost node) just after
     its first step checkpoint, its Snakemake lock left behind and then lifted."""
     shutil.copytree(tiny_run, work, symlinks=True)  # keeps mtimes: upstream stays up to date
-    shutil.rmtree(work / "finetuned_llama-tiny")
+    shutil.rmtree(work / "runs/llama-tiny/finetuned_llama-tiny")
     first = subprocess.Popen(snakemake_cmd(), cwd=work, env=env(), stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL, start_new_session=True)
     checkpoint = work / f"{SAVE_MODEL}_step_200.pt"
@@ -58,13 +58,13 @@ def test_training_on_changed_data_does_not_resume(tiny_run, tmp_path):
     from step 0 on the new data, and its log says why."""
     work = tmp_path / "run"
     killed_after_first_checkpoint(tiny_run, work)
-    corpus = work / "dataAI/alpaca_clean.txt"
+    corpus = work / "runs/llama-tiny/dataAI/alpaca_clean.txt"
     corpus.write_text("".join(corpus.read_text().splitlines(keepends=True)[:-100]))
     second = subprocess.run([*snakemake_cmd()[:-1], "finetune"], cwd=work, env=env(),
                             capture_output=True, text=True, timeout=1200)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
-    log = (work / "logs/finetune.log").read_text()
-    assert "dataAI/alpaca_clean.txt changed since the step checkpoints were written" in log
+    log = (work / "runs/llama-tiny/logs/finetune.log").read_text()
+    assert "runs/llama-tiny/dataAI/alpaca_clean.txt changed since the step checkpoints were written" in log
     assert "resuming from step" not in log and "Step 20/" in log
 
 
@@ -73,7 +73,7 @@ def test_a_corpus_changed_in_place_plans_retraining(tiny_run, tmp_path):
     config unchanged, plans the finetuning again (and what follows from it)."""
     work = tmp_path / "run"
     shutil.copytree(tiny_run, work, symlinks=True)
-    corpus = work / "dataAI/sharegpt.txt"
+    corpus = work / "runs/llama-tiny/dataAI/sharegpt.txt"
     corpus.write_text(corpus.read_text() + corpus.read_text().splitlines(keepends=True)[0])
     plan = subprocess.run([*snakemake_cmd()[:-2], "--dry-run", "all"], cwd=work, env=env(),
                           capture_output=True, text=True, timeout=300)

@@ -14,7 +14,8 @@ from vicuna import checkpoint, prompt
 
 transformers = pytest.importorskip("transformers")
 
-STEP = "finetuned_llama-tiny/llama-tiny-vicuna-onmt_step_800"
+TINY = "runs/llama-tiny"
+STEP = f"{TINY}/finetuned_llama-tiny/llama-tiny-vicuna-onmt_step_800"
 TOKENIZER = "synthetic/llama/tokenizer.model"
 
 
@@ -37,7 +38,7 @@ def greedy_predictions(tiny_run, model_dir) -> tuple[list[str], list[str]]:
             out = model.eval().generate(torch.tensor([ids]), max_new_tokens=64, do_sample=False,
                                         eos_token_id=2, pad_token_id=2)
         got.append(prompt.to_line(tok.decode(out[0, len(ids):], skip_special_tokens=True)))
-    want = (tiny_run / "outputs/predictions_py.txt").read_text(encoding="utf-8").split("\n")
+    want = (tiny_run / TINY / "outputs/predictions_py.txt").read_text(encoding="utf-8").split("\n")
     return got, want[:len(lines)]
 
 
@@ -47,7 +48,7 @@ def files(directory) -> list[str]:
 
 
 def test_all_builds_the_hugging_face_releases(tiny_run):
-    merged, base, adapter = (tiny_run / f"{STEP}.concat_HF", tiny_run / "llama-tiny_HF",
+    merged, base, adapter = (tiny_run / f"{STEP}.concat_HF", tiny_run / TINY / "llama-tiny_HF",
                              tiny_run / f"{STEP}_PEFT")
     for model_dir in (merged, base):
         assert files(model_dir) == [
@@ -59,6 +60,7 @@ def test_all_builds_the_hugging_face_releases(tiny_run):
                 config["num_attention_heads"]) == (128, 2, 4)  # synthetic.model
     assert files(adapter) == ["adapter_config.json", "adapter_model.safetensors"]
     adapter_config = json.loads((adapter / "adapter_config.json").read_text())
+    # portable: the base from the run's folder, not a path of the machine that made it
     assert adapter_config["base_model_name_or_path"] == "llama-tiny_HF"
     assert (adapter_config["r"], adapter_config["lora_alpha"]) == (8, 16)  # train.lora
 
@@ -80,15 +82,18 @@ def test_transformers_greedy_answers_are_the_workflows(tiny_run, tmp_path):
 
 def test_peft_adapter_on_the_exported_base_is_the_merged_model(tiny_run, monkeypatch):
     peft = pytest.importorskip("peft")
-    monkeypatch.chdir(tiny_run)  # adapter_config.json names its base from the workflow's root
+    run, step = tiny_run / TINY, STEP.removeprefix(f"{TINY}/")
+    monkeypatch.chdir(run)  # adapter_config.json names its base from the run's folder
+    base_name = json.loads((run / f"{step}_PEFT/adapter_config.json").read_text())[
+        "base_model_name_or_path"]
     model = peft.PeftModel.from_pretrained(
-        transformers.AutoModelForCausalLM.from_pretrained("llama-tiny_HF", dtype=torch.float32),
-        f"{STEP}_PEFT").eval()
+        transformers.AutoModelForCausalLM.from_pretrained(base_name, dtype=torch.float32),
+        f"{step}_PEFT").eval()
     torch.manual_seed(1)
     tokens = torch.randint(4, 768, (3, 40))  # from 4: id 3 is OpenNMT-py's pad
     with torch.no_grad():
         got = model(input_ids=tokens).logits.float()
-    merged = checkpoint.logits(checkpoint.build_model(checkpoint.load(f"{STEP}.concat.pt")),
+    merged = checkpoint.logits(checkpoint.build_model(checkpoint.load(f"{step}.concat.pt")),
                                tokens)
     base = checkpoint.logits(checkpoint.build_model(checkpoint.load("llama-tiny-vicuna-onmt.pt")),
                              tokens)

@@ -18,7 +18,7 @@ from vicuna import loss_mask
 from vicuna.files import iter_lines
 
 STEPS = 10
-SAMPLES = "finetuned_llama-tiny/samples/sample"
+SAMPLES = "runs/llama-tiny/finetuned_llama-tiny/samples/sample"
 
 
 @pytest.fixture(scope="module")
@@ -34,16 +34,16 @@ def answers_run(tiny_run, tmp_path_factory):
 
     config = edited_config(work.parent, edit)
     # the recipe, shrunk: one file on top of the tiny default, as a user layers it
-    snakemake(work, "--profile", "profiles/local", "--", "outputs/heldout_loss.json",
-              "finetuned_llama-tiny/samples", configfile=config)
+    snakemake(work, "--profile", "profiles/local", "--", "runs/llama-tiny/outputs/heldout_loss.json",
+              "runs/llama-tiny/finetuned_llama-tiny/samples", configfile=config)
     return work
 
 
 def test_the_training_runs_and_validates_on_the_answers(answers_run):
-    log = (answers_run / "logs" / "finetune.log").read_text(encoding="utf-8")
+    log = (answers_run / "runs/llama-tiny/logs" / "finetune.log").read_text(encoding="utf-8")
     ppl = [float(p) for p in re.findall(r"Validation perplexity: ([\d.]+|nan|inf)", log)]
     assert ppl and all(1.0 < p < 1e6 for p in ppl), log[-2000:]
-    cfg = yaml.safe_load((answers_run / "replicate_vicuna.yaml").read_text())
+    cfg = yaml.safe_load((answers_run / "runs/llama-tiny/replicate_vicuna.yaml").read_text())
     assert cfg["zero_out_prompt_loss"] is True
     assert cfg["response_patterns"] == ["### Response:｟newline｠"]
 

@@ -71,20 +71,27 @@ def test_readme_command_runs_as_written(user_tree, command):
 
 
 def test_make_clean_keeps_the_weights_and_removes_what_the_workflow_made(tmp_path):
+    """`make clean` removes the run's folder (and the tiny default's synthetic sources), never
+    another run's files or an input the config names."""
     tree = clone(tmp_path / "repo")
-    made = ["vocab.txt", "llama-tiny-vicuna-onmt.pt", "synthetic/alpaca.json", "dataAI/valid.txt",
-            "finetuned_llama-tiny/llama-tiny-vicuna-onmt_step_200.pt", "logs/finetune.log",
-            "finetuned_llama-tiny/logs/Dec-01_10-00-00/events.out.tfevents.1796000000.host.1.0",
-            "outputs/predictions_py.txt", "dataAI/sharegpt.txt.part"]
+    tiny = "runs/llama-tiny"
+    made = [f"{tiny}/vocab.txt", f"{tiny}/llama-tiny-vicuna-onmt.pt", "synthetic/alpaca.json",
+            "synthetic/llama/tokenizer.model", f"{tiny}/dataAI/valid.txt",
+            f"{tiny}/finetuned_llama-tiny/llama-tiny-vicuna-onmt_step_200.pt",
+            f"{tiny}/logs/finetune.log",
+            f"{tiny}/finetuned_llama-tiny/logs/Dec-01_10-00-00/events.out.tfevents.1796000000.host.1.0",
+            f"{tiny}/outputs/predictions_py.txt", f"{tiny}/dataAI/sharegpt.txt.part"]
+    seven_b = ["runs/llama7B/finetuned_llama7B/llama7B-vicuna-onmt_step_500.pt",
+               "runs/llama7B/outputs/predictions_ct2.txt"]
     kept = ["llama/7B/params.json", "llama/7B/consolidated.00.pth", "llama/tokenizer.model",
-            "finetuned_llama7B/llama7B-vicuna-onmt_step_500.pt", "notes.txt"]
+            "notes.txt", *seven_b]
     for name in made + kept:
         (tree / name).parent.mkdir(parents=True, exist_ok=True)
         (tree / name).write_text("x")
     result = subprocess.run(["make", "clean", f"VENV={BIN.parent}"], cwd=tree, env=env(),
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert [n for n in kept if not (tree / n).is_file()] == []
+    assert [n for n in kept if not (tree / n).is_file()] == []  # the 7B run's files too
     assert [n for n in made if (tree / n).exists()] == []
     # the 7B config names llama/7B as its input: cleaning its run keeps it too
     result = subprocess.run(["make", "clean", f"VENV={BIN.parent}",
@@ -92,4 +99,4 @@ def test_make_clean_keeps_the_weights_and_removes_what_the_workflow_made(tmp_pat
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     assert (tree / "llama/7B/consolidated.00.pth").is_file() and (tree / "notes.txt").is_file()
-    assert not (tree / "finetuned_llama7B/llama7B-vicuna-onmt_step_500.pt").exists()
+    assert [n for n in seven_b if (tree / n).exists()] == []

@@ -28,7 +28,7 @@ RULES = {"download_dataset": 2, "convert_llama": 1, "extract_vocabulary": 1, "da
          "release_peft": 1, "translate_opts": 2, "simple_inference": 2, "evaluate": 1,
          "mmlu_download": 1, "mmlu": 1, "all": 1}
 LOCAL_RULES = {"all", "finetune_config", "translate_opts"}
-STEP = "finetuned_llama7B/llama7B-vicuna-onmt_step_4"
+STEP = "runs/llama7B/finetuned_llama7B/llama7B-vicuna-onmt_step_4"
 
 
 def unactivated_env() -> dict[str, str]:
@@ -91,15 +91,15 @@ def test_both_corpora_were_downloaded_by_the_workflow_and_checked(rehearsed):
     work, _ = rehearsed
     override = (work / rehearsal.OVERRIDE).read_text()
     for name in ("alpaca_clean", "sharegpt"):
-        manifest = json.loads((work / f"dataAI/{name}.manifest.json").read_text())
+        manifest = json.loads((work / f"runs/llama7B/dataAI/{name}.manifest.json").read_text())
         assert manifest["source"].startswith("http://127.0.0.1:")
         assert manifest["sha256"] in override  # the checksum the config gave
-        assert (work / f"logs/download_dataset/{name}.log").is_file()
+        assert (work / f"runs/llama7B/logs/download_dataset/{name}.log").is_file()
 
 
 def test_lora_finetuning_at_7b_width_with_8bit_feed_forward(rehearsed):
     work, _ = rehearsed
-    log = (work / "logs/finetune.log").read_text()
+    log = (work / "runs/llama7B/logs/finetune.log").read_text()
     for layer in ("(w_1): Linear8bitLt(in_features=4096, out_features=11008",
                   "(w_2): Linear8bitLt(in_features=11008, out_features=4096"):
         assert layer in log
@@ -115,8 +115,8 @@ def test_predictions_in_both_modes_from_the_int8_float16_release(rehearsed):
     work, _ = rehearsed
     n = len((work / "configs/input_examples.txt").read_text().splitlines())
     for mode in ("py", "ct2"):
-        assert len((work / f"outputs/predictions_{mode}.txt").read_text().splitlines()) == n
-    assert "(int8_float16)" in (work / "logs/release_ct2.log").read_text()
+        assert len((work / f"runs/llama7B/outputs/predictions_{mode}.txt").read_text().splitlines()) == n
+    assert "(int8_float16)" in (work / "runs/llama7B/logs/release_ct2.log").read_text()
     assert (work / f"{STEP}.concat_CT2/model.bin").is_file()
 
 
@@ -142,7 +142,7 @@ def check_hugging_face_release(work: Path, monkeypatch) -> None:
             config["vocab_size"], config["dtype"]) == (4096, 32, 11008, 32000, "float16")
     assert (merged / "model.safetensors").is_file()  # 0.9 GB: under max_shard_mb, one file
     assert "(LlamaForCausalLM, float16, 1 safetensors file)" in (
-        work / "logs/release_hf.log").read_text()
+        work / "runs/llama7B/logs/release_hf.log").read_text()
     torch.manual_seed(0)
     tokens = torch.randint(4, 32000, (2, 24))  # from 4: id 3 is OpenNMT-py's pad
     expected = checkpoint.logits(checkpoint.build_model(checkpoint.load(
@@ -152,15 +152,15 @@ def check_hugging_face_release(work: Path, monkeypatch) -> None:
         got = model.eval()(input_ids=tokens).logits.float()
     assert (got - expected).abs().max().item() <= 1e-4 * max(1.0, expected.abs().max().item())
     del model
-    monkeypatch.chdir(work)  # adapter_config.json names llama7B_HF from the workflow's root
-    adapter = f"{STEP}_PEFT"
-    assert json.loads((work / adapter / "adapter_config.json").read_text())[
+    monkeypatch.chdir(work / rehearsal.RUN)  # adapter_config.json names its base from the run
+    adapter = work / f"{STEP}_PEFT"
+    assert json.loads((adapter / "adapter_config.json").read_text())[
         "base_model_name_or_path"] == "llama7B_HF"
     model = peft.PeftModel.from_pretrained(
         transformers.AutoModelForCausalLM.from_pretrained("llama7B_HF", dtype=torch.float32),
         adapter)
     loaded = model.state_dict()
-    saved = load_file(work / adapter / "adapter_model.safetensors")
+    saved = load_file(adapter / "adapter_model.safetensors")
     assert len(saved) == 2 * 4  # lora_A, lora_B of q, k, v, o in the one layer
     for name, tensor in saved.items():
         assert torch.equal(loaded[name.replace(".weight", ".default.weight")], tensor), name
@@ -171,31 +171,31 @@ def check_hugging_face_release(work: Path, monkeypatch) -> None:
 
 def test_evaluation_loads_no_model_with_nothing_to_score(rehearsed):
     work, _ = rehearsed
-    result = json.loads((work / "outputs/eval.json").read_text())
-    mmlu = json.loads((work / "outputs/mmlu.json").read_text())  # only MMLU's scores joined in
+    result = json.loads((work / "runs/llama7B/outputs/eval.json").read_text())
+    mmlu = json.loads((work / "runs/llama7B/outputs/mmlu.json").read_text())  # only MMLU's scores joined in
     for name in ("base", "finetuned"):
         assert result[name] == {f"mmlu_{m}_acc": mmlu[name][m]["acc_all"] for m in ("generate", "loglik")}
     assert 0 <= result["py_ct2_agreement"] <= 1
-    assert "no model loaded" in (work / "logs/evaluate.log").read_text()
+    assert "no model loaded" in (work / "runs/llama7B/logs/evaluate.log").read_text()
 
 
 def test_mmlu_from_a_tar_served_on_127_0_0_1(rehearsed):
     """The 7B config's MMLU stage on the 7B-shaped base: data.tar fetched by the workflow and
     checked, both models scored by both methods, one row per question."""
     work, _ = rehearsed
-    manifest = json.loads((work / "dataAI/mmlu_data.manifest.json").read_text())
+    manifest = json.loads((work / "runs/llama7B/dataAI/mmlu_data.manifest.json").read_text())
     assert manifest["source"].startswith("http://127.0.0.1:")
     assert manifest["sha256"] in (work / rehearsal.OVERRIDE).read_text()
-    result = json.loads((work / "outputs/mmlu.json").read_text())
+    result = json.loads((work / "runs/llama7B/outputs/mmlu.json").read_text())
     assert result["shots"] == 5 and result["n"] == 6
     assert sorted(result["base"]["loglik"]["subjects"]) == ["first_word", "word_counting"]
-    assert len((work / "outputs/mmlu.tsv").read_text().splitlines()) == 7
+    assert len((work / "runs/llama7B/outputs/mmlu.tsv").read_text().splitlines()) == 7
 
 
 def test_report_and_curves(rehearsed):
     work, _ = rehearsed
     assert (work / "report.html").stat().st_size > 100_000
-    assert (work / "finetuned_llama7B/training_curves.png").is_file()
+    assert (work / "runs/llama7B/finetuned_llama7B/training_curves.png").is_file()
 
 
 def test_jobs_asked_for_what_they_used(rehearsed):
@@ -210,7 +210,7 @@ def test_jobs_asked_for_what_they_used(rehearsed):
             tres = sacct_job(job)["AllocTRES"]
             assert ("gres/gpu=1" in tres) == (name == "finetune"), (name, tres)
     assert len(ids["simple_inference_py"]) == len(ids["simple_inference_ct2"]) == 1
-    for name, bench in rehearsal.job_benchmarks(work).items():
+    for name, bench in rehearsal.job_benchmarks(work / rehearsal.RUN).items():
         used = bench["max_rss"]
         [job] = ids[name]
         asked = mem_mb(slurm("sacct", "-j", job, "-X", "-n", "-P", "-o", "ReqMem").strip())

@@ -20,8 +20,8 @@ def test_report_shows_the_evaluation_table_and_the_curves(tiny_run, tmp_path):
             ("file:", "data:", "blob:")) else route.abort())  # the report must be self-contained
         page.goto(report.as_uri())
         shown = {}
-        for category, item in [("Evaluation", "outputs/eval.html"),
-                               ("Training", "finetuned_llama-tiny/training_curves.png")]:
+        for category, item in [("Evaluation", "runs/llama-tiny/outputs/eval.html"),
+                               ("Training", "runs/llama-tiny/finetuned_llama-tiny/training_curves.png")]:
             page.goto(report.as_uri())
             page.get_by_text(category, exact=True).click()
             link = page.locator("tr", has_text=item).locator("a[iconname=eye]")

@@ -68,11 +68,11 @@ def split_run(tiny_run, tmp_path_factory):
                           valid_steps=STEPS)
 
     config = edited_config(work.parent, edit)
-    targets = ["dataAI/stats.tsv", "finetuned_llama-tiny/samples",
-               f"finetuned_llama-tiny/llama-tiny-vicuna-onmt_step_{STEPS}.pt"]
+    targets = ["runs/llama-tiny/dataAI/stats.tsv", "runs/llama-tiny/finetuned_llama-tiny/samples",
+               f"runs/llama-tiny/finetuned_llama-tiny/llama-tiny-vicuna-onmt_step_{STEPS}.pt"]
     plan = planned(work, config, *targets)
     snakemake(work, "--profile", "profiles/local", "--", *targets, configfile=config)
-    with open(work / "dataAI" / "stats.tsv", encoding="utf-8") as f:
+    with open(work / "runs/llama-tiny/dataAI" / "stats.tsv", encoding="utf-8") as f:
         stats = {row["corpus"]: row for row in csv.DictReader(f, delimiter="\t")}
     return work, plan, stats
 
@@ -85,20 +85,20 @@ def test_only_the_data_and_training_steps_rerun(split_run):
 
 def test_the_training_reads_the_windows_and_opennmt_keeps_every_one(split_run):
     work, _, stats = split_run
-    cfg = yaml.safe_load((work / "replicate_vicuna.yaml").read_text())
+    cfg = yaml.safe_load((work / "runs/llama-tiny/replicate_vicuna.yaml").read_text())
     assert {name: cfg["data"][name]["path_src"] for name in TRAINED} == {
-        name: f"dataAI/{name}.split.txt" for name in TRAINED}
-    assert cfg["data"]["valid"]["path_src"] == "dataAI/valid.txt"  # scored whole, never split
-    samples = work / "finetuned_llama-tiny" / "samples" / "sample"
+        name: f"runs/llama-tiny/dataAI/{name}.split.txt" for name in TRAINED}
+    assert cfg["data"]["valid"]["path_src"] == "runs/llama-tiny/dataAI/valid.txt"  # scored whole, never split
+    samples = work / "runs/llama-tiny/finetuned_llama-tiny" / "samples" / "sample"
     for name in TRAINED:
-        lines = list(iter_lines(work / "dataAI" / f"{name}.split.txt"))
+        lines = list(iter_lines(work / "runs/llama-tiny/dataAI" / f"{name}.split.txt"))
         row = stats[name]
         assert int(row["training_examples"]) == int(row["kept"]) + int(row["windows"]) == len(lines)
         # the samples dump holds what OpenNMT-py's transforms (filtertoolong too) let through
         assert sum(1 for _ in iter_lines(samples / f"{name}.sample.src")) == len(lines), name
         if name != "alpaca_clean":  # conversations: each window opens with the task line
             assert all(line.startswith(prompt.to_line(split_long.OPENING)) for line in lines)
-    assert (work / f"finetuned_llama-tiny/llama-tiny-vicuna-onmt_step_{STEPS}.pt").is_file()
+    assert (work / f"runs/llama-tiny/finetuned_llama-tiny/llama-tiny-vicuna-onmt_step_{STEPS}.pt").is_file()
 
 
 def test_the_report_counts_what_was_split_dropped_and_repaired(split_run):
@@ -124,9 +124,10 @@ def test_without_split_long_the_report_shows_what_filtertoolong_drops(tiny_run, 
     work = tmp_path / "repo"
     shutil.copytree(tiny_run, work, symlinks=True)
     config = edited_config(tmp_path, lambda c: c["train"].update(seq_length=SEQ_LENGTH))
-    assert planned(work, config, "dataAI/stats.tsv") == {"data_report": 1}
-    snakemake(work, "--profile", "profiles/local", "--", "dataAI/stats.tsv", configfile=config)
-    with open(work / "dataAI" / "stats.tsv", encoding="utf-8") as f:
+    assert planned(work, config, "runs/llama-tiny/dataAI/stats.tsv") == {"data_report": 1}
+    snakemake(work, "--profile", "profiles/local", "--", "runs/llama-tiny/dataAI/stats.tsv",
+              configfile=config)
+    with open(work / "runs/llama-tiny/dataAI" / "stats.tsv", encoding="utf-8") as f:
         share = next(row for row in csv.DictReader(f, delimiter="\t") if row["corpus"] == "sharegpt")
     assert int(share["split"]) == 0 and int(share["dropped"]) == int(share[f"over_{SEQ_LENGTH}"]) > 0
     assert share["dropped_by_reason"] == f"{share['dropped']} {split_long.FILTERED}"

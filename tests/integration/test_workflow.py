@@ -14,7 +14,8 @@ from helpers import REPO, run_script, snakemake
 
 from vicuna import checkpoint, evaluate, inference
 
-STEP = "finetuned_llama-tiny/llama-tiny-vicuna-onmt_step_800"
+TINY = "runs/llama-tiny"  # the tiny default's run folder
+STEP = f"{TINY}/finetuned_llama-tiny/llama-tiny-vicuna-onmt_step_800"
 
 
 def lines(path) -> list[str]:
@@ -25,27 +26,28 @@ def test_all_leaves_every_artifact_and_one_prediction_per_example(tiny_run):
     for artifact in [
         "synthetic/alpaca.json", "synthetic/sharegpt.json", "synthetic/heldout.json",
         "synthetic/llama/tokenizer.model", "synthetic/llama/tiny/params.json",
-        "synthetic/llama/tiny/consolidated.00.pth", "dataAI/alpaca_clean.txt",
-        "dataAI/sharegpt.txt", "dataAI/valid.txt", "dataAI/heldout_sharegpt.txt",
-        "llama-tiny-vicuna-onmt.pt", "vocab.txt",
-        "replicate_vicuna.yaml", "finetuned_llama-tiny/llama-tiny-vicuna-onmt_step_200.pt",
+        "synthetic/llama/tiny/consolidated.00.pth", f"{TINY}/dataAI/alpaca_clean.txt",
+        f"{TINY}/dataAI/sharegpt.txt", f"{TINY}/dataAI/valid.txt",
+        f"{TINY}/dataAI/heldout_sharegpt.txt", f"{TINY}/llama-tiny-vicuna-onmt.pt",
+        f"{TINY}/vocab.txt", f"{TINY}/replicate_vicuna.yaml",
+        f"{TINY}/finetuned_llama-tiny/llama-tiny-vicuna-onmt_step_200.pt",
         f"{STEP}.pt", f"{STEP}.concat.pt", f"{STEP}.concat_CT2/model.bin",
-        "translate_opts_py.yaml", "translate_opts_ct2.yaml", "logs/finetune.log",
-        "benchmarks/results/finetune.tsv",
+        f"{TINY}/translate_opts_py.yaml", f"{TINY}/translate_opts_ct2.yaml",
+        f"{TINY}/logs/finetune.log", f"{TINY}/benchmarks/finetune.tsv",
     ]:
         assert (tiny_run / artifact).is_file(), artifact
-    assert list((tiny_run / "finetuned_llama-tiny/logs").rglob("events.out.tfevents.*"))
-    assert list((tiny_run / "finetuned_llama-tiny/samples").rglob("*.src"))
+    assert list((tiny_run / "runs/llama-tiny/finetuned_llama-tiny/logs").rglob("events.out.tfevents.*"))
+    assert list((tiny_run / "runs/llama-tiny/finetuned_llama-tiny/samples").rglob("*.src"))
     n = len(lines(tiny_run / "synthetic/input_examples.txt"))
     for mode in ["py", "ct2"]:
-        assert len(lines(tiny_run / f"outputs/predictions_{mode}.txt")) == n
+        assert len(lines(tiny_run / f"runs/llama-tiny/outputs/predictions_{mode}.txt")) == n
 
 
 def test_all_scores_mmlu_for_both_models_and_both_methods(tiny_run):
-    """outputs/mmlu.json and mmlu.tsv from the synthetic subjects, joined into eval.tsv; the
+    """runs/llama-tiny/outputs/mmlu.json and mmlu.tsv from the synthetic subjects, joined into eval.tsv; the
     tiny default's figures (README) mean something: chance is 25%, one model reaches 50%."""
-    result = json.loads((tiny_run / "outputs/mmlu.json").read_text())
-    rows = lines(tiny_run / "outputs/mmlu.tsv")
+    result = json.loads((tiny_run / "runs/llama-tiny/outputs/mmlu.json").read_text())
+    rows = lines(tiny_run / "runs/llama-tiny/outputs/mmlu.tsv")
     config = yaml.safe_load((REPO / "config.yaml").read_text())
     n = 3 * config["synthetic"]["mmlu"]["n_test"]  # three subjects
     assert result["n"] == n and len(rows) == 1 + n
@@ -56,7 +58,7 @@ def test_all_scores_mmlu_for_both_models_and_both_methods(tiny_run):
                for m in ("generate", "loglik")}
     print("MMLU (synthetic subjects):", figures)
     assert max(figures.values()) >= 0.5
-    table = (tiny_run / "outputs/eval.tsv").read_text()
+    table = (tiny_run / "runs/llama-tiny/outputs/eval.tsv").read_text()
     for m in ("generate", "loglik"):
         assert f"mmlu_{m}_acc\t{result['base'][m]['acc_all']}\t{result['finetuned'][m]['acc_all']}" \
             in table
@@ -68,14 +70,14 @@ def test_nothing_to_do_after_all(tiny_run):
 
 
 def test_feed_forward_layers_were_trained_in_8_bit(tiny_run):
-    log = (tiny_run / "logs/finetune.log").read_text()
+    log = (tiny_run / "runs/llama-tiny/logs/finetune.log").read_text()
     int8 = re.search(r"Non trainable parameters = \{.*'torch\.int8': (\d+)", log)
     assert int8 and int(int8.group(1)) > 0  # an empty quant_type would leave 0
 
 
 @pytest.fixture(scope="module")
 def models(tiny_run):
-    base = checkpoint.load(tiny_run / "llama-tiny-vicuna-onmt.pt")
+    base = checkpoint.load(tiny_run / "runs/llama-tiny/llama-tiny-vicuna-onmt.pt")
     lora = checkpoint.load(tiny_run / f"{STEP}.pt")
     return {
         "base": checkpoint.build_model(base),
@@ -95,14 +97,14 @@ def test_merged_checkpoint_equals_base_plus_lora(models):
 @pytest.fixture(scope="module")
 def heldout(tiny_run):
     tokenizer = tiny_run / "synthetic/llama/tokenizer.model"
-    valid = lines(tiny_run / "dataAI/valid.txt")
-    checkpoints = {"base": "llama-tiny-vicuna-onmt.pt", "merged": f"{STEP}.concat.pt"}
+    valid = lines(tiny_run / "runs/llama-tiny/dataAI/valid.txt")
+    checkpoints = {"base": "runs/llama-tiny/llama-tiny-vicuna-onmt.pt", "merged": f"{STEP}.concat.pt"}
     return {name: evaluate.heldout_loss(evaluate.load_scorer(tiny_run / path, tokenizer), valid)
             for name, path in checkpoints.items()}
 
 
 def test_heldout_loss_of_merged_model_matches_training_validation(tiny_run, heldout):
-    log = (tiny_run / "logs/finetune.log").read_text()
+    log = (tiny_run / "runs/llama-tiny/logs/finetune.log").read_text()
     trained_ppl = float(re.findall(r"Validation perplexity: ([\d.]+)", log)[-1])
     print(f"held-out loss: training {math.log(trained_ppl):.4f}, merged {heldout['merged']:.4f}")
     assert heldout["merged"] == pytest.approx(math.log(trained_ppl), rel=0.05)
@@ -116,7 +118,7 @@ def test_finetuning_lowers_the_heldout_loss(heldout):
 def test_evaluation_scores_each_heldout_corpus(tiny_run):
     """The alpaca validation set and the held-out ShareGPT conversations, each for both models;
     finetuning on both kinds of data lowers both losses."""
-    result = json.loads((tiny_run / "outputs/eval.json").read_text())
+    result = json.loads((tiny_run / "runs/llama-tiny/outputs/eval.json").read_text())
     for corpus in ("valid", "sharegpt"):
         base, tuned = result["base"][f"{corpus}_loss"], result["finetuned"][f"{corpus}_loss"]
         print(f"{corpus} held-out loss: base {base}, finetuned {tuned}")
@@ -127,7 +129,7 @@ def test_evaluation_scores_each_heldout_corpus(tiny_run):
 def test_finetuning_teaches_the_tasks(tiny_run):
     """Issue #7's bar on the tiny default: the base, which answers in its own layouts and then
     goes on writing exercises, gets next to nothing right; the finetuned model most."""
-    result = json.loads((tiny_run / "outputs/eval.json").read_text())
+    result = json.loads((tiny_run / "runs/llama-tiny/outputs/eval.json").read_text())
     base, tuned = result["base"]["exact_match"], result["finetuned"]["exact_match"]
     print(f"exact match: base {base:.1%}, finetuned {tuned:.1%}")
     assert tuned >= 0.5
@@ -140,7 +142,7 @@ def ct2_float32(tiny_run, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ct2_float32")
     run_script("release_model.py", "--model", str(tiny_run / f"{STEP}.concat.pt"),
                "--output", str(tmp / "model"), "--quantization", "float32")
-    opts = yaml.safe_load((tiny_run / "translate_opts_ct2.yaml").read_text())
+    opts = yaml.safe_load((tiny_run / "runs/llama-tiny/translate_opts_ct2.yaml").read_text())
     opts.update(model=str(tmp / "model"), src_subword_model=str(tiny_run / opts["src_subword_model"]))
     (tmp / "opts.yaml").write_text(yaml.safe_dump(opts))
     prompts = lines(tiny_run / "synthetic/input_examples.txt")
@@ -149,8 +151,8 @@ def ct2_float32(tiny_run, tmp_path_factory):
 
 
 def test_greedy_py_predictions_equal_float32_ct2(tiny_run, ct2_float32):
-    py = lines(tiny_run / "outputs/predictions_py.txt")
-    int8 = lines(tiny_run / "outputs/predictions_ct2.txt")
+    py = lines(tiny_run / "runs/llama-tiny/outputs/predictions_py.txt")
+    int8 = lines(tiny_run / "runs/llama-tiny/outputs/predictions_ct2.txt")
     agree = sum(a == b for a, b in zip(py, int8, strict=True))
     print(f"int8_float16 release agrees with py on {agree}/{len(py)} greedy predictions")
     assert py == ct2_float32
@@ -166,7 +168,7 @@ def test_without_the_rotary_fix_py_would_disagree(tiny_run, ct2_float32, monkeyp
     monkeypatch.chdir(tiny_run)
     monkeypatch.setattr(GeneratorLM, "_decode_and_generate",
                         GeneratorLM._decode_and_generate.__wrapped__)
-    answers, _ = inference.run("py", "translate_opts_py.yaml",
+    answers, _ = inference.run("py", "runs/llama-tiny/translate_opts_py.yaml",
                                lines(tiny_run / "synthetic/input_examples.txt"))
     same = sum(a.text == b for a, b in zip(answers, ct2_float32, strict=True))
     print(f"without the fix, py agrees with ct2 float32 on {same}/{len(answers)}")

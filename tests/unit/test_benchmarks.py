@@ -93,16 +93,17 @@ def test_job_memory_sees_the_peak_of_a_job_that_ends_between_samples(tmp_path, m
     import job_memory
 
     work = tmp_path / "layers1"
-    (work / "logs").mkdir(parents=True)
+    logs = work / job_memory.rehearsal.RUN / "logs"
+    logs.mkdir(parents=True)
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(job_memory.PEAK_RSS),
            "VICUNA_PEAK_RSS": str(tmp_path / f"layers1.{job_memory.PEAKS}")}
     burst = "b = b'x' * (300 * 2**20); del b"
-    with open(work / "logs" / "extract_vocabulary.log", "w") as log:
+    with open(logs / "extract_vocabulary.log", "w") as log:
         subprocess.run([sys.executable, "-c", burst], stderr=log, env=env, check=True)
     # a small job started straight from a big process (600 MB) is measured as small
     parent = ("import subprocess, sys; b = b'x' * (600 * 2**20); "
-              f"subprocess.run([sys.executable, '-c', 'pass'], stderr=open({str(work)!r} "
-              "+ '/logs/evaluate.log', 'w'), check=True)")
+              f"subprocess.run([sys.executable, '-c', 'pass'], stderr=open({str(logs)!r} "
+              "+ '/evaluate.log', 'w'), check=True)")
     subprocess.run([sys.executable, "-c", parent], stderr=subprocess.PIPE, env=env, check=True)
     peaks = job_memory.exact_peaks(work)
     assert sorted(peaks) == ["evaluate", "extract_vocabulary"]  # the parent's stderr is no log

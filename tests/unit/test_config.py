@@ -111,16 +111,17 @@ def without_synthetic(c):
 
 
 def test_a_missing_base_model_dir_is_named_with_what_goes_there(tmp_path):
-    """Said at parse time; the run then stops on Snakemake's own missing input files (so
-    --unlock, --delete-all-output and a dry run still work without the weights)."""
+    """At parse time, before any job is planned, one line naming the file, the key and what
+    goes there; the tokenizer beside it too."""
     workdir, _, result = dry_run(tmp_path, edited_config(tmp_path, without_synthetic))
     output = result.stdout + result.stderr
     assert result.returncode != 0
-    assert output.count("base.model_dir: llama/7B does not exist: put the foundation model "
-                        "there (Meta's params.json + consolidated.*.pth, or a Hugging Face "
-                        "directory: config.json + *.safetensors or pytorch_model*.bin), or "
-                        "point base.model_dir at it") == 1
-    assert "MissingInputException" in output and "llama/7B/params.json" in output
+    assert output.count("error: config.yaml: base.model_dir: llama/7B does not exist: put the "
+                        "foundation model there (Meta's params.json + consolidated.*.pth, or a "
+                        "Hugging Face directory: config.json + *.safetensors or "
+                        "pytorch_model*.bin), or point base.model_dir at it") == 1
+    assert "error: config.yaml: base.tokenizer_model: llama/tokenizer.model does not exist" in output
+    assert "Building DAG" not in output and "Traceback" not in output
 
 
 def clone_with(tmp_path, configfile):
@@ -133,8 +134,10 @@ def test_an_existing_base_model_dir_passes_the_check(tmp_path):
     workdir = clone_with(tmp_path, edited_config(tmp_path, without_synthetic))
     (workdir / "llama" / "7B").mkdir(parents=True)
     result = snakemake(workdir, "-n", "all", check=False)
-    assert "base.model_dir" not in result.stdout + result.stderr
-    assert "Building DAG" in result.stdout + result.stderr  # parsed; fails later, on inputs
+    output = result.stdout + result.stderr
+    assert "base.model_dir" not in output
+    # the config's other inputs are still named (it kept the tiny default's synthetic paths)
+    assert "data.corpora.alpaca_clean.json: synthetic/alpaca.json does not exist" in output
 
 
 def test_the_tiny_default_says_once_that_pretraining_builds_its_base(tmp_path):
@@ -201,7 +204,8 @@ COMMAND = ("snakemake all --profile profiles/slurm --configfile configs/llama7b-
 
 
 def test_the_recipe_changes_only_what_vicuna_did_differently():
-    assert yaml.safe_load(RECIPE.read_text()) == {"data": {"split_long": True},
+    assert yaml.safe_load(RECIPE.read_text()) == {"run_name": "llama7B-vicuna-recipe",
+                                                  "data": {"split_long": True},
                                                   "train": {"answer_loss_only": True}}
     tutorial = yaml.safe_load((REPO / "configs" / "llama7b-vicuna.yaml").read_text())
     assert tutorial["train"]["answer_loss_only"] is False and "split_long" not in tutorial["data"]
@@ -218,4 +222,6 @@ def test_the_layered_config_validates_and_plans(tmp_path):
         "alpaca_clean", "alpaca_clean", "sharegpt", "sharegpt"]  # downloaded, then split
     assert jobs.count("split_long") == 2 and jobs.count("download_dataset") == 2
     assert {"data_report", "finetune_config", "finetune", "simple_inference"} <= set(jobs)
-    assert "dataAI/sharegpt.split.txt" in out and "dataAI/alpaca_clean.split.txt" in out
+    # the recipe's run of its own, beside the tutorial's (runs/llama7B)
+    assert "runs/llama7B-vicuna-recipe/dataAI/sharegpt.split.txt" in out
+    assert "runs/llama7B-vicuna-recipe/dataAI/alpaca_clean.split.txt" in out
