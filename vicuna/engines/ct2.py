@@ -21,6 +21,11 @@ from vicuna.engines.base import Answer, Engine, Watcher
 class Ct2Engine(Engine):
     mode = "ct2"
     config_keys = ("device", "compute_type", "cpu_threads")
+    # CTranslate2 4.8 seeds each worker thread's random generator once, when it first samples
+    # (ctranslate2.set_random_seed only sets the seed of threads still to come; measured: the
+    # same seed set again before each call gives other answers).
+    seed_unsupported = ("CTranslate2 seeds its random generator once per process, not per "
+                        "request: a sampled answer depends on every answer sampled before it")
 
     @staticmethod
     def file_options(inference: dict, tokenizer_model: str) -> dict:
