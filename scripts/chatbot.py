@@ -36,12 +36,35 @@ def dropped_notice(dropped: int, max_context_length: int) -> str:
             f"the context length of {max_context_length} tokens (prompt + max new tokens).")
 
 
+def slider_start(defaults: dict) -> dict:
+    """Where the sliders start: where the engines would decode (OpenNMT-py's defaults for a key
+    left out), with a greedy options file (top-k 1) shown as temperature 0, which means greedy
+    on the page as in the README (top-k 1 at any temperature decodes the same)."""
+    start = {**decoding.ONMT_DEFAULTS, **defaults}
+    if start["random_sampling_topk"] == decoding.GREEDY:
+        start["random_sampling_temp"] = 0.0
+    return start
+
+
+def launch(demo, a: argparse.Namespace) -> None:
+    """gradio's launch without its console hints, which name its own API (`share=True`): this
+    script's flags instead."""
+    demo.queue().launch(
+        server_name=a.host, server_port=a.server_port, share=a.share,
+        auth=(a.username, a.password) if a.username else None,
+        quiet=True, prevent_thread_lock=True,
+    )
+    print(f"* Running on local URL:  {demo.local_url}", flush=True)
+    if not demo.share_url:
+        print("* No public link (pass --share to make one)", flush=True)
+    demo.block_thread()
+
+
 def build_ui(model: engines.Engine, mode: str, max_context_length: int):
     import gradio as gr
 
     defaults = model.defaults
-    # the sliders start where the engines would (OpenNMT-py's defaults for a key left out)
-    start = {**decoding.ONMT_DEFAULTS, **defaults}
+    start = slider_start(defaults)
 
     def respond(message: str, rounds: list[tuple[str, str]], temperature: float, top_k: int,
                 top_p: float, max_new_tokens: int):
@@ -85,8 +108,9 @@ def build_ui(model: engines.Engine, mode: str, max_context_length: int):
             clear = gr.Button("Clear", elem_id="clear", scale=1)
         with gr.Accordion("Decoding", open=False):
             with gr.Row():
-                temperature = gr.Slider(0.05, 2.0, value=start["random_sampling_temp"],
-                                        step=0.05, label="Temperature", elem_id="temperature")
+                temperature = gr.Slider(0.0, 2.0, value=start["random_sampling_temp"],
+                                        step=0.05, label="Temperature (0: greedy)",
+                                        elem_id="temperature")
                 top_k = gr.Slider(0, 100, value=start["random_sampling_topk"], step=1,
                                   label="Top-k (1: greedy, 0: all tokens)", elem_id="top-k")
                 top_p = gr.Slider(0.0, 1.0, value=start["random_sampling_topp"],
@@ -130,11 +154,7 @@ def main() -> None:
         model = engines.load(a.inference_mode, a.inference_config_file)
     except (FileNotFoundError, ValueError) as e:
         sys.exit(f"error: {e}")
-    demo = build_ui(model, a.inference_mode, a.max_context_length)
-    demo.queue().launch(
-        server_name=a.host, server_port=a.server_port, share=a.share,
-        auth=(a.username, a.password) if a.username else None,
-    )
+    launch(build_ui(model, a.inference_mode, a.max_context_length), a)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--finetuned", type=Path, required=True, help="the merged finetuned checkpoint")
     p.add_argument("--tokenizer_model", type=Path, required=True)
     p.add_argument("--shots", type=int, default=5, help="dev rows before each question")
-    p.add_argument("--subjects", nargs="*", help="default: every subject found")
+    p.add_argument("--subjects", nargs="*",
+                   help="default: every subject found, each of which must have its dev and test "
+                        "file and a question (else an error names the file)")
     p.add_argument("--methods", nargs="+", choices=mmlu.METHODS, default=list(mmlu.METHODS))
     p.add_argument("--mode", choices=sorted(engines.REGISTRY), default="py")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")

@@ -43,8 +43,12 @@ def main() -> None:
                    help="answers waiting or being generated, at most; more get 429")
     p.add_argument("--max_batch", type=int,
                    help="ct2: answers generated together, at most (default: options batch_size)")
-    p.add_argument("--ignore_system_messages", action="store_true",
-                   help="leave system messages out of the prompt instead of refusing them (400)")
+    p.add_argument("--system_messages", choices=api.SYSTEM_MESSAGES, default="ignore",
+                   help="what a chat's system messages become: ignore (default: left out, the "
+                        "model's own task line kept; the x-ignored-system-messages header "
+                        "counts them), task (the prompt's task line), refuse (400)")
+    p.add_argument("--ignore_system_messages", dest="system_messages", action="store_const",
+                   const="ignore", help="the same as --system_messages ignore")
     a = p.parse_args()
 
     if a.max_context_length < 2:
@@ -58,7 +62,7 @@ def main() -> None:
         model_name=a.model_name or Path(worker.engine.opts["model"]).name,
         max_context_length=a.max_context_length, api_key=a.api_key,
         max_request_bytes=a.max_request_bytes, max_pending=a.max_pending,
-        ignore_system_messages=a.ignore_system_messages,
+        system_messages=a.system_messages,
     )
     import uvicorn
 

@@ -4,8 +4,13 @@
 - Chat messages become the prompt as in the chatbot: vicuna.chat.build_prompt lays the rounds
   out with vicuna.prompt.conversation (the ShareGPT flattening) and leaves the oldest whole
   rounds out when prompt + max_tokens would not fit the context length; the response's
-  `x-dropped-rounds` header says how many. A system message is refused (400) unless the server
-  ignores them (`ignore_system_messages`): the model was finetuned with one fixed task line.
+  `x-dropped-rounds` header says how many. System (and "developer") messages are handled as
+  the server's `system_messages` says (SYSTEM_MESSAGES): left out by default, as the model was
+  finetuned with one fixed task line, with the `x-ignored-system-messages` header counting them.
+- `seed` makes a sampled answer the same each time, alone or beside other requests, in the modes
+  that can (the engine's `seed_unsupported` says why not: a 400 naming `seed` and the mode).
+- OpenAI's other fields are accepted where they change nothing here (their neutral values, or
+  ids that are only recorded by OpenAI) and refused by name otherwise (OPENAI_FIELDS).
 - Decoding starts from the options file (as the chatbot's sliders do): max_tokens replaces its
   max_length, temperature, top_p and top_k (beyond OpenAI, as in the chatbot: 1 greedy, 0 every
   token) its sampling, with OpenAI's meaning of temperature (vicuna.decoding.requested): 0 is
@@ -38,7 +43,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
-from vicuna import chat
+from vicuna import chat, engines, prompt
 from vicuna import decoding as meanings
 from vicuna.serving import Event, Sequence, Worker
 
@@ -49,6 +54,48 @@ MAX_STOPS = 4  # as OpenAI
 MAX_STOP_CHARS = 256  # each stop string is looked for after every token
 MAX_MESSAGES = 256  # build_prompt counts the tokens again for each round it drops
 
+# What a chat's system messages become: left out (the prompt keeps the task line the model was
+# finetuned with; the x-ignored-system-messages header counts them), the prompt's task line
+# (their texts joined by blank lines), or refused (400).
+SYSTEM_MESSAGES = ("ignore", "task", "refuse")
+SYSTEM_ROLES = ("system", "developer")  # OpenAI's newer name for the same thing
+
+ANY = object()  # a field accepted whatever its value: it changes nothing here
+CHAT, TEXT = "chat", "text"  # /v1/chat/completions, /v1/completions
+# OpenAI's request fields this server does not implement (those of the `openai` client's
+# chat.completions.create and completions.create, 1.x to 3.57): {field: (the endpoints that take
+# it, the values accepted because they change nothing, why others are refused)}.
+OPENAI_FIELDS: dict[str, tuple[tuple[str, ...], tuple, str]] = {
+    "frequency_penalty": ((CHAT, TEXT), (None, 0), "no repetition penalties in this decoding"),
+    "presence_penalty": ((CHAT, TEXT), (None, 0), "no repetition penalties in this decoding"),
+    "logit_bias": ((CHAT, TEXT), (None, {}), "no logit biases in this decoding"),
+    "logprobs": ((CHAT, TEXT), (None, False), "log-probabilities are not returned"),
+    "top_logprobs": ((CHAT,), (None, 0), "log-probabilities are not returned"),
+    "tools": ((CHAT,), (None, []), "the model was not finetuned to call tools"),
+    "tool_choice": ((CHAT,), (None, "none"), "the model was not finetuned to call tools"),
+    "functions": ((CHAT,), (None, []), "the model was not finetuned to call functions"),
+    "function_call": ((CHAT,), (None, "none"), "the model was not finetuned to call functions"),
+    "parallel_tool_calls": ((CHAT,), ANY, ""),
+    "response_format": ((CHAT,), (None, {"type": "text"}), "answers are plain text"),
+    "modalities": ((CHAT,), (None, ["text"]), "answers are text only"),
+    "audio": ((CHAT,), (None,), "answers are text only"),
+    "prediction": ((CHAT,), (None,), "no predicted outputs"),
+    "reasoning_effort": ((CHAT,), (None,), "not a reasoning model"),
+    "verbosity": ((CHAT,), (None,), "the answer's length is max_tokens"),
+    "web_search_options": ((CHAT,), (None,), "no web search"),
+    "moderation": ((CHAT,), (None,), "no moderation here"),
+    "store": ((CHAT,), (None, False), "this server stores no completions"),
+    "metadata": ((CHAT,), ANY, ""),
+    "service_tier": ((CHAT,), (None, "auto", "default"), "one service tier here"),
+    "prompt_cache_key": ((CHAT,), ANY, ""),
+    "prompt_cache_options": ((CHAT,), ANY, ""),
+    "prompt_cache_retention": ((CHAT,), ANY, ""),
+    "safety_identifier": ((CHAT,), ANY, ""),
+    "best_of": ((TEXT,), (None, 1), "one answer per choice: ask for n instead"),
+    "echo": ((TEXT,), (None, False), "the prompt is not echoed"),
+    "suffix": ((TEXT,), (None, ""), "no insertion: the answer follows the prompt"),
+}
+
 
 @dataclass
 class Settings:
@@ -57,7 +104,7 @@ class Settings:
     api_key: str | None = None  # when set, every request needs "Authorization: Bearer <key>"
     max_request_bytes: int = 1 << 20
     max_pending: int = 64  # sequences waiting or being generated; more are refused (429)
-    ignore_system_messages: bool = False
+    system_messages: str = "ignore"  # one of SYSTEM_MESSAGES
 
 
 class ApiError(Exception):
@@ -88,8 +135,9 @@ class TextPart(_Strict):
 
 
 class Message(_Strict):
-    role: Literal["system", "user", "assistant"]
+    role: Literal["system", "developer", "user", "assistant"]
     content: str | list[TextPart]
+    name: str | None = None  # the participant's name: accepted, unused
 
     def text(self) -> str:
         return self.content if isinstance(self.content, str) else "".join(
@@ -98,6 +146,7 @@ class Message(_Strict):
 
 class StreamOptions(_Strict):
     include_usage: bool = False
+    include_obfuscation: bool | None = None  # OpenAI pads chunks against side channels: unused
 
 
 class _Generation(_Strict):
@@ -111,6 +160,7 @@ class _Generation(_Strict):
     stream: bool | None = None
     stream_options: StreamOptions | None = None
     user: str | None = None  # OpenAI's end-user id: accepted, unused
+    seed: int | None = None  # a sampled answer's seed (py mode; a 400 in the others)
 
     @field_validator("stop")
     @classmethod
@@ -134,8 +184,33 @@ class CompletionRequest(_Generation):
     prompt: str | list[str]
 
 
+def openai_fields(body: dict, endpoint: str) -> dict:
+    """The body without OpenAI's fields that change nothing here; a 400 naming the first field
+    this server does not implement with a value that would change the answer."""
+    kept = dict(body)
+    for field, (endpoints, neutral, why) in OPENAI_FIELDS.items():
+        if field not in kept or endpoint not in endpoints:
+            continue
+        value = kept.pop(field)
+        if neutral is not ANY and not any(_same(value, n) for n in neutral):
+            raise ApiError(400, f"{field} is not supported by this server ({why}): leave it "
+                           f"out{_neutral(neutral)}", field, "unsupported_parameter")
+    return kept
+
+
+def _same(value, neutral) -> bool:
+    """JSON's equality: 0 and 0.0 are the same, false and 0 are not."""
+    return value == neutral and isinstance(value, bool) == isinstance(neutral, bool)
+
+
+def _neutral(values: tuple) -> str:
+    shown = [json.dumps(v) for v in values if v is not None]
+    return f" or send {' or '.join(shown)}" if shown else ""
+
+
 def parse(body: dict, schema: type[_Strict]) -> _Strict:
     """The request, or a 400 naming the first wrong field."""
+    body = openai_fields(body, CHAT if schema is ChatRequest else TEXT)
     try:
         return schema.model_validate(body)
     except ValidationError as e:
@@ -175,20 +250,32 @@ def _no_constant(name: str):
 
 # ---- from a request to sequences ---------------------------------------------------------
 
-def chat_rounds(messages: list[Message], ignore_system: bool) -> tuple[list[tuple[str, str]], str]:
-    """The messages as (user, assistant) rounds and the last user message."""
-    if any(m.role == "system" for m in messages) and not ignore_system:
-        raise ApiError(400, "system messages are not supported: the model was finetuned with "
-                       "one fixed task line; send user and assistant messages only",
-                       "messages", "system_message_unsupported")
-    turns = [m for m in messages if m.role != "system"]
+def chat_rounds(messages: list[Message]) -> tuple[list[tuple[str, str]], str]:
+    """The user and assistant messages as (user, assistant) rounds and the last user message
+    (system messages are the caller's: `system_texts`)."""
+    turns = [m for m in messages if m.role not in SYSTEM_ROLES]
     roles = [m.role for m in turns]
     expected = ["user" if i % 2 == 0 else "assistant" for i in range(len(turns))]
     if not turns or roles != expected or roles[-1] != "user":
         raise ApiError(400, "messages must alternate user and assistant, starting and ending "
-                       "with a user message", "messages")
+                       "with a user message (system messages anywhere)", "messages")
     texts = [m.text() for m in turns]
     return list(zip(texts[:-1:2], texts[1:-1:2], strict=True)), texts[-1]
+
+
+def task_line(messages: list[Message], handling: str) -> tuple[str, int]:
+    """The prompt's task line and how many system messages were left out of the prompt, as
+    `handling` (one of SYSTEM_MESSAGES) says."""
+    system = [m.text() for m in messages if m.role in SYSTEM_ROLES]
+    if not system:
+        return prompt.TASK, 0
+    if handling == "refuse":
+        raise ApiError(400, "system messages are refused by this server (its system_messages "
+                       "setting): the model was finetuned with one fixed task line; send user "
+                       "and assistant messages only", "messages", "system_message_unsupported")
+    if handling == "task" and any(text.strip() for text in system):
+        return prompt.SEP.join(text.strip() for text in system if text.strip()), 0
+    return prompt.TASK, len(system) if handling == "ignore" else 0
 
 
 def max_new_tokens(req: _Generation, settings: Settings, default: int) -> int:
@@ -204,11 +291,22 @@ def max_new_tokens(req: _Generation, settings: Settings, default: int) -> int:
     return asked[0] if asked else min(default, limit)
 
 
-def decoding(req: _Generation, defaults: dict, max_length: int) -> dict:
+def decoding(req: _Generation, defaults: dict, max_length: int,
+             engine: engines.Engine | None) -> dict:
     """The options file's decoding, with what the request sets, as OpenAI means it
-    (vicuna.decoding.requested), as options-file keys."""
-    return meanings.requested(defaults, max_length=max_length, temperature=req.temperature,
-                              top_k=req.top_k, top_p=req.top_p)
+    (vicuna.decoding.requested), as options-file keys; with the request's seed where it
+    samples (a greedy answer is the same every time), or a 400 where the mode cannot honour
+    it."""
+    dec = meanings.requested(defaults, max_length=max_length, temperature=req.temperature,
+                             top_k=req.top_k, top_p=req.top_p)
+    if req.seed is None or not meanings.samples(dec):
+        return dec
+    why = engine.seed_unsupported if engine is not None else None
+    if why:
+        raise ApiError(400, f"seed: the {engine.mode} mode cannot make a sampled answer "
+                       f"reproducible ({why}); send temperature 0 for the greedy answer, or "
+                       f"serve in a mode that can (py)", "seed", "unsupported_parameter")
+    return {**dec, meanings.SEED: req.seed}
 
 
 # ---- generation, seen from the event loop -------------------------------------------------
@@ -231,7 +329,9 @@ class Generation:
             except RuntimeError:  # the loop is closed: the server is stopping
                 pass
 
-        self.sequences = [Sequence(text, dec, emit, stops, index=i * n + j)
+        # choice j of a seeded request samples with seed + j: n different answers, each the
+        # same every time
+        self.sequences = [Sequence(text, _choice_seed(dec, j), emit, stops, index=i * n + j)
                           for i, text in enumerate(prompts) for j in range(n)]
         self.state.pending += len(self.sequences)
         self.closed = False
@@ -268,6 +368,12 @@ class Generation:
         finally:
             self.close()  # an error leaves the iteration suspended: let the others go now
         return [last[i] for i in sorted(last)]
+
+
+def _choice_seed(dec: dict, choice: int) -> dict:
+    if meanings.SEED not in dec:
+        return dec
+    return {**dec, meanings.SEED: dec[meanings.SEED] + choice}
 
 
 class EventStream(StreamingResponse):
@@ -352,20 +458,21 @@ async def generation_request(request: Request, schema: type[_Strict]):
 
 async def chat_completions(request: Request):
     state, settings, req = await generation_request(request, ChatRequest)
-    history, message = chat_rounds(req.messages, settings.ignore_system_messages)
+    history, message = chat_rounds(req.messages)
+    task, ignored = task_line(req.messages, settings.system_messages)
     max_new = max_new_tokens(req, settings, state.engine.decoding["max_length"])
+    dec = decoding(req, state.engine.decoding, max_new, state.engine.engine)
     try:  # in a thread: a long conversation is tokenized once per round dropped
         text, dropped = await asyncio.to_thread(
             chat.build_prompt, history, message, state.engine.count_tokens,
-            settings.max_context_length, max_new)
+            settings.max_context_length, max_new, task)
     except ValueError as e:
         raise ApiError(400, str(e), "messages", "context_length_exceeded") from None
     prompt_tokens = state.engine.count_tokens(text)
-    gen = Generation(state, [text], decoding(req, state.engine.decoding, max_new),
-                     req.stops(), req.n or 1)
+    gen = Generation(state, [text], dec, req.stops(), req.n or 1)
     head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()),
             "model": settings.model_name}
-    headers = {"x-dropped-rounds": str(dropped)}
+    headers = {"x-dropped-rounds": str(dropped), "x-ignored-system-messages": str(ignored)}
     if req.stream:
         include = bool(req.stream_options and req.stream_options.include_usage)
         opening = tuple({**chat_choice(seq.index, None), "delta": {"role": "assistant",
@@ -392,13 +499,13 @@ async def completions(request: Request):
             raise ApiError(400, "the prompt is empty (or blanks only): nothing to complete",
                            "prompt" if isinstance(req.prompt, str) else f"prompt.{i}")
     max_new = max_new_tokens(req, settings, state.engine.decoding["max_length"])
+    dec = decoding(req, state.engine.decoding, max_new, state.engine.engine)
     counts = [state.engine.count_tokens(p) for p in prompts]
     if max(counts) + max_new > settings.max_context_length:
         raise ApiError(400, f"a prompt of {max(counts)} tokens and max_tokens {max_new} are over "
                        f"the context length {settings.max_context_length}", "prompt",
                        "context_length_exceeded")
-    gen = Generation(state, prompts, decoding(req, state.engine.decoding, max_new),
-                     req.stops(), n)
+    gen = Generation(state, prompts, dec, req.stops(), n)
     head = {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion",
             "created": int(time.time()), "model": settings.model_name}
     if req.stream:

@@ -13,7 +13,7 @@ from vicuna import engines, options, prompt
 
 def build_prompt(history: list[tuple[str, str]], message: str,
                  count_tokens: Callable[[str], int], max_context_length: int,
-                 max_new_tokens: int) -> tuple[str, int]:
+                 max_new_tokens: int, task: str = prompt.TASK) -> tuple[str, int]:
     """The prompt for `message` after `history`, and how many oldest rounds it leaves out.
 
     Keeps the newest whole rounds such that prompt tokens + max_new_tokens <= max_context_length.
@@ -21,7 +21,7 @@ def build_prompt(history: list[tuple[str, str]], message: str,
     """
     budget = max_context_length - max_new_tokens
     for dropped in range(len(history) + 1):
-        text = prompt.conversation(history[dropped:], message)
+        text = prompt.conversation(history[dropped:], message, task)
         needed = count_tokens(text)
         if needed <= budget:
             return text, dropped

@@ -32,6 +32,10 @@ TRANSLATOR_ATTRS = {
     "random_sampling_topp": "sample_from_topp",
 }
 
+# A per-call setting besides SAMPLING: the seed of that call's sampling (engines that can honour
+# it say so: vicuna.engines.base.Engine.seed_unsupported).
+SEED = "seed"
+
 GREEDY = 1  # top-k 1: always the most likely token
 # OpenNMT-py's defaults (3.5.1), for an options file that leaves a key out: ct2 reads the same.
 ONMT_DEFAULTS = {"batch_size": 30, "beam_size": 5, "min_length": 0, "random_sampling_topk": 0,
@@ -67,6 +71,13 @@ def requested(defaults: dict, *, max_length: int | None = None, temperature: flo
     if temperature and top_k is None and settings.get("random_sampling_topk") == GREEDY:
         settings["random_sampling_topk"] = 0
     return settings
+
+
+def samples(settings: dict) -> bool:
+    """Whether these decoding settings sample (else they are greedy: the answer is the same
+    every time, seed or none)."""
+    o = {**ONMT_DEFAULTS, **settings}
+    return o["random_sampling_temp"] != 0 and o["random_sampling_topk"] != GREEDY
 
 
 def ct2_args(opts: dict) -> dict:

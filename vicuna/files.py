@@ -11,6 +11,7 @@ the tool's own kind (`own`) or nothing but files the new output writes again: a 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import shutil
@@ -119,14 +120,49 @@ def atomic_path(path: str | os.PathLike, *, force: bool = False,
     `own` recognises an existing output of this tool's kind (see the module's docstring)."""
     final = Path(path)
     check_output(final, force=force, own=own)
-    final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{final.name}.tmp{os.getpid()}")
-    _remove(tmp)
     try:
-        yield tmp
-        _replace(tmp, final, force=force, own=own)
-    finally:
+        final.parent.mkdir(parents=True, exist_ok=True)
         _remove(tmp)
+        try:
+            yield tmp
+            _replace(tmp, final, force=force, own=own)
+        finally:
+            _remove_quietly(tmp)
+    except OSError as e:
+        raise _write_error(e, final, tmp) from e
+
+
+# Failures of a write that name no file (a full disk, a quota, an I/O error).
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS}
+
+
+def _write_error(e: OSError, final: Path, tmp: Path) -> OSError:
+    """`e` as the user sees it: naming the output they asked for and the cause, never the
+    temporary sibling (which means nothing to them); errors about other files (an input read
+    while writing, check_output's refusals) are left as they are."""
+    failed = Path(e.filename) if e.filename else None
+    if failed is None and e.errno not in _WRITE_ERRNOS:
+        return e
+    if failed is not None and not (failed == final or failed == tmp or tmp in failed.parents
+                                   or failed in final.parents):
+        return e
+    cause = e.strerror or str(e)
+    if failed is not None and failed in final.parents:  # its folder could not be made
+        cause += f" (making its folder {failed})"
+    elif failed == tmp and isinstance(e, PermissionError):
+        cause += f" (its folder {final.parent} is not writable)"
+    elif failed is not None and tmp in failed.parents:  # a file inside an output directory
+        cause += f" (writing {final / failed.relative_to(tmp)})"
+    return type(e)(f"{final}: cannot write it: {cause}")
+
+
+def _remove_quietly(path: Path) -> None:
+    """Remove a temporary file; a failure to do so must not hide why the write failed."""
+    try:
+        _remove(path)
+    except OSError:
+        pass
 
 
 def _replace(tmp: Path, final: Path, *, force: bool, own: Recognise) -> None:

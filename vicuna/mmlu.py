@@ -4,7 +4,10 @@ lm-eval and Hendrycks' own code do: k-shot prompts in Hendrycks' layout, scored 
 Data: one CSV file per subject and split, without header, rows of (question, A, B, C, D, answer
 letter): `dev/<subject>_dev.csv` gives the shots (its first k rows), `test/<subject>_test.csv` the
 questions; in a directory (that directory or its `data/`, as Hendrycks' data.tar unpacks) or in a
-.tar / .tar.gz holding one. Fields are read as the CSV writes them (Python's csv module: pandas,
+.tar / .tar.gz holding one. Scoring every subject found, a subject with one file and not the other,
+or without questions, is an error naming the file (named subjects score those alone); a subject
+whose dev file has fewer rows than the shots asked is scored with those (a warning; mmlu.json's
+`shots_used`). Fields are read as the CSV writes them (Python's csv module: pandas,
 which both scripts use, would read "None" as NaN and print it "nan").
 
 A prompt: "The following are multiple choice questions (with answers) about" + each word of the
@@ -80,8 +83,12 @@ def _csv_files(path: Path) -> dict[str, tuple[str, Callable[[], str]]]:
 
 def load(path: str | Path, subjects: Iterable[str] | None = None
          ) -> dict[str, tuple[list[Question], list[Question]]]:
-    """{subject: (dev rows, test rows)}: the subjects asked for, or every subject with both
-    files, sorted; a named error for a missing path, subject or file."""
+    """{subject: (dev rows, test rows)}: the subjects asked for, or every subject found (sorted),
+    each with its dev and its test file and at least one question.
+
+    A named error for a missing path or subject; and, where the subjects are not named, for a
+    subject with one file but not the other, or without questions: leaving it out silently
+    would change ACC-all. Named subjects score those alone, whatever the others lack."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such MMLU data (a directory with dev/ and test/, "
@@ -89,7 +96,11 @@ def load(path: str | Path, subjects: Iterable[str] | None = None
     files = _csv_files(path)
     found = sorted(name[len("test/"):-len("_test.csv")] for name in files
                    if name.startswith("test/") and f"dev/{name[5:-9]}_dev.csv" in files)
-    wanted = list(subjects) if subjects else found
+    if subjects:
+        wanted = list(subjects)
+    else:
+        _check_pairs(path, files)
+        wanted = found
     missing = [s for s in wanted if s not in found]
     if missing:
         raise ValueError(f"{path}: no dev/<subject>_dev.csv and test/<subject>_test.csv for "
@@ -105,9 +116,27 @@ def load(path: str | Path, subjects: Iterable[str] | None = None
             where, read = files[f"{split}/{subject}_{split}.csv"]
             splits.append(parse_csv(read(), where))
         if not splits[1]:
-            raise ValueError(f"{files[f'test/{subject}_test.csv'][0]}: no question")
+            raise ValueError(f"{files[f'test/{subject}_test.csv'][0]}: no question"
+                             f"{'' if subjects else _NAME_SUBJECTS}")
         data[subject] = (splits[0], splits[1])
     return data
+
+
+_NAME_SUBJECTS = "; name the subjects to score to leave it out (--subjects, benchmarks.mmlu.subjects)"
+
+
+def _check_pairs(path: Path, files: dict[str, tuple[str, Callable[[], str]]]) -> None:
+    """A named error for the first subject that has a test file without its dev file, or the
+    other way round (scoring every subject found)."""
+    for name in sorted(files):
+        split, file = name.split("/")
+        subject = file[:-len(f"_{split}.csv")]
+        other = "test" if split == "dev" else "dev"
+        if f"{other}/{subject}_{other}.csv" not in files:
+            where = files[name][0]  # ends in `name`, in a directory as in an archive
+            missing = where[:-len(name)] + f"{other}/{subject}_{other}.csv"
+            raise ValueError(f"{missing}: no such file, but {where} is there: the subject "
+                             f"{subject} cannot be scored{_NAME_SUBJECTS}")
 
 
 # --- Hendrycks' layout --------------------------------------------------------------------------
@@ -234,6 +263,19 @@ def accuracy(questions: list[Item], chosen: list[str]) -> dict:
                          for s, v in per.items()}}
 
 
+def shots_used(data: dict[str, tuple[list[Question], list[Question]]], shots: int,
+               log: Callable[[str], None] = print) -> dict[str, int]:
+    """{subject: the shots its prompts hold at most}: `shots`, or fewer where the subject's dev
+    file has fewer rows (a warning each: the figures are not `shots`-shot for it). Prompts over
+    CHAR_LIMIT drop more; mmlu.tsv's `shots` column has each question's."""
+    used = {subject: min(shots, len(dev)) for subject, (dev, _) in data.items()}
+    for subject, n in used.items():
+        if n < shots:
+            log(f"warning: --shots {shots}, but dev/{subject}_dev.csv has {n} rows: {subject} "
+                f"is scored {n}-shot")
+    return used
+
+
 def evaluate(models: dict[str, Path], data: dict, shots: int, load_engine: Callable[[Path], engines.Engine],
              methods: Iterable[str] = METHODS, batch_size: int = 64,
              log: Callable[[str], None] = print) -> tuple[dict, list[str]]:
@@ -241,7 +283,9 @@ def evaluate(models: dict[str, Path], data: dict, shots: int, load_engine: Calla
     mmlu.tsv's rows)."""
     methods = list(methods)
     questions = items(data, shots)
-    result: dict = {"shots": shots, "subjects": list(data), "n": len(questions)}
+    used = shots_used(data, shots, log)
+    result: dict = {"shots": shots, "shots_used": used, "subjects": list(data),
+                    "n": len(questions)}
     picked: dict[str, dict[str, list[str]]] = {}
     for name, path in models.items():
         log(f"{name}: {len(questions)} questions of {len(data)} subjects")

@@ -49,16 +49,18 @@ def alpaca(instruction: str, input: str, output: str) -> str:
     return SEP.join([TASK, section(INSTRUCTION, instruction), section(RESPONSE, output)])
 
 
-def conversation(rounds: list[tuple[str, str]], next_message: str | None = None) -> str:
+def conversation(rounds: list[tuple[str, str]], next_message: str | None = None,
+                 task: str = TASK) -> str:
     """A multi-round conversation: the task line, then each round once, in order.
 
     `rounds` are (human, gpt) pairs. With `next_message`, the text ends with an open
-    "### Response:\\n" for the model to complete: that is the chatbot's prompt.
+    "### Response:\\n" for the model to complete: that is the chatbot's prompt. `task`: the
+    task line (the API's system messages where the server uses them so).
     """
     turns = [section(INSTRUCTION, human) + SEP + section(RESPONSE, gpt) for human, gpt in rounds]
     if next_message is not None:
         turns.append(section(INSTRUCTION, next_message) + SEP + section(RESPONSE, ""))
-    return TASK + SEP + SEP.join(turns)
+    return task + SEP + SEP.join(turns)
 
 
 def to_line(text: str) -> str:

@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from vicuna import engines, stops
+from vicuna import decoding, engines, stops
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ class Event:
 class Sequence:
     """One answer to generate (one choice of one request)."""
     text: str  # the prompt, as text
-    decoding: dict  # options-file keys (decoding.SAMPLING); max_length counts new tokens
+    decoding: dict  # options-file keys (decoding.SAMPLING, SEED); max_length counts new tokens
     emit: Callable[[Event], None]  # called from the worker thread
     stops: tuple[str, ...] = ()  # the client's stop strings, besides the chat's own
     index: int = 0
@@ -94,6 +94,8 @@ class Worker:
         groups: dict[tuple, list[Sequence]] = {}  # one engine call per set of sampling options
         for seq in batch:
             sampling = tuple(sorted((k, v) for k, v in seq.decoding.items() if k != "max_length"))
+            if decoding.SEED in seq.decoding:  # alone: its draws must not depend on the others
+                sampling += (("sequence", id(seq)),)
             groups.setdefault(sampling, []).append(seq)
         for group in groups.values():
             log.info("batch of %d sequences", len(group))

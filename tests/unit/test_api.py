@@ -103,11 +103,25 @@ def test_more_answers_than_max_pending_are_refused_with_429(echo):
     assert ask_echo(echo, "hello", n=2).status_code == 200  # nothing left counted
 
 
-def test_system_messages_left_out_when_the_server_says_so():
-    for client in echo_client(ignore_system_messages=True):
-        r = client.post("/v1/chat/completions", json={"model": "echo", "messages": [
-            {"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]})
-        assert r.json()["choices"][0]["message"]["content"] == prompt.conversation([], "hi")
+SYSTEM_CHAT = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"},
+               {"role": "assistant", "content": "hello"},
+               {"role": "developer", "content": "in English"}, {"role": "user", "content": "bye"}]
+
+
+@pytest.mark.parametrize("handling, task, ignored", [
+    ("ignore", prompt.TASK, "2"), ("task", "be brief\n\nin English", "0")])
+def test_system_messages_are_left_out_or_the_task_line(handling, task, ignored):
+    for client in echo_client(system_messages=handling):
+        r = client.post("/v1/chat/completions", json={"model": "echo", "messages": SYSTEM_CHAT})
+        assert r.json()["choices"][0]["message"]["content"] == prompt.conversation(
+            [("hi", "hello")], "bye", task)
+        assert r.headers["x-ignored-system-messages"] == ignored
+
+
+def test_system_messages_refused_when_the_server_says_so():
+    for client in echo_client(system_messages="refuse"):
+        r = client.post("/v1/chat/completions", json={"model": "echo", "messages": SYSTEM_CHAT})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "system_message_unsupported"
 
 
 # ---- the servers -------------------------------------------------------------------------
@@ -158,10 +172,11 @@ def options(tiny_options) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def servers(options, tmp_path_factory):
-    """Both servers, started together: ct2 with an API key, py without."""
+    """Both servers, started together: ct2 with an API key, py without (and with the older
+    flag for the default handling of system messages)."""
     root = tmp_path_factory.mktemp("servers")
     started = {"ct2": Server("ct2", options["ct2"], root / "ct2.log", "--api_key", KEY),
-               "py": Server("py", options["py"], root / "py.log")}
+               "py": Server("py", options["py"], root / "py.log", "--ignore_system_messages")}
     yield started
     for server in started.values():
         server.stop()
@@ -425,8 +440,6 @@ MALFORMED = [
      "messages.0.role"),
     ("not alternating", chat_body(messages=[{"role": "user", "content": "a"}] * 2), 400,
      "messages"),
-    ("system message", chat_body(messages=[{"role": "system", "content": "be nice"},
-                                           {"role": "user", "content": "hi"}]), 400, "messages"),
     ("empty stop", chat_body(stop=[""]), 400, "stop"),
     ("long stop", chat_body(stop="x" * 300), 400, "stop"),
     ("too many messages", chat_body(messages=multi_round() * 100), 400, "messages"),
@@ -470,3 +483,108 @@ def test_the_server_still_answers_after_malformed_requests(servers, expected):
                                                messages=multi_round())
         assert reply.choices[0].message.content == expected[mode]["chat"]
         assert servers[mode].proc.poll() is None
+
+
+# ---- seed, system messages and OpenAI's other fields, through the openai package -------------
+
+def sampled(client: openai.OpenAI, seed: int | None, n: int = 1) -> list[str]:
+    """Answers sampled from every token (the options files are greedy: top-k 1)."""
+    model = client.models.list().data[0].id
+    reply = client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": U3}], temperature=1.0, n=n,
+        extra_body={"top_k": 0}, **({} if seed is None else {"seed": seed}))
+    return [c.message.content for c in reply.choices]
+
+
+def test_a_seed_gives_the_same_sampled_answer_alone_and_beside_others(servers):
+    """py: a seeded sampled answer is the same each time, and the same while unseeded sampled
+    requests are generated before, after and between; another seed gives another answer."""
+    client = servers["py"].client()
+    first = sampled(client, 7)
+    assert sampled(client, 7) == first
+    assert len(set(sampled(client, None, n=4))) > 1, "the requests do not sample"
+    assert sampled(client, 8) != first
+    two = sampled(client, 7, n=2)  # choice j samples with seed + j
+    assert two[0] == first[0] and two[1] == sampled(client, 8)[0]
+    asks = [7, None, 7, None, 7, None]
+    barrier = threading.Barrier(len(asks))
+
+    def together(seed):
+        barrier.wait()
+        return sampled(client, seed)
+
+    with ThreadPoolExecutor(len(asks)) as pool:
+        answers = list(pool.map(together, asks))
+    assert [a for a, seed in zip(answers, asks, strict=True) if seed] == [first] * 3
+
+
+def test_a_seed_with_sampling_is_refused_by_name_where_the_mode_cannot_honour_it(servers,
+                                                                                expected):
+    client = servers["ct2"].client()
+    with pytest.raises(openai.BadRequestError) as e:
+        sampled(client, 7)
+    assert e.value.body["param"] == "seed" and e.value.body["code"] == "unsupported_parameter"
+    assert "the ct2 mode cannot make a sampled answer reproducible" in e.value.body["message"]
+    greedy = client.chat.completions.create(model=client.models.list().data[0].id, seed=7,
+                                            messages=[{"role": "user", "content": U3}])
+    assert greedy.choices[0].message.content == expected["ct2"]["raw"]
+
+
+@pytest.mark.parametrize("mode", ["ct2", "py"])
+def test_a_system_message_is_left_out_and_counted_by_default(mode, servers, expected):
+    client = servers[mode].client()
+    raw = client.chat.completions.with_raw_response.create(
+        model=client.models.list().data[0].id,
+        messages=[{"role": "system", "content": "You are a helpful assistant."}, *multi_round()])
+    assert raw.headers["x-ignored-system-messages"] == "1"
+    assert raw.parse().choices[0].message.content == expected[mode]["chat"]
+
+
+# Each of the openai client's fields that this server does not implement, with a value that
+# would change the answer (refused by name) and one that changes nothing (accepted).
+CHANGES = {
+    "frequency_penalty": (0.5, 0.0), "presence_penalty": (0.5, 0), "logit_bias": ({"5": 10}, {}),
+    "logprobs": (True, False), "top_logprobs": (2, 0),
+    "tools": ([{"type": "function", "function": {"name": "f"}}], []),
+    "tool_choice": ("auto", "none"), "functions": ([{"name": "f"}], []),
+    "function_call": ("auto", "none"), "parallel_tool_calls": (None, True),
+    "response_format": ({"type": "json_object"}, {"type": "text"}),
+    "modalities": (["text", "audio"], ["text"]), "audio": ({"voice": "alloy", "format": "mp3"}, None),
+    "prediction": ({"type": "content", "content": "x"}, None), "reasoning_effort": ("high", None),
+    "verbosity": ("low", None), "web_search_options": ({}, None), "moderation": ("auto", None),
+    "store": (True, False), "metadata": (None, {"a": "b"}), "service_tier": ("flex", "auto"),
+    "prompt_cache_key": (None, "k"), "prompt_cache_options": (None, {}),
+    "prompt_cache_retention": (None, "24h"), "safety_identifier": (None, "someone"),
+    "user": (None, "someone"), "best_of": (2, 1), "echo": (True, False), "suffix": ("end", ""),
+}
+SUPPORTED = {"model", "messages", "prompt", "max_tokens", "max_completion_tokens", "n", "stop",
+             "stream", "stream_options", "temperature", "top_p", "seed"}
+CLIENT_ONLY = {"self", "extra_headers", "extra_query", "extra_body", "timeout"}
+
+
+@pytest.mark.parametrize("endpoint", ["chat", "completions"])
+def test_every_field_of_the_openai_client_is_accepted_or_refused_by_name(servers, endpoint,
+                                                                         tmp_path):
+    """Every parameter of the installed client's create() is implemented, or accepted where it
+    changes nothing, or refused naming it; and docs/api.md lists it."""
+    import inspect
+
+    client = servers["ct2"].client()
+    create = client.chat.completions.create if endpoint == "chat" else client.completions.create
+    fields = set(inspect.signature(create).parameters) - CLIENT_ONLY
+    assert fields - SUPPORTED <= set(CHANGES), "fields this test does not know: classify them"
+    base = ({"messages": multi_round()} if endpoint == "chat" else {"prompt": RAW_PROMPT})
+    docs = (REPO / "docs" / "api.md").read_text(encoding="utf-8")
+    for field in sorted(fields - SUPPORTED):
+        assert f"`{field}`" in docs, field
+        refused, accepted = CHANGES[field]
+        if refused is not None:
+            with pytest.raises(openai.BadRequestError) as e:
+                create(model="tiny-ct2", max_tokens=1, **base, **{field: refused})
+            assert e.value.body["param"] == field, e.value.body
+            assert e.value.body["message"].startswith(f"{field} is not supported"), field
+        reply = create(model="tiny-ct2", max_tokens=1, **base,
+                       **({field: accepted} if accepted is not None else {}))
+        assert reply.choices, field
+    create(model="tiny-ct2", max_tokens=1, stream=True, **base,  # newer clients' stream option
+           stream_options={"include_usage": True, "include_obfuscation": False}).close()

@@ -94,6 +94,25 @@ def test_opennmt_py_topk_0_samples_every_token_and_temperature_0_is_greedy():
     assert distinct_draws(1) == distinct_draws(0, temp=0.0) == 1
 
 
+def test_the_py_engine_samples_every_token_at_topk_0(tiny_options):
+    """OpenNMT-py's translator runs beam search, not sampling, for top-k 0 and top-p 0: the py
+    engine samples for them (every token), greedy at temperature 0, and a seed repeats."""
+    from vicuna import engines
+
+    engine = engines.load("py", tiny_options["py"])
+    text = "Write a word."
+
+    def answers(**settings) -> set[str]:
+        settings = {"max_length": 12, "random_sampling_topk": 0, "random_sampling_temp": 1.0,
+                    **settings}
+        return {engine.generate([text], settings)[0].text for _ in range(4)}
+
+    assert len(answers()) > 1
+    assert answers(random_sampling_temp=0) == answers(random_sampling_topk=1)
+    assert len(answers(random_sampling_temp=0)) == len(answers(seed=3)) == 1
+    engine.close()
+
+
 def test_ct2_topk_0_samples_and_temperature_0_is_greedy(tiny_meta, tmp_path):
     import ctranslate2
 

@@ -4,10 +4,12 @@ replaces what the tool itself made."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import sys
 
 import pytest
-from helpers import listing, run_script
+from helpers import REPO, env, listing, run, run_script
 
 from vicuna import files
 
@@ -80,3 +82,44 @@ def test_force_is_offered_where_it_works(tmp_path):
         files.check_output(folders, own=files.text_file)
     files.write_text(folders, "replaced", force=True)
     assert folders.read_text() == "replaced"
+
+
+def unprivileged() -> list[str]:
+    """A command prefix under which file permissions hold: root ignores them unless it gives
+    up CAP_DAC_OVERRIDE (setpriv: for the command it runs only)."""
+    return ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"] if os.geteuid() == 0 \
+        else []
+
+
+def test_a_write_into_a_read_only_folder_names_the_output_and_leaves_nothing(tmp_path):
+    """flatten_dataset.py into a folder it may not write: one line naming the output the user
+    asked for and the cause, not the temporary file; nothing left in the folder."""
+    (tmp_path / "in.json").write_text(json.dumps([{"instruction": "i", "output": "o"}]))
+    outputs = tmp_path / "outputs"
+    outputs.mkdir()
+    outputs.chmod(0o555)
+    out = outputs / "corpus.txt"
+    try:
+        result = run([*unprivileged(), sys.executable, str(REPO / "scripts" / "flatten_dataset.py"),
+                      "--format", "alpaca", str(tmp_path / "in.json"), str(out)], env=env())
+    finally:
+        outputs.chmod(0o755)
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert last == (f"error: {out}: cannot write it: Permission denied (its folder {outputs} "
+                    f"is not writable)"), result.stderr
+    assert ".tmp" not in result.stderr
+    assert listing(outputs) == []
+
+
+def test_a_failed_write_inside_an_output_directory_names_the_output(tmp_path):
+    """A file the write makes inside an output directory: named under the output's path."""
+    out = tmp_path / "release"
+    with pytest.raises(IsADirectoryError) as e, files.atomic_path(out) as tmp:
+        (tmp / "model.bin").mkdir(parents=True)
+        open(tmp / "model.bin", "w")  # a real failing open, inside the temporary directory
+    assert str(e.value) == f"{out}: cannot write it: Is a directory (writing {out}/model.bin)"
+    assert listing(tmp_path) == []
+    with pytest.raises(FileNotFoundError) as e, files.atomic_path(tmp_path / "x.txt"):
+        open(tmp_path / "missing-input.txt")  # an input's error is left as it is
+    assert e.value.filename == str(tmp_path / "missing-input.txt")

@@ -6,12 +6,14 @@ a prompt over 8,192 characters loses its first shots, one over the context is cu
 from __future__ import annotations
 
 import csv
+import json
+import shutil
 import tarfile
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import run_script
+from helpers import fails, run_script
 
 from vicuna import engines, evaluate, mmlu
 
@@ -214,3 +216,52 @@ def test_scores_and_rows(data_dir, tiny_meta):
     evaluate.join_mmlu(joined, result)
     assert joined["base"] == {"mmlu_generate_acc": result["base"]["generate"]["acc_all"],
                               "mmlu_loglik_acc": result["base"]["loglik"]["acc_all"]}
+
+
+def mmlu_args(data: Path, tiny_meta: dict, out: Path, *extra: str) -> list[str]:
+    return ["--data", str(data), "--base", str(tiny_meta["onmt"]), "--finetuned",
+            str(tiny_meta["onmt"]), "--tokenizer_model", str(tiny_meta["tokenizer"]),
+            "--json", str(out / "mmlu.json"), "--tsv", str(out / "mmlu.tsv"), *extra]
+
+
+def test_a_subject_missing_a_file_or_its_questions_is_named_unless_subjects_are(
+        data_dir, tmp_path, tiny_meta):
+    """Scoring every subject found, a subject whose dev file (or test file, or questions) is
+    missing is an error naming that file, in a directory as in an archive; named subjects are
+    scored alone, whatever the others lack."""
+    broken = tmp_path / "data"
+    shutil.copytree(data_dir, broken)
+    (broken / "dev" / "high_school_biology_dev.csv").unlink()
+    fails("mmlu.py", *mmlu_args(broken, tiny_meta, tmp_path),
+          culprit=broken / "dev" / "high_school_biology_dev.csv")
+    assert not (tmp_path / "mmlu.json").exists()
+    archive = tmp_path / "data.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(broken, arcname="data")
+    with pytest.raises(ValueError, match=f"^{archive}:data/dev/high_school_biology_dev.csv: "
+                                         "no such file"):
+        mmlu.load(archive)
+    assert list(mmlu.load(broken, ["abstract_algebra"])) == ["abstract_algebra"]
+
+    (broken / "test" / "high_school_biology_test.csv").unlink()
+    (broken / "dev" / "virology_dev.csv").write_text("")
+    with pytest.raises(ValueError, match=f"^{broken}/test/virology_test.csv: no such file"):
+        mmlu.load(broken)
+    (broken / "test" / "virology_test.csv").write_text("\n")
+    with pytest.raises(ValueError, match=f"^{broken}/test/virology_test.csv: no question; "
+                                         "name the subjects"):
+        mmlu.load(broken)
+    assert list(mmlu.load(broken, ["abstract_algebra"])) == ["abstract_algebra"]
+
+
+def test_more_shots_than_dev_rows_is_a_warning_and_the_shots_used_are_recorded(
+        data_dir, tmp_path, tiny_meta):
+    result = run_script("mmlu.py", *mmlu_args(data_dir, tiny_meta, tmp_path, "--shots", "7",
+                                              "--methods", "loglik", "--subjects",
+                                              "abstract_algebra"))
+    assert ("warning: --shots 7, but dev/abstract_algebra_dev.csv has 5 rows: abstract_algebra "
+            "is scored 5-shot") in result.stdout + result.stderr
+    scores = json.loads((tmp_path / "mmlu.json").read_text())
+    assert scores["shots"] == 7 and scores["shots_used"] == {"abstract_algebra": 5}
+    rows = (tmp_path / "mmlu.tsv").read_text().splitlines()[1:]
+    assert {row.split("\t")[3] for row in rows} == {"5"}

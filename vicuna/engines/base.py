@@ -50,6 +50,8 @@ class Engine:
     config_keys: ClassVar[tuple[str, ...]] = ()
     # whether concurrent requests (with their own settings) may share one generate call
     batches_requests: ClassVar[bool] = True
+    # why a per-call seed cannot make a sampled answer reproducible in this mode (None: it can)
+    seed_unsupported: ClassVar[str | None] = None
 
     def __init__(self, opts: dict, source: str | Path) -> None:
         self.opts, self.source = opts, source
@@ -79,7 +81,8 @@ class Engine:
     def generate(self, prompts: list[str], settings: dict | None = None,
                  watchers: Sequence[Watcher] | None = None) -> list[Answer]:
         """Answers to `prompts`, one batch (split as the engine needs); `settings`
-        (decoding.SAMPLING keys) override the options for this call. Each of `watchers` follows
+        (decoding.SAMPLING keys, and decoding.SEED where the mode honours it) override the
+        options for this call. Each of `watchers` follows
         one answer: as it grows where the engine streams (and may stop it early), else once,
         whole; then `end()`."""
         raise NotImplementedError

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -20,6 +21,11 @@ from vicuna.engines.base import Answer, Engine, Watcher
 class Ct2Engine(Engine):
     mode = "ct2"
     config_keys = ("device", "compute_type", "cpu_threads")
+    # CTranslate2 4.8 seeds each worker thread's random generator once, when it first samples
+    # (ctranslate2.set_random_seed only sets the seed of threads still to come; measured: the
+    # same seed set again before each call gives other answers).
+    seed_unsupported = ("CTranslate2 seeds its random generator once per process, not per "
+                        "request: a sampled answer depends on every answer sampled before it")
 
     @staticmethod
     def file_options(inference: dict, tokenizer_model: str) -> dict:
@@ -36,9 +42,15 @@ class Ct2Engine(Engine):
         if device == "auto":
             device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
         # compute_type "default" keeps the release's quantization where the device supports it
-        # (int8_float16 runs as int8_float32 on a CPU, which has no float16 kernels).
+        # (int8_float16 runs as int8_float32 on a CPU, which has no float16 kernels): chosen
+        # here, so CTranslate2 does not warn at every start that it had to choose.
+        compute_type = opts.get("compute_type", "default")
+        if compute_type == "default":
+            compute_type = supported_compute_type(
+                saved_compute_type(Path(opts["model"]) / "model.bin"),
+                ctranslate2.get_supported_compute_types(device))
         self.generator = ctranslate2.Generator(
-            opts["model"], device=device, compute_type=opts.get("compute_type", "default"),
+            opts["model"], device=device, compute_type=compute_type,
             inter_threads=1, intra_threads=cpu_threads(opts.get("threads", 0)),
         )
         if opts.get("seed") is not None:
@@ -139,3 +151,55 @@ def cpu_threads(wanted: int) -> int:
     whatever the machine has, oversubscribed (and slower) on 2 cores."""
     available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return min(wanted, available or 1) if wanted > 0 else (available or 1)
+
+
+# CTranslate2's variable types (include/ctranslate2/types.h; specs/model_spec.py writes them)
+_TYPES = ("float32", "int8", "int16", "int32", "float16", "bfloat16")
+
+
+def saved_compute_type(model_bin: Path) -> str | None:
+    """The compute type a CTranslate2 model.bin was saved with ("int8_float16", "float32", ...),
+    read from its variables' headers (the data is skipped); None where the file is not of the
+    layout CTranslate2 4 writes."""
+    try:
+        with open(model_bin, "rb") as f:
+            kinds = set()
+            _read(f, "I")  # binary version
+            _string(f)  # spec name
+            _read(f, "I")  # revision
+            for _ in range(_read(f, "I")):
+                name, dims = _string(f), _read(f, "B")
+                f.seek(4 * dims, os.SEEK_CUR)  # the shape
+                kind, size = _TYPES[_read(f, "B")], _read(f, "I")
+                f.seek(size, os.SEEK_CUR)
+                # weights only: scalars are the spec's settings (flags, sizes), and
+                # quantization scales stay float32 whatever the float type
+                if dims and not name.endswith("_scale"):
+                    kinds.add(kind)
+    except (OSError, IndexError, struct.error, UnicodeDecodeError):
+        return None
+    quantized = next((k for k in ("int8", "int16") if k in kinds), None)
+    floats = next((k for k in ("float16", "bfloat16") if k in kinds), "float32")
+    if quantized:
+        return quantized if floats == "float32" else f"{quantized}_{floats}"
+    return floats
+
+
+def supported_compute_type(saved: str | None, supported: set[str]) -> str:
+    """The release's compute type where the device runs it, else the same quantization with
+    float32 (CTranslate2's own choice for "default"); "default" where unknown."""
+    if saved is None or saved in supported:
+        return saved or "default"
+    quantized = saved.split("_")[0] if saved.startswith("int") else None
+    for candidate in (f"{quantized}_float32" if quantized else None, quantized, "float32"):
+        if candidate in supported:
+            return candidate
+    return "default"
+
+
+def _read(f, fmt: str) -> int:
+    return struct.unpack(fmt, f.read(struct.calcsize(fmt)))[0]
+
+
+def _string(f) -> str:
+    return f.read(_read(f, "H")).rstrip(b"\0").decode("utf-8")

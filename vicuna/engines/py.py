@@ -78,9 +78,20 @@ class PyEngine(Engine):
         # `settings` are set on the translator for this call only (it reads them at each batch)
         translator = self._engine().translator
         saved = {attr: getattr(translator, attr) for attr in decoding.TRANSLATOR_ATTRS.values()}
+        settings = dict(settings or {})
+        seed = settings.pop(decoding.SEED, None)
         try:
-            for key, value in (settings or {}).items():
+            for key, value in settings.items():
                 setattr(translator, decoding.TRANSLATOR_ATTRS[key], value)
+            if translator.sample_from_topk == 0 and not translator.sample_from_topp \
+                    and translator.random_sampling_temp != 0:
+                # OpenNMT-py 3.5.1 runs beam search for top-k 0 and top-p 0 (translate_batch),
+                # never sampling: top-k 0 means every token here (vicuna.decoding), as in ct2
+                translator.sample_from_topk = self._vocabulary
+            if seed is not None:  # OpenNMT-py samples with torch's generator (torch.multinomial)
+                import torch
+
+                torch.manual_seed(seed)
             scores, preds = self._onmt.infer_list(lines)
         finally:
             for attr, value in saved.items():
