@@ -43,6 +43,7 @@ RUN_DIR = $(shell $(PY) -m vicuna.run_layout $(CONFIGS))
 
 run: install
 	snakemake --profile profiles/local all $(CONFIG_ARGS)
+	@$(PY) -m vicuna.run_layout --summary $(if $(CONFIG),--given) $(CONFIGS)
 
 # As root (CI, a fresh machine), the tests' system parts are installed and started too:
 # Debian's Chromium for the browser test, graphviz for the README's rule graph command, and a
@@ -76,12 +77,14 @@ chat: install
 		-inference_mode $(MODE) -max_context_length 512 -server_port $(PORT)
 
 # The same release behind an OpenAI-compatible API (scripts/serve_api.py): MODE=py or ct2,
-# PORT=8000 by default; VICUNA_API_KEY=... asks clients for that key.
+# PORT=8000 by default; SYSTEM=ignore|task|refuse says what a chat's system messages become
+# (docs/api.md); VICUNA_API_KEY=... asks clients for that key.
+SYSTEM ?= ignore
 serve: PORT = 8000
 serve: install
 	snakemake --profile profiles/local $(RUN_DIR)/translate_opts_$(MODE).yaml $(CONFIG_ARGS)
 	python scripts/serve_api.py -inference_config_file $(RUN_DIR)/translate_opts_$(MODE).yaml \
-		-inference_mode $(MODE) -max_context_length 512 --port $(PORT)
+		-inference_mode $(MODE) -max_context_length 512 --port $(PORT) --system_messages $(SYSTEM)
 
 slurm-up:
 	bash tests/slurm/cluster.sh up

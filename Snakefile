@@ -43,9 +43,9 @@ rule all:
         rules.release_hf.output.model,
         rules.release_peft.output.adapter,
         rules.evaluate.output.json,
-        HELDOUT_LOSS,
+        heldout_loss_json,
         rules.training_curves.output.curves,
-        MMLU_JSON,
+        mmlu_json,
     default_target: True
 
 

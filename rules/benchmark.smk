@@ -1,7 +1,6 @@
 # Benchmarks of the base and the finetuned model: MMLU (config `benchmarks.mmlu`), as OpenNMT-py's
 # eval_llm/MMLU measures it and as lm-eval does (vicuna/mmlu.py). Not planned without the section.
 
-MMLU = config.get("benchmarks", {}).get("mmlu")
 # An archive (a URL, or a path of a .tar/.tar.gz) is fetched as corpora are; a directory is read.
 MMLU_ARCHIVE = bool(MMLU) and (
     "://" in MMLU["data"] or MMLU["data"].endswith((".tar", ".tar.gz", ".tgz"))
@@ -69,6 +68,3 @@ if MMLU:
             " --device {params.device} --precision {params.precision}"
             " --json {output.json} --tsv {output.tsv} > {log} 2>&1"
 
-
-# What `all` and the evaluation table ask for: the benchmark's JSON where it is configured.
-MMLU_JSON = [rules.mmlu.output.json] if MMLU else []

@@ -17,6 +17,7 @@ CONFIG_FILES = [
     str(Path(f).relative_to(Path.cwd())) if Path(f).is_relative_to(Path.cwd()) else str(f)
     for f in workflow.overwrite_configfiles
 ] or ["config.yaml"]
+os.environ[run_layout.CONFIG_FILES_ENV] = " ".join(CONFIG_FILES)  # the headers of what jobs write
 
 
 def config_error(error):
@@ -72,6 +73,10 @@ SOURCES = {
     **{source: config["data"]["heldout"][name] for name, source in HELDOUT.items()},
 }
 JSON_SOURCES = sorted(name for name, spec in SOURCES.items() if "json" in spec)
+# The validation corpus and the held-out corpora, each scored for base and finetuned.
+EVAL_CORPORA = ({"valid": "valid"} if VALID else {}) | dict(sorted(HELDOUT.items()))
+# Benchmarks (config `benchmarks`): MMLU, planned only with its section.
+MMLU = config.get("benchmarks", {}).get("mmlu")
 # data.split_long: the training corpora are read through rule split_long (dataAI/<corpus>.split.txt).
 SPLIT_LONG = config["data"].get("split_long", False)
 URL_SOURCES = sorted(name for name, spec in SOURCES.items() if "url" in spec)
@@ -134,6 +139,17 @@ def training_corpus(name):
 def peft_base_dir(base):
     """The adapter's base directory: release_hf_base's output, or the Hugging Face base's."""
     return base[0] if len(base) == 1 else str(Path(base[0]).parent)
+
+
+def heldout_loss_json(wildcards=None):
+    """outputs/heldout_loss.json where there are held-out corpora, else nothing (an input
+    function: `all` and `evaluate` ask for it; rule heldout_loss is planned only then)."""
+    return [rules.heldout_loss.output.json] if EVAL_CORPORA else []
+
+
+def mmlu_json(wildcards=None):
+    """outputs/mmlu.json where the config has `benchmarks.mmlu`, else nothing."""
+    return [rules.mmlu.output.json] if MMLU else []
 
 
 def check_inputs():

@@ -1,8 +1,6 @@
 # What the finetuning did: evaluation of base vs finetuned, and the training curves.
 
 
-# The validation corpus and the held-out corpora, each scored for base and finetuned.
-EVAL_CORPORA = ({"valid": "valid"} if VALID else {}) | dict(sorted(HELDOUT.items()))
 # `evaluate` loads a model only for the base's answers to referenced prompts; without
 # references it compares the two modes' predictions and needs neither memory nor GPU.
 EVAL_LOADS_MODELS = bool(REFERENCES)
@@ -42,17 +40,14 @@ rule heldout_loss:
         " --json {output.json} > {log} 2>&1"
 
 
-# The held-out losses where there are held-out corpora, else nothing (`all` asks for them too).
-HELDOUT_LOSS = [rules.heldout_loss.output.json] if EVAL_CORPORA else []
-
 
 # outputs/eval.json and outputs/eval.tsv: exact match, py/ct2 agreement, the held-out losses, and
 # the benchmarks' accuracies (MMLU's ACC-all per method).
 rule evaluate:
     input:
         base=rules.convert_llama.output.checkpoint,
-        heldout_loss=HELDOUT_LOSS,
-        mmlu=MMLU_JSON,
+        heldout_loss=heldout_loss_json,
+        mmlu=mmlu_json,
         prompts=INPUT_EXAMPLES,
         references=REFERENCES,
         predictions_py=expand(rules.simple_inference.output.predictions, mode="py"),
@@ -64,8 +59,8 @@ rule evaluate:
         table=run_path("outputs/eval.tsv"),
         html=report(run_path("outputs/eval.html"), category="Evaluation"),
     params:
-        heldout_loss=" ".join(f"--heldout_loss {path}" for path in HELDOUT_LOSS),
-        mmlu=" ".join(f"--mmlu {path}" for path in MMLU_JSON),
+        heldout_loss=lambda w, input: " ".join(f"--heldout_loss {p}" for p in input.heldout_loss),
+        mmlu=lambda w, input: " ".join(f"--mmlu {p}" for p in input.mmlu),
         references=lambda w, input: f"--references {input.references}" if input.references else "",
     resources:
         # the base's answers: the py engine on the base, sized as py inference

@@ -82,16 +82,14 @@ rule release_hf:
 # directory), or the Hugging Face base's own files (config.json first).
 if planned_layout(config["base"]["model_dir"]) == "meta":
 
-    # <model>_HF: the base in Hugging Face's layout, for the PEFT adapter to load on
-    rule release_hf_base:
+    # <model>_HF: the base in Hugging Face's layout, for the PEFT adapter to load on: the
+    # merged model's release, run on the converted base
+    use rule release_hf as release_hf_base with:
         input:
             checkpoint=rules.convert_llama.output.checkpoint,
             tokenizer=config["base"]["tokenizer_model"],
         output:
             model=directory(run_path(f"{MODEL}_HF")),
-        params:
-            dtype=HF_RELEASE["dtype"],
-            max_shard_mb=HF_RELEASE["max_shard_mb"],
         resources:
             mem_mb=mem_mb("release_hf_base", "checkpoint"),
             runtime=runtime_min("checkpoint"),
@@ -100,12 +98,6 @@ if planned_layout(config["base"]["model_dir"]) == "meta":
             run_path("logs/release_hf_base.log"),
         benchmark:
             run_path("benchmarks/release_hf_base.tsv")
-        conda:
-            "../envs/vicuna.yaml"
-        shell:
-            "release_model.py --model {input.checkpoint} --output {output.model} --format huggingface"
-            " --tokenizer_model {input.tokenizer} --dtype {params.dtype}"
-            " --max_shard_mb {params.max_shard_mb} --force > {log} 2>&1"
 
     PEFT_BASE = [rules.release_hf_base.output.model]
 else:

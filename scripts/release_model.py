@@ -21,12 +21,12 @@ OWN = {"ctranslate2": ct2_model_dir, "huggingface": hf_model_dir, "peft": peft_a
 
 
 def ctranslate2(a: argparse.Namespace) -> str:
-    from ctranslate2.converters import OpenNMTPyConverter
+    from vicuna import ct2_release
 
-    checkpoint.load(a.model, kind="full", mmap=True)  # a named error, not CT2's traceback
+    ck = checkpoint.load(a.model, kind="full", mmap=True)  # a named error, not CT2's traceback
     with atomic_path(a.output, force=a.force, own=ct2_model_dir) as tmp:
-        OpenNMTPyConverter(a.model).convert(str(tmp), quantization=a.quantization)
-    return a.quantization
+        ct2_release.convert(a.model, str(tmp), a.quantization, ck["opt"])
+    return f"{a.quantization}, rotary base {ct2_release.rotary_base(ck['opt']):g}"
 
 
 def needed(a: argparse.Namespace, flag: str, why: str):

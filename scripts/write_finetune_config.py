@@ -12,6 +12,7 @@ import sys
 
 import yaml
 
+from vicuna import run_layout
 from vicuna.convert import read_shape
 from vicuna.files import add_text_output, check_output, no_example, require_file, text_file, write_text
 from vicuna.finetune_config import finetune_config
@@ -65,7 +66,7 @@ def main() -> None:
             )
         except KeyError as e:
             raise ValueError(f"--train_json: key {e} is missing (config.yaml's train section)") from None
-        header = "# Written by the workflow from config.yaml (rule finetune_config): edit config.yaml.\n"
+        header = run_layout.written_by("finetune_config", "its train section")
         write_text(a.output, header + yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True),
                    force=a.force)
     except (OSError, ValueError) as e:

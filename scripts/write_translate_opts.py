@@ -11,7 +11,7 @@ import sys
 
 import yaml
 
-from vicuna import engines
+from vicuna import engines, run_layout
 from vicuna.files import add_text_output, check_output, require_file, text_file, write_text
 
 
@@ -35,7 +35,7 @@ def main() -> None:
         except KeyError as e:
             raise ValueError(f"--inference_json: key {e} is missing (config.yaml's inference "
                              f"section)") from None
-        header = f"# Written by the workflow from config.yaml (rule translate_opts, mode {a.mode}).\n"
+        header = run_layout.written_by(f"translate_opts, mode {a.mode}", "its inference section")
         write_text(a.output, header + yaml.safe_dump(opts, sort_keys=False), force=a.force)
     except (OSError, ValueError) as e:
         sys.exit(f"error: {e}")

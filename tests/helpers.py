@@ -178,11 +178,20 @@ def listing(directory: Path) -> list[str]:
     return sorted(str(p.relative_to(directory)) for p in directory.rglob("*"))
 
 
+# The pages whose commands the tests run as written: the README and docs/.
+PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+
+
+def page_commands(page: Path, prefix: str = "") -> list[str]:
+    """The command lines of a page's ```bash blocks that start with `prefix` (comments cut)."""
+    blocks = re.findall(r"```bash\n(.*?)```", page.read_text(encoding="utf-8"), re.S)
+    lines = [line.split(" #")[0].strip() for block in blocks for line in block.splitlines()]
+    return [line for line in lines if line and not line.startswith("#") and line.startswith(prefix)]
+
+
 def readme_commands(prefix: str) -> list[str]:
     """The command lines of the README's ```bash blocks that start with `prefix`."""
-    blocks = re.findall(r"```bash\n(.*?)```", (REPO / "README.md").read_text(), re.S)
-    lines = [line.split(" #")[0].strip() for block in blocks for line in block.splitlines()]
-    return [line for line in lines if line.startswith(prefix)]
+    return page_commands(REPO / "README.md", prefix)
 
 
 SEVEN_B = next(c for c in readme_commands("snakemake ") if "llama7b-vicuna.yaml" in c)

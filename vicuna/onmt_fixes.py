@@ -85,6 +85,35 @@ def fix_cached_rotary_position() -> None:
     patch(GeneratorLM, "_decode_and_generate", fixed)
 
 
+def batches_before(trainer, steps: int) -> int:
+    """How many batches an uninterrupted run has trained on when `steps` steps are done: each
+    step takes accum_count batches (as the trainer's schedule gives it for that step)."""
+    return sum(trainer._accum_count(step) for step in range(1, steps + 1))
+
+
+def continue_the_data_on_resume() -> None:
+    """A run resumed from step N reads its corpora from their first batch again: the first
+    batches are trained on twice and the last never. OpenNMT-py's reader keeps no position, but
+    it is deterministic (the seed fixes its bucket shuffling), so the resumed trainer skips the
+    batches the first N steps took, and goes on with those an uninterrupted run trains on."""
+    import itertools
+
+    from onmt.trainer import Trainer
+
+    def fixed(original):
+        def train(self, train_iter, train_steps, *args, **kwargs):
+            done = self.optim.training_step - 1
+            if done > 0:
+                skip = batches_before(self, done)
+                print(f"resume: skipping the {skip} batches of steps 1-{done}: the data goes on "
+                      f"where the run that was stopped left it", flush=True)
+                train_iter = itertools.islice(train_iter, skip, None)
+            return original(self, train_iter, train_steps, *args, **kwargs)
+        return train
+
+    patch(Trainer, "train", fixed)
+
+
 def mask_every_answer() -> None:
     """zero_out_prompt_loss keeps the loss on what follows the first placeholder of each row
     (a cumulative sum over pad positions), and OpenNMT-py's placeholder transform puts none where
@@ -156,4 +185,5 @@ def apply() -> None:
     freeze_generator_with_lora()
     fix_cached_rotary_position()
     mask_every_answer()
+    continue_the_data_on_resume()
     _applied = True

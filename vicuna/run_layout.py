@@ -9,6 +9,7 @@ releases of every step count it was ever trained to, 13 GB each at 7B.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import sys
@@ -17,6 +18,17 @@ from pathlib import Path
 import yaml
 
 RUNS = "runs"
+# The config files a Snakemake run was given, for the headers of the files its jobs write: in
+# the environment (jobs inherit it, on SLURM nodes too), not in a rule's params, so that a
+# config file's name alone never reruns a job.
+CONFIG_FILES_ENV = "VICUNA_CONFIG_FILES"
+
+
+def written_by(rule: str, edit: str = "the config") -> str:
+    """The header line of a file a rule writes from the config: which config files, and where
+    to change what it holds."""
+    files = os.environ.get(CONFIG_FILES_ENV) or "config.yaml"
+    return f"# Written by the workflow from {files} (rule {rule}): edit {edit}, not this file.\n"
 
 # What merge_lora and the releases add to a step checkpoint's name.
 RELEASE_SUFFIXES = (".concat.pt", ".concat_CT2", ".concat_HF", "_PEFT")
@@ -78,13 +90,68 @@ def newest_release(save_model: str | Path, suffix: str) -> Path | None:
     return max(steps)[1] if steps else None
 
 
+RELEASE_KINDS = {".concat_CT2": "CTranslate2", ".concat_HF": "Hugging Face", "_PEFT": "PEFT adapter"}
+
+
+def size_text(path: Path) -> str:
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+    size = sum(p.stat().st_size for p in files)
+    return next(f"{size / 1024**k:.1f} {unit}" for k, unit in ((3, "GB"), (2, "MB"), (1, "kB"), (0, "B"))
+                if size >= 1024**k or k == 0)
+
+
+def summary(run: str | Path, configs: list[str] | None = None) -> str:
+    """What a run made, how good it is, and what to do next: `make run`'s last words.
+    `configs`: the config files the run was given (none: config.yaml), repeated in the next
+    commands."""
+    run = Path(run)
+    if not run.is_dir():
+        return f"{run}: nothing made yet"
+    lines = [f"Made in {run}/ (every job's log in {run}/logs/):", ""]
+    table = run / "outputs" / "eval.tsv"
+    if table.is_file():
+        rows = [line.split("\t") for line in table.read_text(encoding="utf-8").splitlines()]
+        width = max(len(r[0]) for r in rows)
+        lines += [f"Evaluation ({table}):"]
+        lines += [f"  {r[0]:<{width}}  " + "  ".join(f"{c:>9}" for c in r[1:]) for r in rows]
+        lines.append("")
+    for save_model in sorted(run.glob("finetuned_*/*-vicuna-onmt_step_*.concat.pt")):
+        stem = save_model.name.split("_step_")[0]
+        releases = step_releases(save_model.parent / stem)
+        step = max(releases)
+        lines.append(f"Releases of step {step}:")
+        for path in releases[step]:
+            kind = next((k for suffix, k in RELEASE_KINDS.items() if path.name.endswith(suffix)),
+                        "merged checkpoint")
+            lines.append(f"  {kind:<17} {path}  ({size_text(path)})")
+        lines.append("")
+        break
+    given = " ".join(configs or [])
+    make_args = f" CONFIG={given!r}" if " " in given else f" CONFIG={given}" if given else ""
+    next_steps = {
+        f"make chat{make_args}": "chat with it in a browser (http://127.0.0.1:7860)",
+        f"make serve{make_args}": "an OpenAI-compatible API (http://127.0.0.1:8000/v1)",
+        "snakemake --report report.html" + (f" --configfile {given}" if given else ""):
+            "the graph, curves and evaluation in one file",
+        "docs/own-model.md": "your own base and data (the README: the 7B run)",
+    }
+    width = max(map(len, next_steps))
+    lines += ["Next:", *(f"  {command:<{width}}  {what}" for command, what in next_steps.items())]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Print the run folder of the config files given (as `make chat CONFIG=...` needs it)."""
+    """Print the run folder of the config files given (as `make chat CONFIG=...` needs it), or
+    with --summary what that run made (as `make run` ends)."""
     p = argparse.ArgumentParser(description=main.__doc__)
     p.add_argument("configs", nargs="+", help="config files, in the order Snakemake merges them")
+    p.add_argument("--summary", action="store_true", help="what the run made, and what next")
+    p.add_argument("--given", action="store_true",
+                   help="the configs were given (CONFIG=...): the next commands repeat them")
     a = p.parse_args(argv)
     try:
-        print(run_dir(merged_config(a.configs)))
+        run = run_dir(merged_config(a.configs))
+        print(summary(run, a.configs if a.given else None) if a.summary else run)
     except (OSError, KeyError, yaml.YAMLError) as e:
         sys.exit(f"error: {' '.join(a.configs)}: no run folder ({type(e).__name__}: {e})")
 

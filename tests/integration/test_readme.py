@@ -1,7 +1,8 @@
-"""The README's commands as written, from the root of a clone that holds the tiny default's run:
-every `snakemake ...` and `python scripts/...` line of its ```bash blocks (the 7B one is
-planned on a placeholder 7B base in tests/unit/test_resources.py), servers started until they answer;
-and `make clean`, which must leave the user's weights alone."""
+"""The README's and docs/ pages' commands as written, from the root of a clone that holds the
+tiny default's run: every line of their ```bash blocks (the 7B command is planned on
+placeholder bases in tests/unit/test_resources.py; docs/own-model.md's are run on a base of
+their own in test_runs_apart.py), servers started until they answer; `make run` ends with its
+summary; and `make clean`, which must leave the user's weights alone."""
 
 from __future__ import annotations
 
@@ -14,11 +15,21 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from helpers import BIN, SEVEN_B, clone, env, readme_commands, run, started
+from helpers import BIN, PAGES, REPO, SEVEN_B, clone, env, page_commands, run, started
 
-SERVERS = {"scripts/chatbot.py": "-server_port", "scripts/serve_api.py": "--port"}
-COMMANDS = [c for c in readme_commands("snakemake ") + readme_commands("python scripts/")
-            if c != SEVEN_B]
+SERVERS = {"scripts/chatbot.py": "-server_port", "scripts/serve_api.py": "--port",
+           "chat": "PORT", "serve": "PORT"}
+DEFAULT_PORTS = {"chat": 7860, "serve": 8000}  # the Makefile's
+OWN_MODEL = REPO / "docs" / "own-model.md"
+# The make targets a page may show; test/test-fast are this suite itself.
+MAKE = ("make run", "make chat", "make serve")
+# each distinct command once, named by the first page that shows it
+COMMANDS: dict[str, str] = {}
+for _page in PAGES:
+    for _c in page_commands(_page):
+        if _page != OWN_MODEL and _c != SEVEN_B and not _c.startswith("make test") \
+                and _c not in COMMANDS.values():
+            COMMANDS[f"{_page.relative_to(REPO)}: {' '.join(_c.split()[:2])}"] = _c
 
 
 @pytest.fixture(scope="module")
@@ -32,22 +43,40 @@ def user_tree(tiny_run, tiny_meta, tmp_path_factory) -> Path:
     return tree
 
 
-def test_the_readme_has_the_commands_this_file_runs():
-    scripts = {shlex.split(c)[1] for c in COMMANDS if c.startswith("python ")}
-    assert {"scripts/convert_llama.py", "scripts/simple_inference.py", "scripts/chatbot.py"} <= scripts
-    assert any("--report" in c for c in COMMANDS) and "--configfile" in SEVEN_B
+def test_the_pages_have_the_commands_this_file_runs():
+    commands = list(COMMANDS.values())
+    scripts = {shlex.split(c)[1] for c in commands if c.startswith("python ")}
+    assert {"scripts/convert_llama.py", "scripts/simple_inference.py", "scripts/chatbot.py",
+            "scripts/serve_api.py", "scripts/release_model.py"} <= scripts
+    assert any("--report" in c for c in commands) and "--configfile" in SEVEN_B
+    assert {"make run", "make chat", "make serve"} <= set(commands)
+    # every line of every page is one this file knows how to run
+    assert all(c.startswith(("snakemake ", "python scripts/", *MAKE)) for c in commands), commands
+
+
+def as_run(command: str) -> str:
+    """A make command with the tests' venv (a clone has none of its own): what `make` would
+    install there is the venv these tests run in."""
+    return f"{command} VENV={BIN.parent}" if command.startswith("make ") else command
+
+
+def port_of(command: str) -> int:
+    args = shlex.split(command)
+    if args[0] == "make":
+        given = [a for a in args if a.startswith("PORT=")]
+        return int(given[0].split("=")[1]) if given else DEFAULT_PORTS[args[1]]
+    return int(args[args.index(SERVERS[args[1]]) + 1])
 
 
 def serve_until_it_answers(command: str, tree: Path) -> None:
-    args = shlex.split(command)
-    port = int(args[args.index(SERVERS[args[1]]) + 1])
+    port = port_of(command)
     # `make chat` is make, then the server: the whole process group goes when this ends
-    with started(command, shell=True, cwd=tree, env=env(), stdout=subprocess.PIPE,
+    with started(as_run(command), shell=True, cwd=tree, env=env(), stdout=subprocess.PIPE,
                  stderr=subprocess.STDOUT, text=True) as proc:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 180
         while True:
             assert proc.poll() is None, f"{command} exited:\n{proc.stdout.read()[-3000:]}"
-            assert time.monotonic() < deadline, f"{command}: nothing on port {port} after 120 s"
+            assert time.monotonic() < deadline, f"{command}: nothing on port {port} after 180 s"
             try:
                 urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5)
                 return
@@ -58,16 +87,24 @@ def serve_until_it_answers(command: str, tree: Path) -> None:
 
 
 @pytest.mark.parametrize("command", COMMANDS)
-def test_readme_command_runs_as_written(user_tree, command):
+def test_page_command_runs_as_written(user_tree, command):
+    command = COMMANDS[command]
     if shlex.split(command)[1] in SERVERS:
         serve_until_it_answers(command, user_tree)
         return
     if "| dot " in command and not shutil.which("dot"):
         pytest.skip("graphviz's dot is not installed (make test installs it as root)")
-    result = run(command, shell=True, cwd=user_tree, env=env(), timeout=600)
+    result = run(as_run(command), shell=True, cwd=user_tree, env=env(), timeout=600)
     assert result.returncode == 0, f"{command}:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}"
     for out in re.findall(r"(?:-output|--output|--report|>) (\S+)", command):
         assert (user_tree / out).exists(), f"{command} did not write {out}"
+    if command == "make run":  # nothing to do, and still the summary of what is there
+        summary = result.stdout[result.stdout.index("Made in runs/llama-tiny/"):]
+        assert "Evaluation (runs/llama-tiny/outputs/eval.tsv):" in summary
+        assert re.search(r"exact_match +[\d.]+ +[\d.]+", summary)
+        assert "CTranslate2       runs/llama-tiny/finetuned_llama-tiny/llama-tiny-vicuna-onmt_" \
+               "step_800.concat_CT2" in summary
+        assert "make chat" in summary and "make serve" in summary
 
 
 def test_make_clean_keeps_the_weights_and_removes_what_the_workflow_made(tmp_path):

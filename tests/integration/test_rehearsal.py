@@ -116,7 +116,7 @@ def test_predictions_in_both_modes_from_the_int8_float16_release(rehearsed):
     n = len((work / "configs/input_examples.txt").read_text().splitlines())
     for mode in ("py", "ct2"):
         assert len((work / f"runs/llama7B/outputs/predictions_{mode}.txt").read_text().splitlines()) == n
-    assert "(int8_float16)" in (work / "runs/llama7B/logs/release_ct2.log").read_text()
+    assert "(int8_float16, rotary base 10000)" in (work / "runs/llama7B/logs/release_ct2.log").read_text()
     assert (work / f"{STEP}.concat_CT2/model.bin").is_file()
 
 

@@ -1,8 +1,9 @@
 """Runs apart, through the user's path: `make run` (the tiny default), then in the same checkout
-the 7B command's dry run and your own base and data (configs/own-model.yaml as written, on a
-small random Hugging Face LLaMA): each config's files are its own (runs/<run_name>/), checked
-by checksums before and after; a changed or missing source is always seen; `make serve
-CONFIG=...` serves that run's release; older steps' releases are pruned."""
+the 7B command's dry run and your own base and data (docs/own-model.md's commands as written,
+on a small random Hugging Face LLaMA): each config's files are its own (runs/<run_name>/),
+checked by checksums before and after; a changed or missing source is always seen; `make serve
+CONFIG=...` serves that run's release; older steps' releases are pruned; `make clean CONFIG=...`
+removes that run alone."""
 
 from __future__ import annotations
 
@@ -18,13 +19,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import BIN, LLAMA_TOKENIZER, env, free_port, run, snakemake, started
+from helpers import BIN, LLAMA_TOKENIZER, REPO, env, free_port, page_commands, run, snakemake, started
 
 from vicuna import prompt, random_base, synthetic, tokenizer
 
 TINY = "runs/llama-tiny"
 OWN = "runs/my-model"
-OWN_CONFIG = "configs/own-model.yaml"
+OWN_CONFIG = "my-model.yaml"  # the page's copy of configs/own-model.yaml
+PAGE = page_commands(REPO / "docs" / "own-model.md")
 
 
 def checksums(root: Path, *folders: str) -> dict[str, str]:
@@ -71,8 +73,9 @@ def test_a_corpus_that_does_not_exist_after_a_first_run_is_an_error(tree, tmp_pa
     path.write_text(yaml.safe_dump(config))
     result = snakemake(tree, "-n", "all", configfile=path, check=False)
     assert result.returncode != 0
-    assert ("data.corpora.alpaca_clean.json: synthetic/renamed.json does not exist; "
-            "data.corpora.extra.json: data/extra.json does not exist") in result.stderr
+    assert result.stderr.splitlines() == [
+        f"error: {path}: data.corpora.alpaca_clean.json: synthetic/renamed.json does not exist",
+        f"error: {path}: data.corpora.extra.json: data/extra.json does not exist"]
 
 
 def test_a_corpus_whose_source_changed_is_remade(tree, tmp_path):
@@ -124,13 +127,16 @@ def write_own_base_and_data(tree: Path) -> int:
 
 @pytest.fixture(scope="module")
 def own_run(tree) -> tuple[Path, dict[str, str], int]:
-    """`make run CONFIG=configs/own-model.yaml` in the checkout that holds the tiny default's
-    run; the tiny run's checksums from before it."""
+    """docs/own-model.md's commands as written (copy the template, run it), in the checkout
+    that holds the tiny default's run, on the base and data the template names; the tiny run's
+    checksums from before."""
     n_prompts = write_own_base_and_data(tree)
     before = checksums(tree, TINY, "synthetic")
-    result = run(["make", "run", f"CONFIG={OWN_CONFIG}", f"VENV={BIN.parent}"], cwd=tree,
-                 env=env(), timeout=1200)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    assert PAGE[:2] == ["cp configs/own-model.yaml my-model.yaml",
+                        "snakemake all --profile profiles/local --configfile my-model.yaml"]
+    for command in PAGE[:2]:
+        result = run(command, shell=True, cwd=tree, env=env(), timeout=1200)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     return tree, before, n_prompts
 
 
@@ -155,6 +161,9 @@ def test_the_own_model_template_runs_end_to_end_in_a_folder_of_its_own(own_run):
     assert (run_dir / adapter["base_model_name_or_path"] / "config.json").is_file()
     config = json.loads((Path(f"{step}.concat_HF") / "config.json").read_text())
     assert (config["hidden_size"], config["num_key_value_heads"]) == (64, 2)
+    for written in ("translate_opts_py.yaml", "translate_opts_ct2.yaml", "replicate_vicuna.yaml"):
+        header = (run_dir / written).read_text().splitlines()[0]
+        assert header.startswith(f"# Written by the workflow from {OWN_CONFIG} (rule "), header
 
 
 def test_two_runs_in_one_checkout_leave_each_other_untouched(own_run):
@@ -167,6 +176,7 @@ def test_two_runs_in_one_checkout_leave_each_other_untouched(own_run):
 def test_make_serve_with_config_serves_that_runs_release(own_run):
     tree, _, _ = own_run
     port = free_port()
+    assert f"make serve CONFIG={OWN_CONFIG}" in PAGE
     with started(["make", "serve", f"CONFIG={OWN_CONFIG}", f"PORT={port}", f"VENV={BIN.parent}"],
                  cwd=tree, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                  text=True) as proc:
@@ -203,3 +213,14 @@ def test_a_successful_run_keeps_only_the_newest_steps_releases(own_run, tmp_path
     assert "my-model-vicuna-onmt_step_10.concat_CT2: a release of an earlier train_steps" in \
         result.stdout + result.stderr
     assert (finetuned / "my-model-vicuna-onmt_step_20.concat_CT2" / "model.bin").is_file()
+
+
+def test_make_clean_with_config_removes_that_run_alone(own_run):
+    tree, before, _ = own_run
+    assert f"make clean CONFIG={OWN_CONFIG}" in PAGE
+    result = run(["make", "clean", f"CONFIG={OWN_CONFIG}", f"VENV={BIN.parent}"], cwd=tree,
+                 env=env(), timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert not (tree / OWN).exists()
+    assert (tree / "models/my-base/config.json").is_file() and (tree / "data/alpaca.json").is_file()
+    assert checksums(tree, TINY, "synthetic") == before

@@ -370,3 +370,62 @@ def test_lazy_reader_reads_what_was_saved(fmt, tmp_path):
             wide = torch.zeros(tensor.shape[0], tensor.shape[1] + 3, dtype=tensor.dtype)
             index[name].read_into(wide.narrow(1, 2, tensor.shape[1]), bounce)
             assert torch.equal(wide[:, 2:-1], tensor), name
+
+
+# --------------------------------------------------------------------------------------------
+# The CTranslate2 release against transformers: the checkpoint's rotary base carried over
+
+def ct2_logprobs(release: Path, vocab: list[str], tokens: torch.Tensor) -> torch.Tensor:
+    """CTranslate2's log-probability of each next token of each row (score_batch)."""
+    import ctranslate2
+
+    generator = ctranslate2.Generator(str(release), device="cpu", intra_threads=1)
+    rows = [[vocab[i] for i in row] for row in tokens.tolist()]
+    return torch.tensor([r.log_probs for r in generator.score_batch(rows)])
+
+
+def hf_logprobs(model, tokens: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        logp = torch.log_softmax(model(input_ids=tokens).logits.float(), dim=-1)
+    return logp[:, :-1].gather(2, tokens[:, 1:, None])[..., 0]
+
+
+def test_the_ct2_release_runs_the_checkpoints_rotary_base(checkpoints, tmp_path):
+    """Grouped-query attention and rope theta 500,000 (Llama 3's; Code Llama's 1,000,000 alike):
+    the release is transformers' model within 1e-3 on a 41-token prompt. CTranslate2's own
+    converter, which passes no rotary base, is off by more: the test can tell."""
+    from ctranslate2.converters import OpenNMTPyConverter
+
+    c = checkpoints["meta-4-shards-gqa"]
+    onmt = tmp_path / "gqa.pt"
+    convert_llama("--model_dir", c["dir"], "--tokenizer_model", c["tokenizer"], "--output", onmt)
+    assert checkpoint.load(onmt)["opt"].rotary_theta == 500000
+    release = tmp_path / "gqa_ct2"
+    result = run_script("release_model.py", "--model", str(onmt), "--output", str(release),
+                        "--quantization", "float32")
+    assert "rotary base 500000" in result.stdout
+    torch.manual_seed(2)
+    tokens = torch.randint(4, c["model"].config.vocab_size, (2, 41))
+    tokens[:, 0] = 1  # <s>
+    vocab = checkpoint.load(onmt)["vocab"]["src"]
+    expected = hf_logprobs(c["model"], tokens)
+    assert (ct2_logprobs(release, vocab, tokens) - expected).abs().max().item() <= 1e-3
+    OpenNMTPyConverter(str(onmt)).convert(str(tmp_path / "theirs"), quantization="float32")
+    assert (ct2_logprobs(tmp_path / "theirs", vocab, tokens) - expected).abs().max().item() > 1e-3
+
+
+@pytest.mark.parametrize("option, value", [("parallel_residual", True), ("rotary_dim", 8),
+                                           ("num_experts", 4), ("shared_layer_norm", True)])
+def test_an_option_the_ct2_converter_would_drop_is_refused_by_name(tiny_meta, tmp_path, option,
+                                                                  value):
+    ckpt = checkpoint.load(tiny_meta["onmt"])
+    setattr(ckpt["opt"], option, value)
+    model = tmp_path / "other.pt"
+    torch.save(ckpt, model)
+    result = run_script("release_model.py", "--model", str(model), "--output",
+                        str(tmp_path / "release"), check=False)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: {model}: {option} {value!r}: CTranslate2's OpenNMT-py converter drops this "
+        f"option, and the release would be another model")
+    assert not (tmp_path / "release").exists()

@@ -9,9 +9,10 @@ import json
 import re
 import shlex
 import shutil
+import sys
 
 import pytest
-from helpers import REPO, SEVEN_B, clone, snakemake
+from helpers import REPO, SEVEN_B, clone, run, snakemake
 
 from vicuna import random_base
 
@@ -104,3 +105,11 @@ def test_a_small_model_asks_at_least_what_a_job_without_weights_uses(tmp_path):
     assert {job["rule"] for job in sized} >= {"convert_llama", "simple_inference", "finetune"}
     for job in sized:
         assert int(job["resources"]["mem_mb"]) >= floor, job
+
+
+def test_the_plan_on_docs_slurm_is_the_one_printed_from_the_workflow():
+    """docs/slurm.md's job table is what benchmarks/job_plan.py prints from the plan itself
+    (regenerate it with that command after a change of the fits or the rules)."""
+    result = run([sys.executable, str(REPO / "benchmarks" / "job_plan.py"), "--check",
+                  str(REPO / "docs" / "slurm.md")], timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
