@@ -10,9 +10,10 @@ import argparse
 import sys
 import time
 
-from vicuna import checkpoint, onmt_fixes
+from vicuna import onmt_fixes
 from vicuna.files import atomic_path, check_output, ct2_model_dir, hf_model_dir, peft_adapter_dir
-from vicuna.shape import LLAMA_CONTEXT
+from vicuna.weights import checkpoint
+from vicuna.weights.shape import LLAMA_CONTEXT
 
 QUANTIZATIONS = ["int8", "int8_float16", "int8_bfloat16", "int8_float32", "int16", "float16",
                  "bfloat16", "float32"]
@@ -38,7 +39,7 @@ def needed(a: argparse.Namespace, flag: str, why: str):
 
 
 def huggingface(a: argparse.Namespace) -> str:
-    from vicuna.hf_export import export_model
+    from vicuna.weights.hf_export import export_model
 
     tokenizer = needed(a, "tokenizer_model", "the model's sentencepiece tokenizer.model")
     ck = checkpoint.load(a.model, kind="full")
@@ -52,7 +53,7 @@ def huggingface(a: argparse.Namespace) -> str:
 
 
 def peft(a: argparse.Namespace) -> str:
-    from vicuna.hf_export import export_adapter
+    from vicuna.weights.hf_export import export_adapter
 
     base = needed(a, "base_model", "the base model's Hugging Face directory, which the adapter "
                                    "loads on")

@@ -12,7 +12,8 @@ import pytest
 import yaml
 from helpers import REPO, clone, edited_config, snakemake
 
-from vicuna import config_check, random_base
+from vicuna import config_check
+from vicuna.testing import random_base
 
 
 def dry_run(tmp_path, configfile):

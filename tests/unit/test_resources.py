@@ -13,7 +13,7 @@ import shutil
 import pytest
 from helpers import REPO, SEVEN_B, clone, snakemake
 
-from vicuna import random_base
+from vicuna.testing import random_base
 
 MEASURED = json.loads((REPO / "benchmarks" / "job_memory.json").read_text())["rules"]
 # Jobs that run a model on the configured device; `evaluate` only with something to score.
