@@ -1,6 +1,6 @@
 """What several benchmarks need, once: the repository's paths, the tokenizer they build models
 with, the greedy inference settings (config.yaml's `inference` keys, written into each mode's
-options file by vicuna.engines.options_file), the benchmark prompts, running a script or a
+options file by vicuna.serve.engines.options_file), the benchmark prompts, running a script or a
 child process and measuring it, a free port.
 
 Benchmarks run as `python benchmarks/<name>.py`: this folder is then on sys.path, and
@@ -26,7 +26,7 @@ BENCHMARKS = REPO / "benchmarks"
 # The real LLaMA tokenizer (32,000 pieces) beside the checkout, where the project's machines have it
 LLAMA_TOKENIZER = REPO.parent / "shared" / "fixtures" / "llama-tokenizer" / "tokenizer.model"
 FALLBACK_VOCAB = 768  # config.yaml's synthetic.vocab_size: a user's clone trains its own
-BOS, EOS = 1, 2  # LLaMA's <s> and </s>, as every tokenizer here has them (vicuna.tokenizer)
+BOS, EOS = 1, 2  # LLaMA's <s> and </s>, as every tokenizer here has them (vicuna.weights.tokenizer)
 
 
 def tokenizer_model(work: Path) -> Path:
@@ -34,7 +34,9 @@ def tokenizer_model(work: Path) -> Path:
     tiny default's synthetic texts (fewer than a thousand distinct pieces: the tiny's 768)."""
     if LLAMA_TOKENIZER.is_file():
         return LLAMA_TOKENIZER
-    from vicuna import prompt, synthetic, tokenizer
+    from vicuna import prompt
+    from vicuna.tiny import synthetic
+    from vicuna.weights import tokenizer
 
     path = work / "tokenizer.model"
     if not path.is_file():
@@ -49,9 +51,9 @@ def config_inference() -> dict:
 
 
 def greedy(**changes) -> dict:
-    """config.yaml's `inference` keys with top-k 1 (vicuna.decoding.GREEDY: greedy in both
+    """config.yaml's `inference` keys with top-k 1 (vicuna.serve.decoding.GREEDY: greedy in both
     modes) and the benchmark's `changes` (batch_size, max_length, cpu_threads, ...)."""
-    from vicuna import decoding
+    from vicuna.serve import decoding
 
     return {**config_inference(), "random_sampling_topk": decoding.GREEDY, **changes}
 
@@ -61,7 +63,7 @@ def options(mode: str, model: str | Path, tokenizer: str | Path, inference: dict
     """The mode's options (translate_opts_<mode>.yaml as the workflow writes it) from
     `inference`; with `forced`, every answer is exactly that many tokens (min_length = max_length:
     no early </s>, so that every engine generates the same number of tokens)."""
-    from vicuna import engines
+    from vicuna.serve import engines
 
     opts = engines.options_file(mode, str(model), str(tokenizer), inference)
     if forced is not None:
@@ -77,7 +79,8 @@ def write_options(path: Path, opts: dict) -> Path:
 def prompts(n: int, seed: int = 2) -> list[str]:
     """n Alpaca prompts (texts, real newlines) of held-out synthetic tasks, as the workflow's
     inference examples are laid out."""
-    from vicuna import prompt, synthetic
+    from vicuna import prompt
+    from vicuna.tiny import synthetic
 
     held = synthetic.generate(seed, 1, 1, n, 1)["heldout"]
     return [prompt.alpaca(r["instruction"], r["input"], "") for r in held]
@@ -85,7 +88,7 @@ def prompts(n: int, seed: int = 2) -> list[str]:
 
 def messages(n: int, seed: int = 2) -> list[str]:
     """The same tasks as chat messages (instruction and input, as a user types them)."""
-    from vicuna import synthetic
+    from vicuna.tiny import synthetic
 
     held = synthetic.generate(seed, 1, 1, n, 1)["heldout"]
     return [f"{r['instruction']}\n{r['input']}".strip() for r in held]

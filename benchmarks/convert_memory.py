@@ -29,7 +29,7 @@ GB = 1e9
 
 
 def tokenizer(tmp: Path) -> tuple[Path, int]:
-    from vicuna import tokenizer as tok
+    from vicuna.weights import tokenizer as tok
 
     path = tokenizer_model(tmp)
     return path, tok.load(path).get_piece_size()
@@ -39,7 +39,7 @@ def write_meta(model_dir: Path, params: dict, shapes: dict, shards: int) -> None
     """One shard in memory at a time (the generator's own memory is not measured)."""
     import torch
 
-    from vicuna.convert import shard_dim
+    from vicuna.weights.convert import shard_dim
 
     model_dir.mkdir()
     (model_dir / "params.json").write_text(json.dumps(params))
@@ -61,7 +61,7 @@ def write_hf(model_dir: Path, params: dict, shapes: dict, shards: int, hidden: i
     import torch
     from safetensors.torch import save_file
 
-    from vicuna.name_maps import META_TO_HF, rename
+    from vicuna.weights.name_maps import META_TO_HF, rename
 
     model_dir.mkdir()
     config = {"model_type": "llama", "hidden_size": params["dim"],
@@ -85,7 +85,7 @@ def write_hf(model_dir: Path, params: dict, shapes: dict, shards: int, hidden: i
 
 def generate(args: argparse.Namespace, tmp: Path) -> None:
     """The random checkpoint and the tokenizer, in tmp/model and tmp/generated.json."""
-    from vicuna.shape import ModelArgs, meta_shapes
+    from vicuna.weights.shape import ModelArgs, meta_shapes
 
     tok, vocab = tokenizer(tmp)
     params = {"dim": args.dim, "n_layers": args.layers, "n_heads": args.heads,
@@ -137,7 +137,7 @@ def main() -> None:
             sys.exit(f"error: the converter exited with status {status}")
         size_out = out.stat().st_size
         _, base, _ = measure([sys.executable, "-c", "import torch, sentencepiece, onmt.opts, "
-                              "onmt.utils.parse, vicuna.convert"], log=Path(os.devnull))
+                              "onmt.utils.parse, vicuna.weights.convert"], log=Path(os.devnull))
         print(f"input {size_in / GB:.3f} GB, output {size_out / GB:.3f} GB")
         print(f"peak RSS {peak / GB:.3f} GB = {peak / size_out:.2f} x the output "
               f"(imports alone: {base / GB:.3f} GB; above them: {(peak - base) / size_out:.2f} x)")

@@ -1,4 +1,4 @@
-"""Throughput of vicuna.download.download() from a local HTTP server (and a local copy).
+"""Throughput of vicuna.data.download.download() from a local HTTP server (and a local copy).
 
     .venv/bin/python benchmarks/download_throughput.py [--size-mb 200] [--repeat 3]
 
@@ -17,7 +17,7 @@ import tempfile
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from vicuna.download import download
+from vicuna.data.download import download
 
 
 class QuietHandler(SimpleHTTPRequestHandler):

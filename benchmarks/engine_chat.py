@@ -1,6 +1,6 @@
 #!/usr/bin/env python
-"""Child: the chatbot's streaming path, as scripts/chatbot.py runs it: vicuna.chat.build_prompt
-for each message, then the `ct2` engine's `stream` (vicuna.engines), up to `new_tokens` tokens
+"""Child: the chatbot's streaming path, as scripts/chatbot.py runs it: vicuna.serve.chat.build_prompt
+for each message, then the `ct2` engine's `stream` (vicuna.serve.engines), up to `new_tokens` tokens
 or the chat's stop. Time to the first shown text, and tokens/s while streaming.
 
     python benchmarks/engine_chat.py SPEC.json RESULT.json
@@ -42,7 +42,7 @@ class CountingGenerator:
 
 
 def run(spec: dict) -> dict:
-    from vicuna import chat, engines, options
+    from vicuna.serve import chat, engines, options
 
     n = spec["new_tokens"]
     inference = common.greedy(batch_size=1, max_length=n, cpu_threads=spec["threads"])

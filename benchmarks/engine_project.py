@@ -1,6 +1,6 @@
 #!/usr/bin/env python
-"""Child: the project's own engines, `py` or `ct2`, through vicuna.engines (as batch inference,
-the chatbot and the API load them), on options written by vicuna.engines.options_file from
+"""Child: the project's own engines, `py` or `ct2`, through vicuna.serve.engines (as batch inference,
+the chatbot and the API load them), on options written by vicuna.serve.engines.options_file from
 config.yaml's inference keys (common.greedy), every answer forced to `new_tokens` tokens.
 
     python benchmarks/engine_project.py SPEC.json RESULT.json     (run by peers.py / real_width.py)
@@ -18,7 +18,7 @@ import common
 
 
 def run(spec: dict) -> dict:
-    from vicuna import engines
+    from vicuna.serve import engines
 
     common.set_torch_threads(spec["threads"])
     n, prompts, batches = spec["new_tokens"], spec["prompts"], spec["batches"]

@@ -21,7 +21,7 @@ def run(spec: dict) -> dict:
     import torch
     from transformers import GenerationConfig, LlamaForCausalLM
 
-    from vicuna import tokenizer
+    from vicuna.weights import tokenizer
 
     common.set_torch_threads(spec["threads"])
     n = spec["new_tokens"]

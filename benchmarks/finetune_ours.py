@@ -1,5 +1,5 @@
 """The workflow's LoRA finetuning measured: scripts/train.py on a config written by
-vicuna.finetune_config from the 7B config's `train` section (LoRA on the four attention layers
+vicuna.train.finetune_config from the 7B config's `train` section (LoRA on the four attention layers
 with its rank, alpha and dropout; its 8-bit feed-forward layers), changed only where a CPU
 benchmark must (fp32, Adam, a few steps of a fixed number of tokens); and the token sequences
 both finetuning engines train on (finetune_peft.py reads the same file).
@@ -32,7 +32,7 @@ def write_data(path: Path, tokenizer: str, lines: int, seq_length: int, seed: in
     """`lines` different lines (OpenNMT-py drops a line repeated within a batch) that the model
     reads as exactly seq_length tokens, <s> included: words that are one piece each ("▁word"),
     so that a line's pieces are known without the tokenizer's merges across words."""
-    from vicuna import tokenizer as tok
+    from vicuna.weights import tokenizer as tok
 
     sp = tok.load(tokenizer)
     words = [p[1:] for i in range(sp.get_piece_size()) if (p := sp.id_to_piece(i)).startswith("▁")
@@ -49,8 +49,8 @@ def write_data(path: Path, tokenizer: str, lines: int, seq_length: int, seed: in
 
 def write_config(work: Path, manifest: dict, data: Path, train: dict) -> Path:
     """work/finetune.yaml as the workflow's finetune_config rule writes it."""
-    from vicuna.convert import read_shape
-    from vicuna.finetune_config import finetune_config
+    from vicuna.train.finetune_config import finetune_config
+    from vicuna.weights.convert import read_shape
 
     cfg = finetune_config(
         shape=read_shape(manifest["hf"]), vocab_size=manifest["vocab"],

@@ -21,7 +21,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--records", type=int, default=50_000)
     a = p.parse_args()
-    from vicuna import synthetic
+    from vicuna.tiny import synthetic
 
     sets = synthetic.generate(3, a.records, a.records, 1, 1)
     with tempfile.TemporaryDirectory() as d:

@@ -1,4 +1,4 @@
-"""The GPU path in one run, for a machine with a CUDA GPU: the 7B rehearsal (vicuna/rehearsal.py:
+"""The GPU path in one run, for a machine with a CUDA GPU: the 7B rehearsal (vicuna/testing/rehearsal.py:
 configs/llama7b-vicuna.yaml plus a shrinking override, a 7B-shaped base with a few layers and
 the real LLaMA tokenizer) with training on `cuda` in fp16 with bitsandbytes 8-bit feed-forward
 layers and LoRA, inference in both modes on `cuda` (CTranslate2 with the release's
@@ -21,7 +21,7 @@ from pathlib import Path
 
 from common import REPO
 
-from vicuna import rehearsal
+from vicuna.testing import rehearsal
 
 GPU = {
     "train": {"precision": "fp16", "optim": "fusedadam", "batch_size": 500, "accum_count": 4,

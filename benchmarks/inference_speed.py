@@ -2,7 +2,7 @@
 """Inference speed of both modes on a generated LLaMA (models.py; 53M parameters by default):
 OpenNMT-py (`py`) against CTranslate2 (`ct2`, float32 and int8 releases), at batch 1 and 16,
 in one run so the ratios compare like with like on a noisy machine. Each engine runs in its
-own process (engine_project.py: vicuna.engines on the options the workflow writes, greedy),
+own process (engine_project.py: vicuna.serve.engines on the options the workflow writes, greedy),
 every answer forced to --new_tokens tokens (min_length = max_length).
 
     .venv/bin/python benchmarks/inference_speed.py [--dim 512 --layers 6 --prompts 16 --new_tokens 64]

@@ -1,7 +1,7 @@
 """Peak resident memory of each model-loading job against the size of the checkpoint it loads,
 on 7B-shaped checkpoints (dim 4096, FFN 11008, LLaMA's 32,000-piece vocabulary) with 1, 2 and 4
 layers: the workflow itself, run locally on the 7B config plus the rehearsal's shrinking override
-(vicuna/rehearsal.py, with a held-out corpus so that `evaluate` loads both models), CPU only.
+(vicuna/testing/rehearsal.py, with a held-out corpus so that `evaluate` loads both models), CPU only.
 Each rule's peak is the larger of its Snakemake benchmark's max_rss (the job's processes
 together, sampled) and the exact high-water mark of its Python processes (VmHWM, recorded
 at exit by peak_rss/sitecustomize.py): Snakemake samples every 0.5 s, and a job of 4 s can end
@@ -27,7 +27,7 @@ from pathlib import Path
 
 from common import REPO
 
-from vicuna import rehearsal
+from vicuna.testing import rehearsal
 
 STEP = "finetuned_llama7B/llama7B-vicuna-onmt_step_4"
 # rule (benchmark file) -> the checkpoint its memory is sized from, as in the rules

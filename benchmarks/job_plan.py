@@ -19,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from vicuna import random_base, rehearsal
+from vicuna.testing import random_base, rehearsal
 
 SEVEN_B = "snakemake all --profile profiles/slurm --configfile configs/llama7b-vicuna.yaml"
 MODELS = {"7B": None, "13B": "model_name: llama13B\nbase: {model_dir: llama/13B}\n"}

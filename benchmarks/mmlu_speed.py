@@ -5,7 +5,7 @@ questions of one random LLaMA at 7B's width, CPU.
 
     .venv/bin/python benchmarks/mmlu_speed.py [--dim 4096 --layers 1 --questions 24 --shots 5]
 
-The questions are the tiny default's synthetic MMLU-layout subjects (vicuna.synthetic.mmlu_sets,
+The questions are the tiny default's synthetic MMLU-layout subjects (vicuna.tiny.synthetic.mmlu_sets,
 Hendrycks' layout); their prompts are shorter than MMLU's, about 150 tokens at 5 shots. Both ways
 must choose the same letters; the figures go to BENCHMARKS.md.
 """
@@ -22,7 +22,9 @@ from pathlib import Path
 import models
 import torch
 
-from vicuna import engines, mmlu, synthetic
+from vicuna.evaluation import mmlu
+from vicuna.serve import engines
+from vicuna.tiny import synthetic
 
 
 def questions(shots: int, n: int) -> list[mmlu.Item]:

@@ -8,7 +8,7 @@ per quantization.
     build(work, dim=4096, layers=2, heads=32)         # LLaMA-7B's width: 667M parameters
 
 Heads are 64 wide unless said (LLaMA-7B's: 128), the FFN is Meta's width for the dim
-(vicuna.llama.ModelArgs, multiple_of 256: 11008 at dim 4096), the vocabulary the tokenizer's
+(vicuna.weights.llama.ModelArgs, multiple_of 256: 11008 at dim 4096), the vocabulary the tokenizer's
 (common.tokenizer_model).
 """
 
@@ -22,9 +22,9 @@ SEED = 0
 
 
 def shape(dim: int, layers: int, vocab: int, heads: int | None = None) -> dict:
-    """The model's shape as Meta's ModelArgs gives it (vicuna.llama); heads 64 wide unless given
+    """The model's shape as Meta's ModelArgs gives it (vicuna.weights.llama); heads 64 wide unless given
     (LLaMA-7B's are 128: 32 at dim 4096)."""
-    from vicuna.llama import ModelArgs
+    from vicuna.weights.llama import ModelArgs
 
     args = ModelArgs(dim=dim, n_layers=layers, n_heads=heads or dim // 64, vocab_size=vocab,
                      multiple_of=256)
@@ -39,7 +39,7 @@ def write_hf(out: Path, tokenizer: Path, dim: int, layers: int, heads: int | Non
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from vicuna import tokenizer as tok
+    from vicuna.weights import tokenizer as tok
 
     s = shape(dim, layers, tok.load(tokenizer).get_piece_size(), heads)
     config = LlamaConfig(vocab_size=s["vocab"], hidden_size=dim, intermediate_size=s["ffn"],

@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """The project's engines against their peers, on one model, in one run: inference (the `py`
-and `ct2` modes through vicuna.engines, transformers, llama.cpp F32 and Q8_0), each engine's
+and `ct2` modes through vicuna.serve.engines, transformers, llama.cpp F32 and Q8_0), each engine's
 tokens/s against the limit this machine's memory bandwidth sets, CTranslate2's options side by
 side, the chat's streaming, and LoRA finetuning against transformers + peft.
 

@@ -104,7 +104,7 @@ def report(args, manifest: dict, probe: dict | None, engines: dict, results: dic
         out(f"\nllama.cpp: {note}")
 
     if chat is not None:
-        out(f"\n### Chat (vicuna.chat + the ct2 engine's stream, int8, up to {n} new tokens, "
+        out(f"\n### Chat (vicuna.serve.chat + the ct2 engine's stream, int8, up to {n} new tokens, "
             f"{len(manifest['messages'])} messages)\n")
         out("| time to first token, median / max | tokens/s while streaming | "
             "tokens/s incl. first token | peak RSS |\n|---|---|---|---|")

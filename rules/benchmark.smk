@@ -1,5 +1,5 @@
 # Benchmarks of the base and the finetuned model: MMLU (config `benchmarks.mmlu`), as OpenNMT-py's
-# eval_llm/MMLU measures it and as lm-eval does (vicuna/mmlu.py). Not planned without the section.
+# eval_llm/MMLU measures it and as lm-eval does (vicuna/evaluation/mmlu.py). Not planned without the section.
 
 # An archive (a URL, or a path of a .tar/.tar.gz) is fetched as corpora are; a directory is read.
 MMLU_ARCHIVE = bool(MMLU) and (

@@ -6,8 +6,9 @@ from pathlib import Path
 from snakemake.logging import logger
 from snakemake.utils import min_version, validate
 
-from vicuna import config_check, engines, run_layout
-from vicuna.layout import model_files, planned_layout
+from vicuna import config_check, run_layout
+from vicuna.serve import engines
+from vicuna.weights.layout import model_files, planned_layout
 
 min_version("9.0")
 
@@ -111,7 +112,7 @@ def as_json(section):
 
 def base_model_files():
     """The foundation model's files, in whichever layout model_dir holds, as the converter reads
-    them (vicuna.layout.model_files); before the tiny default's base exists, the files its
+    them (vicuna.weights.layout.model_files); before the tiny default's base exists, the files its
     pretraining makes."""
     return [str(p) for p in model_files(config["base"]["model_dir"])]
 

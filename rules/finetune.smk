@@ -2,7 +2,7 @@
 
 # OpenNMT-py's TensorBoard logs. Their event files are no output of `finetune`: Snakemake deletes
 # a failed job's outputs, and a directory() output before each run, which would take a killed
-# training's curves with it; a resumed run continues them instead (vicuna/resume.py).
+# training's curves with it; a resumed run continues them instead (vicuna/train/resume.py).
 TENSORBOARD = f"{FINETUNED}/logs"
 
 

@@ -1,5 +1,5 @@
 # Batch inference in both modes: py (OpenNMT-py) and ct2 (CTranslate2).
-from vicuna import engines
+from vicuna.serve import engines
 
 
 if PROMPT_RECORDS:

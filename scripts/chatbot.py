@@ -14,7 +14,7 @@ import argparse
 import os
 import sys
 
-from vicuna import chat, decoding, engines
+from vicuna.serve import chat, decoding, engines
 
 # gradio reports usage to its servers unless told not to: this page talks to nobody else.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from vicuna.convert import convert, nbytes
 from vicuna.files import atomic_path, torch_zip
+from vicuna.weights.convert import convert, nbytes
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from vicuna.download import DownloadError, fetch, log
+from vicuna.data.download import DownloadError, fetch, log
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -18,7 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from vicuna import evaluate
+from vicuna.evaluation import evaluate
 from vicuna.files import write_json, write_text
 
 

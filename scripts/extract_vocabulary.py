@@ -7,8 +7,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from vicuna import checkpoint
 from vicuna.files import write_lines
+from vicuna.weights import checkpoint
 
 
 def main() -> None:

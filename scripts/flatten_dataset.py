@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Flatten raw alpaca or ShareGPT JSON (an array or JSON lines) into OpenNMT-py's text:
 one example a line, every "\\n" written as ｟newline｠. ShareGPT records are repaired as FastChat
-repairs them (vicuna.flatten); `sharegpt_html` also turns the dumps' HTML into markdown."""
+repairs them (vicuna.data.flatten); `sharegpt_html` also turns the dumps' HTML into markdown."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from vicuna.data.flatten import FORMATS, flatten
 from vicuna.files import check_output, text_file, write_json, write_lines
-from vicuna.flatten import FORMATS, flatten
 
 
 def main() -> None:

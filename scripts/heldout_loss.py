@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from vicuna import evaluate
+from vicuna.evaluation import evaluate
 from vicuna.files import check_output, require_file, text_file, write_json
 
 

@@ -10,8 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from vicuna.data.flatten import alpaca_prompts
 from vicuna.files import check_output, text_file, write_lines
-from vicuna.flatten import alpaca_prompts
 
 
 def main() -> None:

@@ -9,8 +9,8 @@ import sys
 
 import torch
 
-from vicuna import checkpoint, lora
 from vicuna.files import atomic_path, check_output, torch_zip
+from vicuna.weights import checkpoint, lora
 
 
 def main() -> None:

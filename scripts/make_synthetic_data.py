@@ -10,8 +10,9 @@ import csv
 import io
 from pathlib import Path
 
-from vicuna import prompt, synthetic
+from vicuna import prompt
 from vicuna.files import write_json, write_lines, write_text
+from vicuna.tiny import synthetic
 
 
 def main() -> None:

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""MMLU of the base and the finetuned model (vicuna.mmlu): k-shot prompts in Hendrycks' layout,
+"""MMLU of the base and the finetuned model (vicuna.evaluation.mmlu): k-shot prompts in Hendrycks' layout,
 scored by OpenNMT-py's method (`generate`: the greedy next token) and lm-eval's (`loglik`: the most
 likely letter). Writes the accuracies (JSON: per model, per method, ACC-all and per subject) and
 one row per question (TSV: subject, index, gold letter, each model's choice per method)."""
@@ -12,8 +12,9 @@ import sys
 import time
 from pathlib import Path
 
-from vicuna import engines, mmlu
+from vicuna.evaluation import mmlu
 from vicuna.files import write_json, write_text
+from vicuna.serve import engines
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import torch
 
-from vicuna import llama, pretrain, prompt, tokenizer
+from vicuna import prompt
 from vicuna.files import atomic_path, iter_lines
+from vicuna.tiny import pretrain
+from vicuna.weights import llama, tokenizer
 
 
 def main() -> None:

@@ -10,9 +10,10 @@ import argparse
 import sys
 import time
 
-from vicuna import checkpoint, onmt_fixes
+from vicuna import onmt_fixes
 from vicuna.files import atomic_path, check_output, ct2_model_dir, hf_model_dir, peft_adapter_dir
-from vicuna.shape import LLAMA_CONTEXT
+from vicuna.weights import checkpoint
+from vicuna.weights.shape import LLAMA_CONTEXT
 
 QUANTIZATIONS = ["int8", "int8_float16", "int8_bfloat16", "int8_float32", "int16", "float16",
                  "bfloat16", "float32"]
@@ -21,7 +22,7 @@ OWN = {"ctranslate2": ct2_model_dir, "huggingface": hf_model_dir, "peft": peft_a
 
 
 def ctranslate2(a: argparse.Namespace) -> str:
-    from vicuna import ct2_release
+    from vicuna.weights import ct2_release
 
     ck = checkpoint.load(a.model, kind="full", mmap=True)  # a named error, not CT2's traceback
     with atomic_path(a.output, force=a.force, own=ct2_model_dir) as tmp:
@@ -38,7 +39,7 @@ def needed(a: argparse.Namespace, flag: str, why: str):
 
 
 def huggingface(a: argparse.Namespace) -> str:
-    from vicuna.hf_export import export_model
+    from vicuna.weights.hf_export import export_model
 
     tokenizer = needed(a, "tokenizer_model", "the model's sentencepiece tokenizer.model")
     ck = checkpoint.load(a.model, kind="full")
@@ -52,7 +53,7 @@ def huggingface(a: argparse.Namespace) -> str:
 
 
 def peft(a: argparse.Namespace) -> str:
-    from vicuna.hf_export import export_adapter
+    from vicuna.weights.hf_export import export_adapter
 
     base = needed(a, "base_model", "the base model's Hugging Face directory, which the adapter "
                                    "loads on")

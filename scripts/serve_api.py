@@ -17,7 +17,7 @@ import os
 import sys
 from pathlib import Path
 
-from vicuna import api, chat, serving
+from vicuna.serve import api, chat, serving
 
 
 def log_to_stderr() -> None:

@@ -11,8 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from vicuna import engines, inference
 from vicuna.files import check_output, iter_lines, require_file, text_file, write_json, write_lines
+from vicuna.serve import engines, inference
 
 
 def main() -> None:

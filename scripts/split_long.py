@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Cut the examples of a flattened corpus that are longer than the training length into
 windows of whole rounds that fit, each one the task line and then its rounds, as FastChat's
-split_long_conversation.py does for Vicuna (vicuna.split_long). Examples that fit are copied
+split_long_conversation.py does for Vicuna (vicuna.data.split_long). Examples that fit are copied
 byte for byte; a round that alone does not fit is left out and counted.
 
     python scripts/split_long.py --tokenizer_model llama/tokenizer.model --seq_length 512 \\
@@ -16,8 +16,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from vicuna import split_long, tokenizer
+from vicuna.data import split_long
 from vicuna.files import atomic_path, check_output, iter_lines, require_file, text_file, write_json
+from vicuna.weights import tokenizer
 
 
 def main() -> None:

@@ -2,7 +2,7 @@
 """onmt_train with this project's fixes applied (vicuna.onmt_fixes), the GPUs the job got,
 Adam where FusedAdam's Apex is missing, and resumption: a run that was killed goes on from
 its newest complete step checkpoint, if the config and every file it names are unchanged
-(vicuna.resume), its TensorBoard curves continued, each step once. With -n_sample (a dump of
+(vicuna.train.resume), its TensorBoard curves continued, each step once. With -n_sample (a dump of
 each corpus's first examples) and the loss on the answers only (zero_out_prompt_loss), each
 dumped corpus also gets `<corpus>.sample.src.loss`: the pieces that carry the loss in
 [brackets] (vicuna.loss_mask).
@@ -20,7 +20,8 @@ from pathlib import Path
 import torch
 import yaml
 
-from vicuna import loss_mask, onmt_fixes, resume, training
+from vicuna import loss_mask, onmt_fixes
+from vicuna.train import resume, training
 
 
 def main() -> None:

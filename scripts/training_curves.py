@@ -12,8 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from vicuna import curves
 from vicuna.files import check_output, png_file, require_file
+from vicuna.train import curves
 
 
 def main() -> None:

@@ -13,9 +13,9 @@ import sys
 import yaml
 
 from vicuna import run_layout
-from vicuna.convert import read_shape
 from vicuna.files import add_text_output, check_output, no_example, require_file, text_file, write_text
-from vicuna.finetune_config import finetune_config
+from vicuna.train.finetune_config import finetune_config
+from vicuna.weights.convert import read_shape
 
 
 def corpus(spec: str) -> tuple[str, dict]:

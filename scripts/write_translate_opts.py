@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Write translate_opts_<mode>.yaml, the inference options of one mode, from config.yaml's
 `inference` section: the same decoding options for OpenNMT-py (`py`) and CTranslate2 (`ct2`).
-Only the mode's keys are read (vicuna.engines.config_keys)."""
+Only the mode's keys are read (vicuna.serve.engines.config_keys)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ import sys
 
 import yaml
 
-from vicuna import engines, run_layout
+from vicuna import run_layout
 from vicuna.files import add_text_output, check_output, require_file, text_file, write_text
+from vicuna.serve import engines
 
 
 def main() -> None:

@@ -32,7 +32,9 @@ def tiny_meta(tmp_path_factory) -> dict[str, Path]:
     """A random tiny LLaMA in Meta's format, its tokenizer, and its OpenNMT-py conversion."""
     import torch
 
-    from vicuna import llama, prompt, synthetic, tokenizer
+    from vicuna import prompt
+    from vicuna.tiny import synthetic
+    from vicuna.weights import llama, tokenizer
 
     root = tmp_path_factory.mktemp("tiny_meta")
     sets = synthetic.generate(seed=7, n_alpaca=300, n_sharegpt=50, n_heldout=10, n_pretrain=300)
@@ -76,7 +78,7 @@ def tiny_options(tiny_meta, tmp_path_factory) -> dict:
 @pytest.fixture(scope="module")
 def base(tiny_meta) -> dict:
     """tiny_meta's converted checkpoint, loaded."""
-    from vicuna import checkpoint
+    from vicuna.weights import checkpoint
 
     return checkpoint.load(tiny_meta["onmt"], kind="full")
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from vicuna.rehearsal import clone  # noqa: F401 (a fresh clone's files, for the tests too)
+from vicuna.testing.rehearsal import clone  # noqa: F401 (a fresh clone's files, for the tests too)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

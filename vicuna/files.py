@@ -59,7 +59,7 @@ def torch_zip(path: Path) -> bool:
 
 
 # The one-line errors of a checkpoint file that cannot be read, the same from every reader
-# (vicuna.checkpoint.load, the converter's vicuna.lazy_tensors).
+# (vicuna.weights.checkpoint.load, the converter's vicuna.weights.lazy_tensors).
 EMPTY_CHECKPOINT = "empty file, not a checkpoint (an interrupted copy?)"
 NOT_A_ZIP = "not a torch checkpoint (no zip archive): truncated, or another kind of file"
 TRUNCATED_SAFETENSORS = "truncated, or not a safetensors file"

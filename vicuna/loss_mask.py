@@ -3,7 +3,7 @@ answer of a conversation, and what ends it, but no instruction, human turn or ta
 
 Pure functions on token ids and the vocabulary's pieces; the one place both the training's
 loss (vicuna.onmt_fixes.mask_every_answer, in training and in validation), the samples the
-workflow shows (`finetune_samples`) and the held-out answer-only loss (vicuna.evaluate) take the
+workflow shows (`finetune_samples`) and the held-out answer-only loss (vicuna.evaluation.evaluate) take the
 mask from.
 
 An example is the target side of an OpenNMT-py LM batch row: its tokens, then </s>. Two cases:

@@ -22,8 +22,9 @@ import pytest
 import yaml
 from helpers import CHROMIUM, CHROMIUM_ARGS, REPO, free_port, started
 
-from vicuna import prompt, tokenizer
-from vicuna.engines.base import count_tokens
+from vicuna import prompt
+from vicuna.serve.engines.base import count_tokens
+from vicuna.weights import tokenizer
 
 SCRIPT = REPO / "scripts" / "chatbot.py"
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from helpers import BIN, env
 
-from vicuna import resume
+from vicuna.train import resume
 
 SAVE_MODEL = "runs/llama-tiny/finetuned_llama-tiny/llama-tiny-vicuna-onmt"
 

@@ -18,7 +18,7 @@ TASK = ("Below is an instruction that describes a task. Write a response that ap
 @pytest.mark.skipif(not LLAMA_TOKENIZER.is_file(), reason="real LLaMA tokenizer fixture absent")
 def test_samples_show_each_newline_as_the_llama_byte_token(tmp_path):
     """The tutorial's check: with LLaMA's tokenizer, ｟newline｠ reaches the model as <0x0A>."""
-    from vicuna import llama
+    from vicuna.weights import llama
 
     torch.manual_seed(0)
     args = llama.ModelArgs(dim=16, n_layers=1, n_heads=2, vocab_size=32000, multiple_of=16)
@@ -31,8 +31,8 @@ def test_samples_show_each_newline_as_the_llama_byte_token(tmp_path):
                                            "output": "1. Eat.\n2. Sleep."}])
     import yaml
 
-    from vicuna.convert import read_shape
-    from vicuna.finetune_config import finetune_config
+    from vicuna.train.finetune_config import finetune_config
+    from vicuna.weights.convert import read_shape
 
     cfg = finetune_config(
         shape=read_shape(tmp_path / "meta"), vocab_size=32000,
@@ -81,8 +81,8 @@ def test_answer_loss_only_marks_single_round_answers(tiny_meta, tmp_path):
 
     import yaml
 
-    from vicuna.convert import read_shape
-    from vicuna.finetune_config import finetune_config
+    from vicuna.train.finetune_config import finetune_config
+    from vicuna.weights.convert import read_shape
 
     run_script("extract_vocabulary.py", "-model", str(tiny_meta["onmt"]),
                "-out_file", str(tmp_path / "vocab.txt"))

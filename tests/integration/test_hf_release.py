@@ -10,7 +10,8 @@ import pytest
 import torch
 from helpers import run_script
 
-from vicuna import checkpoint, prompt
+from vicuna import prompt
+from vicuna.weights import checkpoint
 
 transformers = pytest.importorskip("transformers")
 

@@ -1,6 +1,6 @@
 """The 7B run rehearsed end to end (issue #11): the README's command with
 configs/llama7b-vicuna.yaml unchanged, plus one override file that only shrinks it
-(vicuna/rehearsal.py), through profiles/slurm on the single-node test cluster, in a fresh clone,
+(vicuna/testing/rehearsal.py), through profiles/slurm on the single-node test cluster, in a fresh clone,
 started as `.venv/bin/snakemake` with the venv not activated."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from helpers import BIN
 from slurm_cluster import run as slurm
 from slurm_cluster import sacct_job
 
-from vicuna import rehearsal
+from vicuna.testing import rehearsal
 
 # What this node is, not what the run is: it has 2 CPUs (profiles/slurm gives training 8), and
 # a test need not wait the plugin's default 40 s before each status check.
@@ -134,7 +134,7 @@ def check_hugging_face_release(work: Path, monkeypatch) -> None:
     import torch
     from safetensors.torch import load_file
 
-    from vicuna import checkpoint
+    from vicuna.weights import checkpoint
 
     merged = work / f"{STEP}.concat_HF"
     config = json.loads((merged / "config.json").read_text())

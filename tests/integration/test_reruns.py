@@ -16,7 +16,7 @@ def modes(*rules: str, mode: tuple[str, ...] = ("py", "ct2")) -> dict[str, int]:
 
 # A decoding option: both modes' options and predictions, then the scores; no held-out loss.
 INFERENCE = {**modes("translate_opts", "simple_inference"), "evaluate": 1, "all": 1}
-# A key one mode reads (vicuna.engines.config_keys): that mode's jobs only.
+# A key one mode reads (vicuna.serve.engines.config_keys): that mode's jobs only.
 CT2_ONLY = {**modes("translate_opts", "simple_inference", mode=("ct2",)), "evaluate": 1, "all": 1}
 # inference.precision is py's, and the held-out losses and MMLU run in it too.
 PY_ONLY = {**modes("translate_opts", "simple_inference", mode=("py",)), "heldout_loss": 1,

@@ -21,7 +21,10 @@ import pytest
 import yaml
 from helpers import BIN, LLAMA_TOKENIZER, REPO, env, free_port, page_commands, run, snakemake, started
 
-from vicuna import prompt, random_base, synthetic, tokenizer
+from vicuna import prompt
+from vicuna.testing import random_base
+from vicuna.tiny import synthetic
+from vicuna.weights import tokenizer
 
 TINY = "runs/llama-tiny"
 OWN = "runs/my-model"

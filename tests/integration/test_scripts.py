@@ -12,7 +12,7 @@ import torch
 import yaml
 from helpers import CHECKPOINT_FAULTS, fails, listing, make_lora, run_script
 
-from vicuna import checkpoint
+from vicuna.weights import checkpoint
 
 
 @pytest.mark.parametrize("records, on_error, words", [

@@ -16,8 +16,10 @@ import pytest
 import yaml
 from helpers import REPO, edited_config, snakemake
 
-from vicuna import flatten, prompt, split_long, synthetic
+from vicuna import prompt
+from vicuna.data import flatten, split_long
 from vicuna.files import iter_lines, write_json
+from vicuna.tiny import synthetic
 
 SEQ_LENGTH = 64
 STEPS = 10

@@ -12,7 +12,9 @@ import torch
 import yaml
 from helpers import REPO, run_script, snakemake
 
-from vicuna import checkpoint, evaluate, inference
+from vicuna.evaluation import evaluate
+from vicuna.serve import inference
+from vicuna.weights import checkpoint
 
 TINY = "runs/llama-tiny"  # the tiny default's run folder
 STEP = f"{TINY}/finetuned_llama-tiny/llama-tiny-vicuna-onmt_step_800"

@@ -22,10 +22,12 @@ import pytest
 import requests
 from helpers import REPO, free_port, run_script, stop_group
 
-from vicuna import api, prompt, tokenizer
-from vicuna.engines.base import count_tokens as count_prompt
-from vicuna.serving import Event, Sequence, Worker
-from vicuna.stops import until_stops
+from vicuna import prompt
+from vicuna.serve import api
+from vicuna.serve.engines.base import count_tokens as count_prompt
+from vicuna.serve.serving import Event, Sequence, Worker
+from vicuna.serve.stops import until_stops
+from vicuna.weights import tokenizer
 
 KEY = "test-key"
 CONTEXT = 2048  # the servers' -max_context_length

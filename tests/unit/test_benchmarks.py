@@ -1,6 +1,6 @@
 """benchmarks/ as users run it (`python benchmarks/<name>.py`): every script starts from its
 own folder with no sys.path edits, the greedy settings come from config.yaml's `inference`
-keys through vicuna.engines.options_file, and the weight bytes a decoding step reads (the
+keys through vicuna.serve.engines.options_file, and the weight bytes a decoding step reads (the
 bandwidth limit of peers.py) match transformers' own LLaMA at 7B's width. No timings: the
 figures are BENCHMARKS.md's."""
 
@@ -48,7 +48,7 @@ def test_each_benchmark_starts_from_its_folder(script):
 
 def test_greedy_options_come_from_the_config(bench):
     common, _ = bench
-    from vicuna import decoding, engines
+    from vicuna.serve import decoding, engines
 
     config = yaml.safe_load((REPO / "config.yaml").read_text())["inference"]
     inference = common.greedy(batch_size=8, cpu_threads=1)

@@ -1,11 +1,13 @@
 """The chatbot's prompt within the context budget, at the budget's edges, and answers as the
-chatbot shows them (vicuna.chat, vicuna.prompt.until_stop, vicuna.evaluate)."""
+chatbot shows them (vicuna.serve.chat, vicuna.prompt.until_stop, vicuna.evaluation.evaluate)."""
 
 import pytest
 from helpers import LLAMA_TOKENIZER
 
-from vicuna import chat, evaluate, prompt
-from vicuna.engines.base import count_tokens, prompt_pieces
+from vicuna import prompt
+from vicuna.evaluation import evaluate
+from vicuna.serve import chat
+from vicuna.serve.engines.base import count_tokens, prompt_pieces
 
 HISTORY = [("first question", "first answer"), ("second question", "second answer"),
            ("third question", "third answer")]
@@ -77,7 +79,7 @@ def test_counts_the_whole_prompt_each_time():
 
 @pytest.mark.skipif(not LLAMA_TOKENIZER.is_file(), reason="real LLaMA tokenizer fixture absent")
 def test_token_counter_counts_bos_and_pieces():
-    from vicuna import tokenizer
+    from vicuna.weights import tokenizer
 
     sp = tokenizer.load(LLAMA_TOKENIZER)
     text = prompt.conversation([("hi", "hello")], "Repeat these words.\ncat dog")

@@ -17,8 +17,8 @@ import pytest
 import yaml
 from helpers import REPO, call_script, free_port, started
 
-from vicuna import engines
-from vicuna.engines import ct2
+from vicuna.serve import engines
+from vicuna.serve.engines import ct2
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Checkpoints read by vicuna.checkpoint: each wrong kind of file named with its fault in one
+"""Checkpoints read by vicuna.weights.checkpoint: each wrong kind of file named with its fault in one
 line; a LoRA step checkpoint that does not fit its base refused before merging."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from helpers import CHECKPOINT_FAULTS, make_lora
 
-from vicuna import checkpoint
+from vicuna.weights import checkpoint
 
 
 @pytest.mark.parametrize("bad", CHECKPOINT_FAULTS)
@@ -27,6 +27,6 @@ def test_lora_of_another_architecture_names_the_option(base):
     lora = make_lora(base)
     lora["opt"].heads = base["opt"].heads * 2
     with pytest.raises(ValueError, match="option heads is"):
-        from vicuna import lora as lora_module
+        from vicuna.weights import lora as lora_module
 
         lora_module.merge(base, lora)

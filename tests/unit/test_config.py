@@ -12,7 +12,8 @@ import pytest
 import yaml
 from helpers import REPO, clone, edited_config, snakemake
 
-from vicuna import config_check, random_base
+from vicuna import config_check
+from vicuna.testing import random_base
 
 
 def dry_run(tmp_path, configfile):
@@ -209,7 +210,7 @@ def test_the_recipe_changes_only_what_vicuna_did_differently():
                                                   "train": {"answer_loss_only": True}}
     tutorial = yaml.safe_load((REPO / "configs" / "llama7b-vicuna.yaml").read_text())
     assert tutorial["train"]["answer_loss_only"] is False and "split_long" not in tutorial["data"]
-    assert COMMAND in RECIPE.read_text() and COMMAND in (REPO / "README.md").read_text()
+    assert COMMAND in RECIPE.read_text() and COMMAND in (REPO / "docs" / "data.md").read_text()
 
 
 def test_the_layered_config_validates_and_plans(tmp_path):

@@ -18,7 +18,7 @@ import pytest
 import torch
 from helpers import LLAMA_TOKENIZER, REPO, run_script
 
-from vicuna import checkpoint, convert, llama, name_maps
+from vicuna.weights import checkpoint, convert, llama, name_maps
 
 
 def test_converted_model_gives_the_reference_logits(tiny_meta):
@@ -60,7 +60,7 @@ def test_existing_output_is_refused_without_force(tiny_meta):
 
 
 def test_tokenizer_size_mismatch_is_refused_and_nothing_is_written(tiny_meta, tmp_path):
-    from vicuna import tokenizer
+    from vicuna.weights import tokenizer
 
     other = tokenizer.train(["only a few words here"] * 20, 280, tmp_path / "other.model")
     assert other.get_piece_size() != llama.load_meta(tiny_meta["meta"]).args.vocab_size
@@ -91,7 +91,7 @@ CASES = {
     "hf-safetensors-2-shards-gqa": ("gqa", "safetensors", 2),
     "hf-bin": ("mha", "bin", 1),
 }
-# Written here, not taken from vicuna.convert, so that the test checks the converter's tables.
+# Written here, not taken from vicuna.weights.convert, so that the test checks the converter's tables.
 HF_TO_META = {
     "model.embed_tokens": "tok_embeddings", "model.norm": "norm", "lm_head": "output",
     "self_attn.q_proj": "attention.wq", "self_attn.k_proj": "attention.wk",
@@ -312,7 +312,7 @@ def test_shapes_that_disagree_with_the_config_are_refused(checkpoints, tmp_path,
 
 
 def test_hf_tokenizer_size_mismatch_is_refused(checkpoints, tmp_path):
-    from vicuna import tokenizer
+    from vicuna.weights import tokenizer
 
     tokenizer.train(["only a few words here"] * 20, 280, tmp_path / "other.model")
     message = refusal(checkpoints["hf-bin"]["dir"], tmp_path / "other.model", tmp_path / "o.pt")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from test_convert import checkpoints, copy_case, refusal  # noqa: F401 (checkpoints: a fixture)
 
-from vicuna.layout import model_files
+from vicuna.weights.layout import model_files
 
 # Each key the shape needs, taken out of one case's config (the issue: n_heads, where a 4-head
 # model was converted with the reference model's 32).

@@ -99,7 +99,7 @@ def test_bytes_that_are_not_utf8_are_refused(tmp_path):
 
 
 def test_fifty_thousand_records_give_fifty_thousand_lines(tmp_path):
-    from vicuna import synthetic
+    from vicuna.tiny import synthetic
 
     records = synthetic.generate(3, 50_000, 1, 1, 1)["alpaca"]
     _, out = flatten(tmp_path, "alpaca", records)

@@ -1,4 +1,4 @@
-"""Decoding options named once (vicuna.decoding): each mode's options file reads only its
+"""Decoding options named once (vicuna.serve.decoding): each mode's options file reads only its
 keys, and each option means the same in both engines (OpenNMT-py read as the oracle)."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import torch
 import yaml
 from helpers import REPO, run_script
 
-from vicuna import decoding, engines
-from vicuna.engines.base import prompt_pieces
+from vicuna.serve import decoding, engines
+from vicuna.serve.engines.base import prompt_pieces
 
 INFERENCE = {"device": "cpu", "precision": "fp32", "compute_type": "default", "cpu_threads": 1,
              "batch_size": 4, "beam_size": 1, "max_length": 8, "random_sampling_topk": 1,
@@ -97,7 +97,7 @@ def test_opennmt_py_topk_0_samples_every_token_and_temperature_0_is_greedy():
 def test_the_py_engine_samples_every_token_at_topk_0(tiny_options):
     """OpenNMT-py's translator runs beam search, not sampling, for top-k 0 and top-p 0: the py
     engine samples for them (every token), greedy at temperature 0, and a seed repeats."""
-    from vicuna import engines
+    from vicuna.serve import engines
 
     engine = engines.load("py", tiny_options["py"])
     text = "Write a word."
@@ -116,7 +116,7 @@ def test_the_py_engine_samples_every_token_at_topk_0(tiny_options):
 def test_ct2_topk_0_samples_and_temperature_0_is_greedy(tiny_meta, tmp_path):
     import ctranslate2
 
-    from vicuna import tokenizer
+    from vicuna.weights import tokenizer
 
     run_script("release_model.py", "--model", str(tiny_meta["onmt"]), "--output",
                str(tmp_path / "ct2"), "--quantization", "float32")
@@ -152,14 +152,14 @@ def test_ct2_threads_never_exceed_the_cpus_this_process_may_use(monkeypatch):
     """CTranslate2's own 0 means 4 threads on any machine: oversubscribed on 2 cores."""
     import os
 
-    from vicuna.engines.ct2 import cpu_threads
+    from vicuna.serve.engines.ct2 import cpu_threads
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
     assert (cpu_threads(0), cpu_threads(1), cpu_threads(2), cpu_threads(8)) == (2, 1, 2, 2)
 
 
 def test_a_requests_temperature_samples_even_where_the_options_are_greedy():
-    """OpenAI's meaning (vicuna.decoding.requested): temperature 0 is greedy, above 0 samples;
+    """OpenAI's meaning (vicuna.serve.decoding.requested): temperature 0 is greedy, above 0 samples;
     the options file's greedy top-k 1 does not silently make it greedy, its sampling top-k
     stays, and the request's own top_k wins."""
     greedy = decoding.defaults({**INFERENCE, "model": "m"})  # top-k 1

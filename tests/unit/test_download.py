@@ -1,4 +1,4 @@
-"""vicuna.download and scripts/download.py against a real HTTP server on 127.0.0.1 (http_server.py):
+"""vicuna.data.download and scripts/download.py against a real HTTP server on 127.0.0.1 (http_server.py):
 resumes, retries, validators, checksums, and messages that name the cause."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pytest
 from helpers import REPO
 from http_server import MODIFIED, NEW_PAYLOAD, NEW_SHA, PAYLOAD, PAYLOAD_SHA, etag_of, url
 
-from vicuna.download import DownloadError, download
+from vicuna.data.download import DownloadError, download
 
 
 def fetch(source: str, output: Path, **kwargs) -> dict:

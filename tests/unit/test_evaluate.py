@@ -1,4 +1,4 @@
-"""The evaluation's logic, without the workflow (vicuna.evaluate): held-out losses one model
+"""The evaluation's logic, without the workflow (vicuna.evaluation.evaluate): held-out losses one model
 at a time, the base's greedy answers with the workflow's options, scores and the table."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from vicuna import evaluate
-from vicuna.engines import Answer
+from vicuna.evaluation import evaluate
+from vicuna.serve.engines import Answer
 
 
 def test_read_lines_names_a_missing_or_empty_file(tmp_path):
@@ -83,7 +83,7 @@ def test_a_streamed_model_equals_the_plain_one_and_empties_its_checkpoint(tiny_m
     checkpoint as it goes in: the same logits, and no second copy left behind."""
     import torch
 
-    from vicuna import checkpoint
+    from vicuna.weights import checkpoint
 
     plain = checkpoint.build_model(checkpoint.load(tiny_meta["onmt"]))
     source = checkpoint.load(tiny_meta["onmt"])
@@ -97,7 +97,7 @@ def test_a_streamed_model_equals_the_plain_one_and_empties_its_checkpoint(tiny_m
 def test_two_models_of_one_checkpoint_share_no_weights(tiny_meta):
     """Not consumed, the checkpoint's tensors are copied: a model changed in place (LoRA layers
     merge into their weights in eval mode) leaves the other one alone."""
-    from vicuna import checkpoint
+    from vicuna.weights import checkpoint
 
     source = checkpoint.load(tiny_meta["onmt"])
     one, two = checkpoint.build_model(source), checkpoint.build_model(source)

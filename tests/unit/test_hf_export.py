@@ -15,8 +15,10 @@ import torch
 from helpers import REPO
 from test_convert import checkpoints, convert_llama  # noqa: F401 (checkpoints: a fixture)
 
-from vicuna import chat, checkpoint, lora, prompt
-from vicuna.engines.base import count_tokens, prompt_pieces
+from vicuna import prompt
+from vicuna.serve import chat
+from vicuna.serve.engines.base import count_tokens, prompt_pieces
+from vicuna.weights import checkpoint, lora
 
 transformers = pytest.importorskip("transformers")
 
@@ -184,7 +186,7 @@ def exported_tokenizer(converted, tmp_path_factory):
 
 @pytest.mark.parametrize("rounds", HISTORIES)
 def test_the_chat_template_gives_the_chatbots_prompt(exported_tokenizer, rounds):
-    """<s> + vicuna.chat.build_prompt's text (the chatbot's and the API's prompt), and the tokens
+    """<s> + vicuna.serve.chat.build_prompt's text (the chatbot's and the API's prompt), and the tokens
     the workflow's engines give the model for it."""
     import sentencepiece as spm
 
@@ -303,7 +305,7 @@ def test_a_lora_checkpoint_is_no_full_model(converted, tmp_path):
 
 
 def test_another_tokenizer_is_refused(converted, tmp_path):
-    from vicuna import tokenizer
+    from vicuna.weights import tokenizer
 
     tokenizer.train(["only a few words here"] * 20, 280, tmp_path / "other.model")
     message = refused("--model", converted["mha"]["onmt"], "--output", tmp_path / "hf",

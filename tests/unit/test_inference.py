@@ -11,9 +11,10 @@ import pytest
 import yaml
 from helpers import LLAMA_TOKENIZER, REPO, fails
 
-from vicuna import engines, inference, prompt
-from vicuna import options as vicuna_options
-from vicuna.engines.base import prompt_pieces
+from vicuna import prompt
+from vicuna.serve import engines, inference
+from vicuna.serve import options as vicuna_options
+from vicuna.serve.engines.base import prompt_pieces
 
 PROMPTS = [prompt.conversation([], f"Repeat these words.\n{w}")
            for w in ("cat dog", "sun moon star", "red", "one two three four")]
@@ -29,7 +30,7 @@ def test_ctranslate2_still_corrupts_a_batch_holding_a_one_token_prompt(options, 
     failing in a new CTranslate2, the workaround can go."""
     import ctranslate2
 
-    from vicuna import tokenizer
+    from vicuna.weights import tokenizer
 
     sp = tokenizer.load(tiny_meta["tokenizer"])
     generator = ctranslate2.Generator(str(options["ct2_release"]), device="cpu", intra_threads=1)
@@ -134,7 +135,8 @@ def test_bad_options_file_is_named(tmp_path, text, words):
 
 
 def test_fit_prompt_keeps_the_last_tokens(tiny_meta):
-    from vicuna import prompt, tokenizer
+    from vicuna import prompt
+    from vicuna.weights import tokenizer
 
     sp = tokenizer.load(tiny_meta["tokenizer"])
     line = prompt.to_line("word " * 200 + "\nthe question at the end?")

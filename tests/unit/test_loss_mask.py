@@ -13,7 +13,7 @@ import yaml
 from helpers import run_script
 
 from vicuna import loss_mask, prompt
-from vicuna.finetune_config import RESPONSE_PATTERN
+from vicuna.train.finetune_config import RESPONSE_PATTERN
 
 ROUNDS = [("Name a color.", "Red."), ("Another one?", "Blue, or green."),
           ("And a number?", "7")]
@@ -129,8 +129,8 @@ SINGLE = {"instruction": "Repeat these words.", "input": "cat dog", "output": "c
 def finetune(tiny_meta, tmp_path_factory):
     """A finetuning config as the workflow writes it (answer_loss_only), on a 3-round
     ShareGPT corpus and a single-round alpaca one; valid holds both lines."""
-    from vicuna.convert import read_shape
-    from vicuna.finetune_config import finetune_config
+    from vicuna.train.finetune_config import finetune_config
+    from vicuna.weights.convert import read_shape
 
     root = tmp_path_factory.mktemp("loss_mask")
     run_script("extract_vocabulary.py", "-model", str(tiny_meta["onmt"]),
@@ -189,7 +189,8 @@ def test_the_mask_of_a_3_round_example_token_by_token(finetune, tiny_meta, task)
     from onmt.constants import CorpusTask, DefaultTokens
     from onmt.utils.loss import LossCompute
 
-    from vicuna import onmt_fixes, tokenizer
+    from vicuna import onmt_fixes
+    from vicuna.weights import tokenizer
 
     onmt_fixes.mask_every_answer()
     corpus_task = {"train": CorpusTask.TRAIN, "valid": CorpusTask.VALID}[task]
@@ -293,7 +294,7 @@ def test_heldout_losses_add_the_answer_loss_and_keep_the_rest(tiny_meta, finetun
     single round's as the training reads it (OpenNMT-py's placeholder, its pad)."""
     import math
 
-    from vicuna import evaluate
+    from vicuna.evaluation import evaluate
 
     heldout = {"multi": [finetune["multi"]], "single": [finetune["single"]],
                "plain": ["just text, no answer"]}

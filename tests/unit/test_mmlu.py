@@ -1,4 +1,4 @@
-"""vicuna/mmlu.py against an oracle: on a random tiny LLaMA converted to OpenNMT-py and exported
+"""vicuna/evaluation/mmlu.py against an oracle: on a random tiny LLaMA converted to OpenNMT-py and exported
 to Hugging Face, the per-question choices of both methods (`generate`, `loglik`) equal those that
 transformers computes on the same prompts; the prompts are Hendrycks' layout to the character;
 a prompt over 8,192 characters loses its first shots, one over the context is cut and counted."""
@@ -15,7 +15,8 @@ import pytest
 import torch
 from helpers import fails, run_script
 
-from vicuna import engines, evaluate, mmlu
+from vicuna.evaluation import evaluate, mmlu
+from vicuna.serve import engines
 
 transformers = pytest.importorskip("transformers")
 

@@ -1,5 +1,5 @@
 """Each trap of OpenNMT-py 3.5.1 under today's torch (../shared/KNOWN_TRAPS.md) that the
-workflow meets is handled once, in vicuna.onmt_fixes / vicuna.training; these tests fail
+workflow meets is handled once, in vicuna.onmt_fixes / vicuna.train.training; these tests fail
 if one comes back. The cached-rotary fix is checked end to end in test_workflow.py
 (py and ct2 predictions agree, and disagree without the fix)."""
 
@@ -12,7 +12,8 @@ import textwrap
 import pytest
 from helpers import run_script
 
-from vicuna import finetune_config, onmt_fixes, training
+from vicuna import onmt_fixes
+from vicuna.train import finetune_config, training
 
 
 def python(code: str) -> subprocess.CompletedProcess:
@@ -44,7 +45,7 @@ def test_generator_is_frozen_when_lora_is_on(tiny_meta):
     import onmt.model_builder
     from onmt.inputters.inputter import dict_to_vocabs
 
-    from vicuna import checkpoint
+    from vicuna.weights import checkpoint
 
     onmt_fixes.apply()
     ck = checkpoint.load(tiny_meta["onmt"])

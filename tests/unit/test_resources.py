@@ -14,7 +14,7 @@ import sys
 import pytest
 from helpers import REPO, SEVEN_B, clone, run, snakemake
 
-from vicuna import random_base
+from vicuna.testing import random_base
 
 MEASURED = json.loads((REPO / "benchmarks" / "job_memory.json").read_text())["rules"]
 # Jobs that run a model on the configured device; `evaluate` only with something to score.

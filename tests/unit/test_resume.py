@@ -1,4 +1,4 @@
-"""Resuming training (vicuna.resume): the newest step checkpoint of the same inputs, never one of
+"""Resuming training (vicuna.train.resume): the newest step checkpoint of the same inputs, never one of
 other inputs, nor a truncated one."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from vicuna import resume
+from vicuna.train import resume
 
 SAVE_MODEL = "finetuned_llama-tiny/llama-tiny-vicuna-onmt"
 

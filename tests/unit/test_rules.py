@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from helpers import clone, snakemake
 
-from vicuna import random_base
+from vicuna.testing import random_base
 
 # The default, the 7B run, and the Vicuna recipe layered on the 7B run (as the README runs them).
 LAYERS = {"tiny default": [], "7B": ["configs/llama7b-vicuna.yaml"],

@@ -12,7 +12,9 @@ import pytest
 import yaml
 from helpers import REPO, clone, edited_config, snakemake
 
-from vicuna import config_check, flatten, prompt, random_base, run_layout
+from vicuna import config_check, prompt, run_layout
+from vicuna.data import flatten
+from vicuna.testing import random_base
 
 
 def plan(workdir: Path, *args: str) -> tuple[list[str], str]:

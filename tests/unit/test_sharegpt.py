@@ -9,7 +9,8 @@ import json
 import pytest
 from helpers import run_script
 
-from vicuna import flatten, prompt, sharegpt_html
+from vicuna import prompt
+from vicuna.data import flatten, sharegpt_html
 
 NL = "｟newline｠"
 

@@ -1,4 +1,4 @@
-"""data.split_long (vicuna.split_long, scripts/split_long.py): an example over seq_length is cut
+"""data.split_long (vicuna.data.split_long, scripts/split_long.py): an example over seq_length is cut
 into windows of whole rounds, each the task line and then its rounds, each one that OpenNMT-py's
 own filtertoolong keeps; a round that alone does not fit is dropped and counted. The oracle for
 "fits" is OpenNMT-py's sentencepiece + filtertoolong transforms, run in-process."""
@@ -11,8 +11,10 @@ import random
 import pytest
 from helpers import LLAMA_TOKENIZER, run_script
 
-from vicuna import prompt, split_long, tokenizer
+from vicuna import prompt
+from vicuna.data import split_long
 from vicuna.files import iter_lines
+from vicuna.weights import tokenizer
 
 TASK_LINE = prompt.TASK + "｟newline｠｟newline｠### Instruction:｟newline｠"
 WORDS = ("the river city empire grew trade roads stone bridge winter harvest market law people "
@@ -31,7 +33,7 @@ def rounds(seed: int, n: int, words: int) -> list[tuple[str, str]]:
 
 @pytest.fixture(scope="module")
 def small_tokenizer(tmp_path_factory):
-    """A LLaMA-style tokenizer of our own (vicuna.tokenizer.train), from texts of these words."""
+    """A LLaMA-style tokenizer of our own (vicuna.weights.tokenizer.train), from texts of these words."""
     rng = random.Random(0)
     texts = [prompt.conversation(rounds(s, 3, 30)) for s in range(40)]
     texts += [sentence(rng, 20) for _ in range(200)]
@@ -58,7 +60,7 @@ def onmt_keeps(tokenizer_model, seq_length: int, lines: list[str], *, mark: bool
     from onmt.transforms import TransformPipe, get_transforms_cls, make_transforms
     from onmt.utils.parse import ArgumentParser
 
-    from vicuna.finetune_config import ANSWER_MARK, RESPONSE_PATTERN, TRANSFORMS
+    from vicuna.train.finetune_config import ANSWER_MARK, RESPONSE_PATTERN, TRANSFORMS
 
     names = ([ANSWER_MARK] if mark else []) + TRANSFORMS
     classes = get_transforms_cls(names)

@@ -1,5 +1,5 @@
-"""The tiny base's tokenizer texts (vicuna.pretrain.tokenizer_texts): the training layouts of
-vicuna.flatten with their checks, and corpus lines read as vicuna.files.iter_lines reads them."""
+"""The tiny base's tokenizer texts (vicuna.tiny.pretrain.tokenizer_texts): the training layouts of
+vicuna.data.flatten with their checks, and corpus lines read as vicuna.files.iter_lines reads them."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ import json
 
 import pytest
 
-from vicuna import flatten, pretrain, prompt
+from vicuna import prompt
+from vicuna.data import flatten
 from vicuna.files import iter_lines
+from vicuna.tiny import pretrain
 
 ALPACA = [{"instruction": "Sum.", "input": "1 2", "output": "3"},
           {"instruction": "Greet.", "input": "", "output": "Hi\nthere"}]

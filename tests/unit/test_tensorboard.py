@@ -1,4 +1,4 @@
-"""TensorBoard logs across resumes (vicuna.curves, vicuna.resume): events after the resumed step
+"""TensorBoard logs across resumes (vicuna.train.curves, vicuna.train.resume): events after the resumed step
 dropped, each step once, a cut record dropped, training_curves.py reading its history."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 from helpers import run_script, scalars
 
-from vicuna import resume
+from vicuna.train import resume
 
 PROGRESS = ("progress/xent", "progress/ppl", "progress/lr")
 

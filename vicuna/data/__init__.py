@@ -1,0 +1,1 @@
+"""The finetuning corpus: download, ShareGPT flattening, long conversations split, the data report."""

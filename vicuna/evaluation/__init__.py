@@ -1,0 +1,1 @@
+"""Scoring the models: held-out losses, predictions and MMLU."""

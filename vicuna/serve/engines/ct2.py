@@ -1,0 +1,205 @@
+"""The `ct2` mode: CTranslate2's Generator on the released model, tokenized with the same
+sentencepiece model as OpenNMT-py (<s> + pieces), streaming token by token.
+
+A prompt of a single token (<s> alone: an empty text) is never generated in a batch with
+others: CTranslate2 4.8.5 then decodes every prompt of that batch as if it were empty (with
+include_prompt_in_result=False). Such prompts are generated alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from vicuna.serve import decoding, stops
+from vicuna.serve.engines.base import Answer, Engine, Watcher
+
+
+class Ct2Engine(Engine):
+    mode = "ct2"
+    config_keys = ("device", "compute_type", "cpu_threads")
+    # CTranslate2 4.8 seeds each worker thread's random generator once, when it first samples
+    # (ctranslate2.set_random_seed only sets the seed of threads still to come; measured: the
+    # same seed set again before each call gives other answers).
+    seed_unsupported = ("CTranslate2 seeds its random generator once per process, not per "
+                        "request: a sampled answer depends on every answer sampled before it")
+
+    @staticmethod
+    def file_options(inference: dict, tokenizer_model: str) -> dict:
+        # A fixed thread count: CTranslate2's CPU kernels split work by threads, and ties in
+        # greedy decoding can fall differently with another split (a SLURM job vs a laptop).
+        return {"device": inference["device"], "compute_type": inference["compute_type"],
+                "threads": inference["cpu_threads"]}
+
+    def __init__(self, opts: dict, source: str | Path) -> None:
+        super().__init__(opts, source)
+        import ctranslate2
+
+        device = opts.get("device", "auto")
+        if device == "auto":
+            device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+        # compute_type "default" keeps the release's quantization where the device supports it
+        # (int8_float16 runs as int8_float32 on a CPU, which has no float16 kernels): chosen
+        # here, so CTranslate2 does not warn at every start that it had to choose.
+        compute_type = opts.get("compute_type", "default")
+        if compute_type == "default":
+            compute_type = supported_compute_type(
+                saved_compute_type(Path(opts["model"]) / "model.bin"),
+                ctranslate2.get_supported_compute_types(device))
+        self.generator = ctranslate2.Generator(
+            opts["model"], device=device, compute_type=compute_type,
+            inter_threads=1, intra_threads=cpu_threads(opts.get("threads", 0)),
+        )
+        if opts.get("seed") is not None:
+            ctranslate2.set_random_seed(opts["seed"])
+
+    def check_model(self) -> None:
+        model = Path(self.opts["model"])
+        if not (model / "model.bin").is_file():
+            raise ValueError(f"{self.source}: {model}: not a CTranslate2 model directory (no "
+                             f"model.bin): release the checkpoint with release_model.py")
+
+    def vocabulary_size(self) -> int:
+        model = Path(self.opts["model"])
+        if (model / "vocabulary.json").is_file():
+            return len(json.loads((model / "vocabulary.json").read_text(encoding="utf-8")))
+        with open(model / "vocabulary.txt", encoding="utf-8") as f:  # older releases
+            return sum(1 for _ in f)
+
+    def generate(self, prompts: list[str], settings: dict | None = None,
+                 watchers: Sequence[Watcher] | None = None) -> list[Answer]:
+        args = decoding.ct2_args({**self.opts, **(settings or {})})
+        tokens = [self.prompt_pieces(p) for p in prompts]
+        # batches CTranslate2 decodes correctly: the one-token prompts each alone
+        singles = [i for i, t in enumerate(tokens) if len(t) == 1]
+        batches = [[i for i, t in enumerate(tokens) if len(t) > 1], *([i] for i in singles)]
+        answers: list[Answer | None] = [None] * len(prompts)
+        for batch in filter(None, batches):
+            for i, answer in zip(batch, self._generate([tokens[i] for i in batch], args, [
+                    watchers[i] for i in batch] if watchers else None), strict=True):
+                answers[i] = answer
+        return answers  # type: ignore[return-value]
+
+    def _generate(self, tokens: list[list[str]], args: dict,
+                  watchers: list[Watcher] | None) -> list[Answer]:
+        callback = None
+        if watchers:
+            ids: list[list[int]] = [[] for _ in tokens]
+            eos = self.sp.eos_id()
+
+            def callback(step) -> bool:  # True stops that sequence, the others go on
+                if step.token_id == eos:
+                    return True
+                ids[step.batch_id].append(step.token_id)
+                return watchers[step.batch_id].update(self.sp.decode(ids[step.batch_id]),
+                                                      len(ids[step.batch_id]))
+
+            # CTranslate2 streams greedy search and sampling only
+            args = {**args, "beam_size": 1}
+        results = self.generator.generate_batch(tokens, callback=callback, **args)
+        answers = []
+        for r in results:
+            pieces = r.sequences[0]
+            answers.append(Answer(self.sp.decode_pieces(pieces), float(r.scores[0]), len(pieces)))
+        for watcher in watchers or ():
+            watcher.end()
+        return answers
+
+    def stream(self, prompt: str, settings: dict | None = None) -> Iterator[str]:
+        """Token by token (CTranslate2's generate_tokens); closing the iterator stops it."""
+        args = decoding.ct2_args({**self.opts, **(settings or {})})
+        steps = self.generator.generate_tokens(
+            self.prompt_pieces(prompt), max_length=args["max_length"],
+            sampling_topk=args["sampling_topk"], sampling_topp=args["sampling_topp"],
+            sampling_temperature=args["sampling_temperature"],
+        )
+        cutter = stops.Cutter()
+        ids: list[int] = []
+        try:
+            for step in steps:
+                if step.token_id == self.sp.eos_id():
+                    break
+                ids.append(step.token_id)
+                done = cutter.update(self.sp.decode(ids), len(ids))
+                if cutter.changed:
+                    yield cutter.shown
+                if done:
+                    break
+        finally:
+            steps.close()  # stops CTranslate2's decoding too (Stop button, STOP, end token)
+
+    def logprobs(self, sequences: list[list[int]]) -> list[list[float]]:
+        scored = [i for i, seq in enumerate(sequences) if len(seq) > 1]
+        pieces = [[self.sp.id_to_piece(t) for t in sequences[i]] for i in scored]
+        results = self.generator.score_batch(
+            pieces, max_batch_size=self.opts.get("batch_size", 16), max_input_length=0)
+        out: list[list[float]] = [[] for _ in sequences]
+        for i, r in zip(scored, results, strict=True):
+            out[i] = list(r.log_probs)
+        return out
+
+    def close(self) -> None:
+        del self.generator
+
+
+def cpu_threads(wanted: int) -> int:
+    """CTranslate2's threads: as configured, never more than this process may use (a SLURM
+    job's CPUs, a laptop's cores); 0 means all of those. CTranslate2's own 0 means 4 threads
+    whatever the machine has, oversubscribed (and slower) on 2 cores."""
+    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return min(wanted, available or 1) if wanted > 0 else (available or 1)
+
+
+# CTranslate2's variable types (include/ctranslate2/types.h; specs/model_spec.py writes them)
+_TYPES = ("float32", "int8", "int16", "int32", "float16", "bfloat16")
+
+
+def saved_compute_type(model_bin: Path) -> str | None:
+    """The compute type a CTranslate2 model.bin was saved with ("int8_float16", "float32", ...),
+    read from its variables' headers (the data is skipped); None where the file is not of the
+    layout CTranslate2 4 writes."""
+    try:
+        with open(model_bin, "rb") as f:
+            kinds = set()
+            _read(f, "I")  # binary version
+            _string(f)  # spec name
+            _read(f, "I")  # revision
+            for _ in range(_read(f, "I")):
+                name, dims = _string(f), _read(f, "B")
+                f.seek(4 * dims, os.SEEK_CUR)  # the shape
+                kind, size = _TYPES[_read(f, "B")], _read(f, "I")
+                f.seek(size, os.SEEK_CUR)
+                # weights only: scalars are the spec's settings (flags, sizes), and
+                # quantization scales stay float32 whatever the float type
+                if dims and not name.endswith("_scale"):
+                    kinds.add(kind)
+    except (OSError, IndexError, struct.error, UnicodeDecodeError):
+        return None
+    quantized = next((k for k in ("int8", "int16") if k in kinds), None)
+    floats = next((k for k in ("float16", "bfloat16") if k in kinds), "float32")
+    if quantized:
+        return quantized if floats == "float32" else f"{quantized}_{floats}"
+    return floats
+
+
+def supported_compute_type(saved: str | None, supported: set[str]) -> str:
+    """The release's compute type where the device runs it, else the same quantization with
+    float32 (CTranslate2's own choice for "default"); "default" where unknown."""
+    if saved is None or saved in supported:
+        return saved or "default"
+    quantized = saved.split("_")[0] if saved.startswith("int") else None
+    for candidate in (f"{quantized}_float32" if quantized else None, quantized, "float32"):
+        if candidate in supported:
+            return candidate
+    return "default"
+
+
+def _read(f, fmt: str) -> int:
+    return struct.unpack(fmt, f.read(struct.calcsize(fmt)))[0]
+
+
+def _string(f) -> str:
+    return f.read(_read(f, "H")).rstrip(b"\0").decode("utf-8")

@@ -1,0 +1,1 @@
+"""What only tests and benchmarks use (not the workflow): random bases and the rehearsal."""

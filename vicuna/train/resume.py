@@ -1,0 +1,277 @@
+"""Resuming a killed finetuning from its newest complete step checkpoint.
+
+OpenNMT-py saves LoRA step checkpoints (LoRA weights, optimizer state and step) with a plain
+torch.save, so a job killed while saving leaves a truncated file: each candidate is loaded
+before it is trusted. OpenNMT-py cannot resume from a LoRA-only checkpoint, so the base and
+the LoRA weights are joined into one checkpoint (the tutorial's `lora_weights.py --action
+concat`) that training starts from, keeping the optimizer's state and step.
+
+Step checkpoints are resumed only if they were trained from the same inputs: a stamp next to
+them records a fingerprint of the finetuning config and of every file it names (corpora,
+vocabulary, base checkpoint, tokenizer), since a rerun may change a file's content, not its path.
+
+The TensorBoard history goes on with the training: the killed run's event files are kept (they
+are no Snakemake output, which a failed job would lose), on disk up to its last step checkpoint
+(flushed at every report), and cut back to the step resumed from, since the resumed run logs
+the steps after it again; a training that starts from step 0 starts without them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vicuna.files import atomic_path, write_json
+from vicuna.weights import checkpoint
+
+# Next to the step checkpoints: what they were trained from (see `forget_if_inputs_changed`).
+STAMP = ".finetune_inputs.json"
+LEGACY_STAMP = ".finetune_config.sha256"  # the config file's sha256 only: not enough to resume
+# Inputs above this size (the base checkpoint: 13.5 GB for 7B) are fingerprinted by size and
+# mtime_ns instead of hashed, so that a start does not spend a minute reading them; the
+# workflow replaces such files whole (a new file, a new mtime), and a false alarm (a `touch`)
+# only costs a restart from step 0. Corpora, vocabularies and tokenizers are hashed.
+HASH_LIMIT = 1 << 30
+# Options of the finetuning config that name a file it reads (the corpora are in `data`).
+INPUT_OPTIONS = ("src_vocab", "tgt_vocab", "train_from", "src_subword_model", "tgt_subword_model")
+# OpenNMT-py writes one event file per run, in <tensorboard_log_dir>/<date of the run>/.
+EVENT_FILES = "events.out.tfevents.*"
+
+
+def step_checkpoints(save_model: str | Path) -> list[tuple[int, Path]]:
+    """(step, path) of every `<save_model>_step_N.pt`, newest first."""
+    prefix = Path(save_model)
+    pattern = re.compile(re.escape(prefix.name) + r"_step_(\d+)\.pt$")
+    found = [(int(m.group(1)), p) for p in prefix.parent.glob(f"{prefix.name}_step_*.pt")
+             if (m := pattern.match(p.name))]
+    return sorted(found, reverse=True)
+
+
+def newest_complete(save_model: str | Path) -> tuple[int, dict] | None:
+    """The newest step checkpoint that loads, with its content; truncated ones are skipped."""
+    for step, path in step_checkpoints(save_model):
+        try:
+            ck = checkpoint.load(path)
+        except Exception as e:  # a truncated zip raises RuntimeError, EOFError, ...
+            print(f"resume: skipping {path}: unreadable ({type(e).__name__})")
+            continue
+        if isinstance(ck, dict) and ck.get("model") and ck.get("optim"):
+            return step, ck
+        print(f"resume: skipping {path}: no model or optimizer state")
+    return None
+
+
+def named_inputs(cfg: dict[str, Any]) -> list[str]:
+    """Every file the finetuning config reads: corpora, vocabularies, base, tokenizer."""
+    paths = [c[key] for c in (cfg.get("data") or {}).values() if isinstance(c, dict)
+             for key in ("path_src", "path_tgt") if c.get(key)]
+    paths += [cfg[key] for key in INPUT_OPTIONS if cfg.get(key)]
+    return list(dict.fromkeys(str(p) for p in paths))  # once each, in order
+
+
+def file_fingerprint(path: str | Path) -> str:
+    """sha256 of the file's bytes; size and mtime_ns above HASH_LIMIT; "missing" if absent."""
+    try:
+        st = Path(path).stat()
+    except FileNotFoundError:
+        return "missing"
+    if st.st_size > HASH_LIMIT:
+        return f"size {st.st_size} mtime_ns {st.st_mtime_ns}"
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return f"sha256 {h.hexdigest()}"
+
+
+def fingerprints(config_file: str | Path, cfg: dict[str, Any]) -> dict[str, Any]:
+    """The stamp's content: the config file's fingerprint and each named input's."""
+    return {"config": file_fingerprint(config_file),
+            "inputs": {path: file_fingerprint(path) for path in named_inputs(cfg)}}
+
+
+def changes(stamp: dict[str, Any] | None, current: dict[str, Any], config_file: str | Path
+            ) -> str | None:
+    """Why step checkpoints written under `stamp` may not be resumed now; None if they may."""
+    if stamp is None:
+        return f"the step checkpoints have no record of their inputs ({STAMP})"
+    changed = [str(config_file)] if stamp.get("config") != current["config"] else []
+    old, new = stamp.get("inputs") or {}, current["inputs"]
+    changed += [path for path in new if old.get(path) != new[path]]
+    changed += [path for path in old if path not in new]  # also shows in the config, but say it
+    if not changed:
+        return None
+    return f"{', '.join(changed)} changed since the step checkpoints were written"
+
+
+def read_stamp(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # missing, or left half-written by an older version
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def forget_if_inputs_changed(config_file: str | Path, cfg: dict[str, Any]) -> None:
+    """Step checkpoints trained from another config, corpus, vocabulary, base or tokenizer
+    (same paths, new content) are not resumed: they are removed, and the log says why."""
+    save_model = cfg["save_model"]
+    folder = Path(save_model).parent
+    current = fingerprints(config_file, cfg)
+    found = step_checkpoints(save_model)
+    why = changes(read_stamp(folder / STAMP), current, config_file) if found else None
+    if why:
+        for _, path in found:
+            path.unlink()
+        print(f"resume: {why}: starting from step 0", flush=True)
+    # Written before training starts: the checkpoints it will write are of these inputs.
+    write_json(folder / STAMP, current)
+    (folder / LEGACY_STAMP).unlink(missing_ok=True)
+
+
+def resume_args(config_file: str | Path, cfg: dict[str, Any]) -> tuple[list[str], Path | None]:
+    """onmt_train options that go on from the newest complete step checkpoint of these inputs,
+    and the joined checkpoint they name (to delete after training); ([], None) to start over."""
+    save_model = cfg["save_model"]
+    forget_if_inputs_changed(config_file, cfg)
+    found = newest_complete(save_model)
+    step = found[0] if found else 0
+    if step >= cfg["train_steps"]:
+        print(f"resume: step {step} already reached train_steps: training again from step 0",
+              flush=True)
+        step = 0  # finished: train again from the start, as asked
+    if log_dir := tensorboard_dir(cfg):
+        keep_events_until(log_dir, step)
+    if not step:
+        return [], None
+    lora = found[1]
+    joined = Path(f"{save_model}_resume.pt")
+    resume_checkpoint(cfg["train_from"], lora, joined)
+    print(f"resume: resuming from step {step} ({save_model}_step_{step}.pt)", flush=True)
+    # keep_states: this config's options, the checkpoint's optimizer state and step.
+    return ["-train_from", str(joined), "-reset_optim", "keep_states"], joined
+
+
+def resume_checkpoint(base_checkpoint: str | Path, lora: dict, output: str | Path) -> None:
+    """Base weights + LoRA weights + the LoRA checkpoint's optimizer state, in one file."""
+    base = checkpoint.load(base_checkpoint)
+    joined = {
+        "model": {**base["model"], **lora["model"]},
+        "generator": base["generator"],
+        "vocab": base["vocab"],
+        "opt": lora["opt"],
+        "optim": lora["optim"],
+    }
+    with atomic_path(output) as tmp:
+        torch.save(joined, tmp)
+
+
+# --- TensorBoard ---------------------------------------------------------------------------------
+
+def tensorboard_dir(cfg: dict[str, Any]) -> str | None:
+    """Where the finetuning config has OpenNMT-py write its TensorBoard logs, if it does."""
+    return cfg.get("tensorboard_log_dir") if cfg.get("tensorboard") else None
+
+
+def event_files(log_dir: str | Path) -> list[Path]:
+    """The TensorBoard event files under `log_dir`, oldest run first (each file's name holds the
+    time its writer started: events.out.tfevents.<seconds>.<host>.<pid>.<n>)."""
+    def started(path: Path) -> tuple[int, str]:
+        seconds = path.name.split(".")[3]
+        return (int(seconds) if seconds.isdigit() else 0, str(path))
+
+    return sorted(Path(log_dir).rglob(EVENT_FILES), key=started)
+
+
+def read_events(path: Path) -> list[tuple[bytes, Any]]:
+    """The records of an event file, each as (its bytes, the Event); a record cut short by a
+    kill (the last one) is left out."""
+    from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
+    from tensorboard.compat.proto.event_pb2 import Event
+
+    return [(raw, Event.FromString(raw)) for raw in RawEventFileLoader(str(path)).Load()]
+
+
+def keep_events_until(log_dir: str | Path, step: int) -> None:
+    """Drop from the event files under `log_dir` every event logged after `step`: the run resumed
+    from `step` logs those steps again, so each step is then shown once. With step 0 (a new
+    training) no event file is kept. Only event files are touched, and the run folders they
+    leave empty."""
+    dropped, removed = 0, []
+    for path in event_files(log_dir):
+        records = read_events(path) if step else []
+        kept = [(raw, event) for raw, event in records if event.step <= step]
+        dropped += sum(len(event.summary.value) for _, event in records if event.step > step)
+        if not any(event.summary.value for _, event in kept):
+            path.unlink()  # nothing left to plot, or a new training
+            removed.append(path)
+        elif len(kept) < len(records) or path.stat().st_size != sum(len(r) + 16 for r, _ in kept):
+            # (16 bytes frame each record: a cut last record is dropped as well)
+            write_events(path, [raw for raw, _ in kept])
+    for folder in {p.parent for p in removed} - {Path(log_dir)}:
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+    if dropped:
+        print(f"resume: TensorBoard: dropped {dropped} values logged after step {step} by the "
+              f"killed run (the resumed run logs those steps again)", flush=True)
+    if not step and removed:
+        print(f"resume: TensorBoard: removed {len(removed)} event file(s) of an earlier training "
+              f"from {log_dir}", flush=True)
+
+
+def write_events(path: Path, records: list[bytes]) -> None:
+    """Replace the event file `path` by these records (TFRecord framing, as TensorBoard writes)."""
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
+    with atomic_path(path) as tmp:
+        writer = RecordWriter(open(tmp, "wb"))
+        for raw in records:
+            writer.write(raw)
+        writer.close()
+
+
+def flush_tensorboard_at_each_report() -> None:
+    """OpenNMT-py's SummaryWriter hands each event to a background thread, which writes it when
+    it next gets its turn: a kill can catch events still queued. Flushing after each report
+    (which waits for the queue to be written) puts every event up to a step checkpoint on disk
+    before that checkpoint is saved: the training report and the validation of a step come
+    before its save, so a resumed run finds all the steps it goes on from."""
+    from vicuna.onmt_fixes import check_onmt_version, patch
+
+    check_onmt_version()
+    from onmt.utils.report_manager import ReportMgr
+
+    def fixed(original):
+        def maybe_log_tensorboard(self, *args, **kwargs):
+            original(self, *args, **kwargs)
+            if self.tensorboard_writer is not None:
+                self.tensorboard_writer.flush()
+        return maybe_log_tensorboard
+
+    patch(ReportMgr, "maybe_log_tensorboard", fixed)
+
+
+def tensorboard_history(log_dir: str | Path, relative_to: str | Path) -> dict[str, Any]:
+    """What a finished training logged: each run's event file (a killed run's, then the one of
+    the run that resumed it), relative to `relative_to`, and the steps it holds."""
+    runs = []
+    for path in event_files(log_dir):
+        steps = [event.step for _, event in read_events(path) if event.summary.value]
+        if steps:
+            runs.append({"events": os.path.relpath(path, relative_to), "first_step": min(steps),
+                         "last_step": max(steps)})
+    return {"log_dir": str(log_dir), "runs": runs}
+
+
+def write_tensorboard_history(log_dir: str | Path, output: str | Path) -> None:
+    """`output` (JSON): the event files of the training that just finished, for its curves."""
+    history = tensorboard_history(log_dir, Path(output).parent)
+    if not history["runs"]:
+        raise ValueError(f"{log_dir}: the training logged nothing to TensorBoard")
+    write_json(output, history)

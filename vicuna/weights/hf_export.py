@@ -1,0 +1,326 @@
+"""OpenNMT-py checkpoints -> Hugging Face: a LlamaForCausalLM directory (merged or base model) and
+a PEFT adapter (a LoRA step checkpoint), for transformers, vLLM and peft users.
+
+The names are the converter's tables read the other way (OpenNMT-py -> Meta -> Hugging Face,
+vicuna/weights/name_maps.py), and so is the rotary layout: the rows of q and k (and the rows of their
+LoRA B) are permuted into Hugging Face's half-split order, per head, with k's heads under
+grouped-query attention.
+
+Memory: each tensor leaves the checkpoint as it is written (converted, permuted, then freed), and
+safetensors files are written by this module tensor by tensor after a header computed from the
+shapes: the job holds the checkpoint and one tensor, never the model twice.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from vicuna import prompt
+from vicuna.weights.convert import vocabulary
+from vicuna.weights.layout import read_json
+from vicuna.weights.lazy_tensors import SAFETENSORS_DTYPES
+from vicuna.weights.name_maps import (
+    META_TO_HF,
+    META_TO_ONMT,
+    ONMT_TO_META,
+    hf_permuted_heads,
+    meta_to_hf_rows,
+    rename,
+)
+from vicuna.weights.shape import LLAMA_CONTEXT, LlamaShape, meta_shapes
+
+DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+SAFETENSORS_NAMES = {dtype: name for name, dtype in SAFETENSORS_DTYPES.items()}
+WEIGHTS, INDEX = "model.safetensors", "model.safetensors.index.json"
+ADAPTER_WEIGHTS, ADAPTER_CONFIG = "adapter_model.safetensors", "adapter_config.json"
+SPECIAL_TOKENS = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
+PEFT_PREFIX = "base_model.model."  # PeftModel wraps LlamaForCausalLM
+
+
+# ---------------------------------------------------------------------------------------------
+# safetensors, written one tensor at a time
+
+
+@dataclass
+class Pending:
+    """One tensor to write: its name and shape, and how to make it (called once, when its turn
+    comes, so that only it is in memory)."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    make: Callable[[], torch.Tensor]
+
+    @property
+    def nbytes(self) -> int:
+        return torch.Size(self.shape).numel() * self.dtype.itemsize
+
+
+def write_safetensors(path: Path, tensors: list[Pending], progress: tqdm | None = None) -> None:
+    """The safetensors format (an 8-byte little-endian header length, a JSON header of each
+    tensor's dtype, shape and byte range, then the bytes): the header first, from the shapes,
+    then each tensor as it is made."""
+    header: dict = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for t in tensors:
+        header[t.name] = {"dtype": SAFETENSORS_NAMES[t.dtype], "shape": list(t.shape),
+                          "data_offsets": [offset, offset + t.nbytes]}
+        offset += t.nbytes
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)  # the data starts 8-byte aligned, as safetensors writes it
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(raw)))
+        f.write(raw)
+        for t in tensors:
+            tensor = t.make().contiguous()
+            if tuple(tensor.shape) != t.shape or tensor.dtype != t.dtype:
+                raise AssertionError(f"{t.name}: made {tuple(tensor.shape)} {tensor.dtype}, "
+                                     f"planned {t.shape} {t.dtype}")
+            f.write(memoryview(tensor.reshape(-1).view(torch.uint8).numpy()))
+            del tensor
+            if progress is not None:
+                progress.update()
+
+
+def shards(tensors: list[Pending], max_bytes: int) -> list[list[Pending]]:
+    """Consecutive tensors packed into files of at most max_bytes (a larger tensor alone), as
+    transformers' save_pretrained does."""
+    out: list[list[Pending]] = [[]]
+    size = 0
+    for t in tensors:
+        if out[-1] and size + t.nbytes > max_bytes:
+            out.append([])
+            size = 0
+        out[-1].append(t)
+        size += t.nbytes
+    return out
+
+
+def write_weights(out_dir: Path, tensors: list[Pending], max_bytes: int, what: str,
+                  progress: bool | None = None) -> list[str]:
+    """model.safetensors, or model-0000k-of-0000n.safetensors + model.safetensors.index.json
+    past max_bytes; returns the files written."""
+    groups = shards(tensors, max_bytes)
+    names = [WEIGHTS] if len(groups) == 1 else [
+        f"model-{k + 1:05d}-of-{len(groups):05d}.safetensors" for k in range(len(groups))]
+    with tqdm(total=len(tensors), desc=what, unit="tensor",
+              disable=None if progress is None else not progress) as bar:
+        for name, group in zip(names, groups, strict=True):
+            write_safetensors(out_dir / name, group, bar)
+    if len(groups) > 1:
+        index = {"metadata": {"total_size": sum(t.nbytes for t in tensors)},
+                 "weight_map": {t.name: name for name, group in zip(names, groups, strict=True)
+                                for t in group}}
+        write_json(out_dir / INDEX, index)
+        names.append(INDEX)
+    return names
+
+
+def write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+# ---------------------------------------------------------------------------------------------
+# The chat template: the workflow's own prompt layout (vicuna.prompt.conversation)
+
+
+def _jinja_string(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n") + "'"
+
+
+INSTRUCTION, RESPONSE = "\n\n### Instruction:\n", "\n\n### Response:\n"
+
+
+def chat_template() -> str:
+    """A Jinja chat template giving <s> + vicuna.prompt.conversation(rounds, next_message): the
+    task line, each round, and with add_generation_prompt the open "### Response:" (what the
+    chatbot and the API send). <s> is in the template because transformers and vLLM tokenize a
+    rendered chat with add_special_tokens=False. A system message is refused, as the API
+    refuses it: the model was finetuned with one fixed task line."""
+    return "".join([
+        "{{ bos_token }}{{ ", _jinja_string(prompt.TASK), " }}",
+        "{% for message in messages %}",
+        "{% if message['role'] == 'system' %}{{ raise_exception('No system message: this model "
+        "was finetuned with one fixed task line') }}{% endif %}",
+        "{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}{{ raise_exception("
+        "'Conversation roles must alternate user/assistant/user/...') }}{% endif %}",
+        "{% if message['role'] == 'user' %}{{ ", _jinja_string(INSTRUCTION),
+        " + message['content'] }}{% else %}{{ ", _jinja_string(RESPONSE),
+        " + message['content'] }}{% endif %}",
+        "{% endfor %}",
+        "{% if add_generation_prompt %}{{ ", _jinja_string(RESPONSE), " }}{% endif %}",
+    ])
+
+
+def tokenizer_files(out_dir: Path, tokenizer_model: Path, max_positions: int) -> list[str]:
+    """tokenizer.model, tokenizer_config.json (LLaMA's sentencepiece tokenizer, <s> added to a
+    plain text as the workflow's engines add it, the chat template) and special_tokens_map.json."""
+    shutil.copyfile(tokenizer_model, out_dir / "tokenizer.model")
+    write_json(out_dir / "tokenizer_config.json", {
+        "tokenizer_class": "LlamaTokenizer",
+        "add_bos_token": True,
+        "add_eos_token": False,
+        **SPECIAL_TOKENS,
+        "pad_token": None,
+        "clean_up_tokenization_spaces": False,
+        "legacy": True,  # transformers 4.x: sentencepiece's own behaviour, as the workflow's
+        "model_max_length": max_positions,
+        "padding_side": "left",
+        "chat_template": chat_template(),
+    })
+    write_json(out_dir / "special_tokens_map.json", SPECIAL_TOKENS)
+    return ["tokenizer.model", "tokenizer_config.json", "special_tokens_map.json"]
+
+
+# ---------------------------------------------------------------------------------------------
+# A full model
+
+
+def check_vocabulary(checkpoint: dict, tokenizer_model: Path, where: str) -> None:
+    """The tokenizer must be the checkpoint's: the export ships it as the model's."""
+    pieces, vocab = vocabulary(tokenizer_model), checkpoint["vocab"]["src"]
+    if len(pieces) != len(vocab) or pieces != vocab:
+        raise ValueError(f"{tokenizer_model}: not the tokenizer of {where} (its {len(pieces)} "
+                         f"pieces are not the checkpoint's vocabulary of {len(vocab)})")
+
+
+def model_tensors(checkpoint: dict, shape: LlamaShape, dtype: torch.dtype,
+                  where: str) -> list[Pending]:
+    """The Hugging Face tensors of a full OpenNMT-py checkpoint, in the model's order; each one
+    leaves the checkpoint when it is made."""
+    tensors = {**checkpoint["model"], **{f"generator.{k}": v
+                                         for k, v in checkpoint["generator"].items()}}
+    bias = tensors.pop("generator.bias", None)
+    if bias is not None and bool(bias.any()):
+        raise ValueError(f"{where}: the output layer has a bias, which LlamaForCausalLM has not")
+    expected = meta_shapes(shape)
+    onmt = {}
+    for name in tensors:
+        try:
+            onmt[rename(name, ONMT_TO_META)] = name
+        except KeyError:
+            raise ValueError(f"{where}: tensor {name} is not a LLaMA's (a LoRA step "
+                             "checkpoint? merge it first)") from None
+    for meta, want in expected.items():
+        if meta not in onmt:
+            raise ValueError(f"{where}: tensor {rename(meta, META_TO_ONMT)} is missing")
+        got = tuple(tensors[onmt[meta]].shape)
+        if got != want:
+            raise ValueError(f"{where}: {onmt[meta]} has shape {got}, its options imply {want}")
+    if len(onmt) != len(expected):
+        raise ValueError(f"{where}: tensors {sorted(set(onmt) - set(expected))[:3]} are not "
+                         "the options' model")
+
+    def make(meta: str) -> Callable[[], torch.Tensor]:
+        def tensor() -> torch.Tensor:
+            source = checkpoint["generator"] if meta == "output.weight" else checkpoint["model"]
+            w = source.pop(onmt[meta].removeprefix("generator."))
+            heads = hf_permuted_heads(meta, shape)
+            if heads is not None:
+                w = meta_to_hf_rows(w, heads)
+            return w.to(dtype)
+        return tensor
+
+    layers = [f"layers.{i}." for i in range(shape.n_layers)]
+    order = ["tok_embeddings.weight",
+             *(m for prefix in layers for m in expected if m.startswith(prefix)),
+             "norm.weight", "output.weight"]
+    return [Pending(rename(m, META_TO_HF), expected[m], dtype, make(m)) for m in order]
+
+
+def export_model(checkpoint: dict, tokenizer_model: str | Path, out_dir: str | Path, *,
+                 dtype: str = "float16", max_shard_bytes: int = 5 * 10**9,
+                 max_positions: int = LLAMA_CONTEXT, where: str = "checkpoint",
+                 progress: bool | None = None) -> list[str]:
+    """A full OpenNMT-py checkpoint (converted or merged) as a LlamaForCausalLM directory in
+    `out_dir` (which must exist, empty): config.json, generation_config.json, the weights in
+    `dtype`, the tokenizer. Everything is checked before anything is written; the checkpoint
+    is emptied on the way. Returns the files written."""
+    tokenizer_model, out_dir = Path(tokenizer_model), Path(out_dir)
+    shape = LlamaShape.from_opt(checkpoint["opt"], len(checkpoint["vocab"]["src"]), where)
+    check_vocabulary(checkpoint, tokenizer_model, where)
+    tensors = model_tensors(checkpoint, shape, DTYPES[dtype], where)
+    write_json(out_dir / "config.json", shape.to_config(dtype, max_positions))
+    write_json(out_dir / "generation_config.json", {"bos_token_id": 1, "eos_token_id": 2})
+    files = ["config.json", "generation_config.json"]
+    files += tokenizer_files(out_dir, tokenizer_model, max_positions)
+    files += write_weights(out_dir, tensors, max_shard_bytes, "tensors", progress)
+    return files
+
+
+# ---------------------------------------------------------------------------------------------
+# A PEFT adapter
+
+
+def _hf_module(onmt_module: str) -> str:
+    """decoder.transformer_layers.0.self_attn.linear_query -> model.layers.0.self_attn.q_proj"""
+    return rename(rename(onmt_module + ".x", ONMT_TO_META), META_TO_HF)[:-2]
+
+
+def export_adapter(lora: dict, base_dir: str | Path, out_dir: str | Path, *,
+                   base_name: str | None = None, where: str = "checkpoint") -> list[str]:
+    """An OpenNMT-py LoRA step checkpoint as a PEFT adapter (adapter_config.json and
+    adapter_model.safetensors) for the LlamaForCausalLM in `base_dir`, whose config.json must
+    be the shape the adapter was trained on. LoRA B of q and k gets the base's row permutation;
+    A multiplies the (unpermuted) hidden state and is kept. base_name: what adapter_config.json
+    names as its base (the directory as given, by default)."""
+    base_dir, out_dir = Path(base_dir), Path(out_dir)
+    opt = lora["opt"]
+    shape = LlamaShape.from_opt(opt, len(lora["vocab"]["src"]), where)
+    config_path = base_dir / "config.json"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{config_path}: missing (the base in Hugging Face's layout)")
+    base = LlamaShape.from_config(read_json(config_path), config_path)
+    fields = ("dim", "n_layers", "n_heads", "kv_heads", "hidden_dim", "vocab_size")
+    for field in fields:
+        if getattr(base, field) != getattr(shape, field):
+            raise ValueError(f"{config_path}: {field} is {getattr(base, field)}, but {where} was "
+                             f"trained on a base with {getattr(shape, field)}: another base")
+    expected = meta_shapes(shape)
+    pairs = sorted({k.rsplit(".", 1)[0] for k in lora["model"] if k.endswith((".lora_A",
+                                                                                ".lora_B"))})
+    if not pairs or len(lora["model"]) != 2 * len(pairs):
+        raise ValueError(f"{where}: not a LoRA step checkpoint (lora_A / lora_B pairs only)")
+    rank, tensors, modules = opt.lora_rank, [], set()
+    for module in pairs:
+        meta = rename(module + ".weight", ONMT_TO_META)
+        out_features, in_features = expected[meta]
+        a, b = lora["model"].get(module + ".lora_A"), lora["model"].get(module + ".lora_B")
+        if a is None or b is None or tuple(a.shape) != (rank, in_features) \
+                or tuple(b.shape) != (out_features, rank):
+            raise ValueError(f"{where}: {module} lora_A / lora_B do not fit a rank-{rank} "
+                             f"adapter of a {out_features} x {in_features} weight")
+        heads = hf_permuted_heads(meta, shape)
+        if heads is not None:
+            b = meta_to_hf_rows(b, heads)
+        hf = PEFT_PREFIX + _hf_module(module)
+        modules.add(hf.rsplit(".", 1)[-1])
+        for part, t in (("lora_A", a), ("lora_B", b)):
+            tensors.append(Pending(f"{hf}.{part}.weight", tuple(t.shape), t.dtype,
+                                   lambda t=t: t))
+    write_json(out_dir / ADAPTER_CONFIG, {
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "base_model_name_or_path": base_name if base_name is not None else str(base_dir),
+        "r": rank,
+        "lora_alpha": opt.lora_alpha,  # OpenNMT-py's scaling is alpha / r, as peft's
+        "lora_dropout": opt.lora_dropout,
+        "target_modules": sorted(modules),
+        "bias": "none",
+        "fan_in_fan_out": False,
+        "use_rslora": False,
+        "use_dora": False,
+        "init_lora_weights": True,
+        "modules_to_save": None,
+        "inference_mode": True,
+    })
+    write_safetensors(out_dir / ADAPTER_WEIGHTS, tensors)
+    return [ADAPTER_CONFIG, ADAPTER_WEIGHTS]
