@@ -50,7 +50,8 @@ rule translate_opts:
         " --output {output.options} > {log} 2>&1"
 
 
-# outputs/predictions_<mode>.txt: one answer a line, newlines as ｟newline｠.
+# outputs/predictions_<mode>.txt: one answer a line as generated, newlines as ｟newline｠;
+# outputs/answers_<mode>.txt: the same, as shown.
 rule simple_inference:
     input:
         examples=INPUT_EXAMPLES,
@@ -58,7 +59,9 @@ rule simple_inference:
         model=lambda w: MODE_MODEL[w.mode],
         tokenizer=config["base"]["tokenizer_model"],
     output:
-        predictions=report(run_path("outputs/predictions_{mode}.txt"), category="Predictions"),
+        predictions=run_path("outputs/predictions_{mode}.txt"),
+        # the answers as the chatbot shows them: up to a next round the model opened itself
+        answers=report(run_path("outputs/answers_{mode}.txt"), category="Predictions"),
         scores=run_path("outputs/predictions_{mode}.json"),
     wildcard_constraints:
         mode=one_of(MODES),

@@ -1,7 +1,9 @@
 #!/usr/bin/env python
 """Batch inference on a file of prompts (one a line, newlines as ｟newline｠) in `py`
-(OpenNMT-py) or `ct2` (CTranslate2) mode: writes predictions_<mode>.txt, one answer a line,
-and predictions_<mode>.json with each answer's score and the timing (the tutorial's flags).
+(OpenNMT-py) or `ct2` (CTranslate2) mode: writes predictions_<mode>.txt, one answer a line as
+generated (the tutorial's file), answers_<mode>.txt, the same answers as the chatbot shows them
+(up to where the model opens a next "### Instruction:" round by itself), and
+predictions_<mode>.json with each answer's score and the timing (the tutorial's flags).
 A prompt longer than the context (option max_context_length) keeps its last tokens: a warning
 on stderr and `truncated` in its entry of the JSON say so."""
 
@@ -11,6 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from vicuna import prompt
 from vicuna.files import check_output, iter_lines, require_file, text_file, write_json, write_lines
 from vicuna.serve import engines, inference
 
@@ -25,6 +28,7 @@ def main() -> None:
                    help="replace outputs that are not text files (a directory, a binary)")
     a = p.parse_args()
     outputs = [a.output_dir / f"predictions_{a.inference_mode}.{ext}" for ext in ("txt", "json")]
+    outputs.append(a.output_dir / f"answers_{a.inference_mode}.txt")
     try:
         for out in outputs:
             check_output(out, force=a.force, own=text_file)
@@ -43,6 +47,8 @@ def main() -> None:
                       file=sys.stderr)
         tokens = sum(ans.tokens for ans in answers)
         write_lines(outputs[0], [ans.text for ans in answers], force=a.force)
+        write_lines(outputs[2], [prompt.to_line(prompt.until_stop(prompt.from_line(ans.text))[0])
+                                 for ans in answers], force=a.force)
         write_json(outputs[1], {
             "mode": a.inference_mode,
             "seconds": round(seconds, 3),

@@ -50,11 +50,10 @@ def main() -> None:
                  f"-tensorboard_history {a.tensorboard_history}")
 
     extra = training.gpu_args(torch.cuda.device_count()) + training.optim_args(cfg)
-    joined = None
     if "-n_sample" not in rest:  # a training, not a dump of samples
         resume.flush_tensorboard_at_each_report()
         if not a.no_resume:
-            more, joined = resume.resume_args(a.config, cfg)
+            more, _ = resume.resume_args(a.config, cfg)
             extra += more
         elif log_dir:
             resume.keep_events_until(log_dir, 0)  # from step 0: the old curves are not of it
@@ -74,8 +73,7 @@ def main() -> None:
             loss_mask.write_samples(Path(save_data).parent / CorpusName.SAMPLE)
         return
     onmt_train()
-    if joined is not None:
-        joined.unlink(missing_ok=True)
+    resume.remove_resume_file(cfg["save_model"])  # finished: nothing resumes from it
     if a.tensorboard_history:
         try:
             resume.write_tensorboard_history(log_dir, a.tensorboard_history)

@@ -113,6 +113,31 @@ def socket_owners(inodes: set[int]) -> dict[int, str]:
     return owners
 
 
+def serve_chatbot(options: Path, log: Path, *flags: str) -> Iterator[str]:
+    """scripts/chatbot.py (ct2 mode) on a free port until the generator is closed; yields its
+    URL once the page answers (a generator: `yield from` it in a fixture, or loop over it)."""
+    import time
+    import urllib.request
+
+    port = free_port()
+    cmd = [sys.executable, str(REPO / "scripts" / "chatbot.py"), "-inference_config_file",
+           str(options), "-inference_mode", "ct2", "-server_port", str(port), *flags]
+    url = f"http://127.0.0.1:{port}/"
+    with open(log, "w") as out, started(cmd, stdout=out, stderr=subprocess.STDOUT) as proc:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, f"chatbot.py exited with {proc.returncode}:\n{log.read_text()}"
+            try:
+                with urllib.request.urlopen(url, timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, f"chatbot.py did not answer on {url}:\n{log.read_text()}"
+            time.sleep(0.5)
+        yield url
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

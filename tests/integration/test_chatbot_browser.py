@@ -9,18 +9,15 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import yaml
-from helpers import CHROMIUM, CHROMIUM_ARGS, REPO, free_port, started
+from helpers import CHROMIUM, CHROMIUM_ARGS, REPO, free_port, serve_chatbot
 
 from vicuna import prompt
 from vicuna.serve.engines.base import count_tokens
@@ -57,35 +54,11 @@ def options(run_dir, tmp_path_factory) -> Path:
     return path
 
 
-def serve(options: Path, max_context_length: int, log: Path) -> Iterator[str]:
-    """Run scripts/chatbot.py until the fixture is done; yield its URL once it answers HTTP."""
-    port = free_port()
-    cmd = [sys.executable, str(SCRIPT), "-inference_config_file", str(options),
-           "-inference_mode", "ct2", "-max_context_length", str(max_context_length),
-           "-server_port", str(port)]
-    url = f"http://127.0.0.1:{port}/"
-    with open(log, "w") as out, started(cmd, stdout=out, stderr=subprocess.STDOUT) as proc:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(
-                    f"chatbot.py exited with {proc.returncode}:\n{log.read_text()}")
-            try:
-                with urllib.request.urlopen(url, timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"chatbot.py did not answer on {url}:\n{log.read_text()}")
-            time.sleep(0.5)
-        yield url
-
-
 @pytest.fixture(scope="module")
 def wide(options, tmp_path_factory) -> Iterator[str]:
     """A server with room for the whole conversation."""
-    yield from serve(options, 2048, tmp_path_factory.mktemp("wide") / "chatbot.log")
+    yield from serve_chatbot(options, tmp_path_factory.mktemp("wide") / "chatbot.log",
+                             "-max_context_length", "2048")
 
 
 @pytest.fixture(scope="module")
@@ -105,8 +78,8 @@ def narrow_budget(options) -> dict:
 
 @pytest.fixture(scope="module")
 def narrow(options, narrow_budget, tmp_path_factory) -> Iterator[str]:
-    yield from serve(options, narrow_budget["max_context_length"],
-                     tmp_path_factory.mktemp("narrow") / "chatbot.log")
+    yield from serve_chatbot(options, tmp_path_factory.mktemp("narrow") / "chatbot.log",
+                             "-max_context_length", str(narrow_budget["max_context_length"]))
 
 
 @pytest.fixture(scope="module")

@@ -119,4 +119,5 @@ def test_finetune_config_takes_corpora_with_examples(tiny_meta, tmp_path):
     good = tmp_path / "alpaca.txt"
     good.write_text("\n" + ONE, encoding="utf-8")  # a blank line first: one example all the same
     run_script("write_finetune_config.py", *finetune_config_args(tiny_meta, tmp_path, {"alpaca": good}))
-    assert (tmp_path / "replicate_vicuna.yaml").is_file()
+    cfg = yaml.safe_load((tmp_path / "replicate_vicuna.yaml").read_text())
+    assert cfg["data"]["alpaca"]["path_src"] == str(good) and cfg["data"]["alpaca"]["weight"] == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -36,6 +37,13 @@ def train_pids(work: Path) -> list[int]:
                 and b"-n_sample" not in cmdline:
             pids.append(int(proc.name))
     return pids
+
+
+def reports(log: str) -> dict[int, tuple[int, ...]]:
+    """OpenNMT-py's reports by step: the sentences and the batch sizes of the steps since the
+    last report (`sents:     320; bsz:  984/ 984/16`): what data the training read."""
+    return {int(m[1]): tuple(map(int, m.groups()[1:])) for m in re.finditer(
+        r"Step (\d+)/ *\d+;.*?sents: +(\d+); bsz: +(\d+)/ *(\d+)/ *(\d+);", log)}
 
 
 def snakemake_cmd(target: str) -> list[str]:
@@ -96,6 +104,15 @@ def test_killed_finetune_keeps_its_curves_and_the_resumed_run_continues_them(
         assert steps == list(expected), (tag, steps)
     train_log = log.read_text()
     assert "resume: resuming from step 200" in train_log
+    # the data goes on where the killed run left it: from step 220 on, each report's sentences
+    # and tokens are those of the uninterrupted run (the tiny default's own, same seed)
+    uninterrupted = reports((tiny_run / "runs/llama-tiny/logs/finetune.log").read_text())
+    resumed = reports(train_log)
+    assert sorted(resumed) == list(range(220, 801, 20))
+    assert resumed == {step: counts for step, counts in uninterrupted.items() if step > 200}
+    assert "resume: skipping the 200 batches of steps 1-200" in train_log
+    assert not list((work / FINETUNED).glob("*_resume.pt"))  # finished: the base-sized file goes
+    assert "resume: removed" in train_log
     assert "values logged after step 200 by the killed run" in train_log
     history = json.loads((logs / "history.json").read_text())
     assert [(r["first_step"], r["last_step"]) for r in history["runs"]] == [(20, 200), (220, 800)]
@@ -104,5 +121,7 @@ def test_killed_finetune_keeps_its_curves_and_the_resumed_run_continues_them(
     assert "wrote" in curves_log and "valid/xent" in curves_log
     if killed == "snakemake":
         assert "Step 220/" in train_log and "Step 20/" not in train_log  # went on, not over
-        assert (work / "runs/llama-tiny/outputs/predictions_py.txt").is_file()
-        assert (work / "runs/llama-tiny/outputs/predictions_ct2.txt").is_file()
+        n = len((work / "synthetic/input_examples.txt").read_text().splitlines())
+        for mode in ("py", "ct2"):  # one answer per prompt
+            answers = (work / f"runs/llama-tiny/outputs/predictions_{mode}.txt").read_text()
+            assert len(answers.splitlines()) == n, mode

@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 from helpers import BIN, PAGES, REPO, SEVEN_B, clone, env, page_commands, run, started
 
+from vicuna import files
+
 SERVERS = {"scripts/chatbot.py": "-server_port", "scripts/serve_api.py": "--port",
            "chat": "PORT", "serve": "PORT"}
 DEFAULT_PORTS = {"chat": 7860, "serve": 8000}  # the Makefile's
@@ -52,6 +54,19 @@ def test_the_pages_have_the_commands_this_file_runs():
     assert {"make run", "make chat", "make serve"} <= set(commands)
     # every line of every page is one this file knows how to run
     assert all(c.startswith(("snakemake ", "python scripts/", *MAKE)) for c in commands), commands
+
+
+def written_kind(command: str):
+    """What a command's output must be: a torch checkpoint, a release directory, an HTML file."""
+    if "--format huggingface" in command:
+        return files.hf_model_dir
+    if "release_model.py" in command:
+        return files.ct2_model_dir
+    if command.endswith(".pt") or ".pt " in command.split("--output")[-1]:
+        return files.torch_zip
+    if "--report" in command:
+        return lambda path: path.read_bytes()[:200].lstrip().lower().startswith(b"<!doctype html")
+    return files.any_file
 
 
 def as_run(command: str) -> str:
@@ -98,6 +113,7 @@ def test_page_command_runs_as_written(user_tree, command):
     assert result.returncode == 0, f"{command}:\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}"
     for out in re.findall(r"(?:-output|--output|--report|>) (\S+)", command):
         assert (user_tree / out).exists(), f"{command} did not write {out}"
+        assert written_kind(command)(user_tree / out), f"{command}: {out} is not what it says"
     if command == "make run":  # nothing to do, and still the summary of what is there
         summary = result.stdout[result.stdout.index("Made in runs/llama-tiny/"):]
         assert "Evaluation (runs/llama-tiny/outputs/eval.tsv):" in summary

@@ -7,15 +7,12 @@ warning at every start."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
-from helpers import REPO, call_script, free_port, started
+from helpers import call_script, serve_chatbot
 
 from vicuna.serve import engines
 from vicuna.serve.engines import ct2
@@ -55,31 +52,10 @@ def test_default_compute_type_on_the_cpu_keeps_int8_and_warns_nothing(int8_optio
     assert "int8_float16" not in err and "efficient" not in err, err
 
 
-def serve(options: Path, log: Path, *flags: str):
-    """scripts/chatbot.py until the block ends; yields its URL once the page answers."""
-    port = free_port()
-    cmd = [sys.executable, str(REPO / "scripts" / "chatbot.py"), "-inference_config_file",
-           str(options), "-inference_mode", "ct2", "-server_port", str(port), *flags]
-    url = f"http://127.0.0.1:{port}/"
-    with open(log, "w") as out, started(cmd, stdout=out, stderr=subprocess.STDOUT) as proc:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, f"chatbot.py exited:\n{log.read_text()}"
-            try:
-                with urllib.request.urlopen(url, timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, f"chatbot.py did not answer:\n{log.read_text()}"
-            time.sleep(0.5)
-        yield url
-
-
 def test_the_chatbot_starts_with_the_projects_hints_and_a_greedy_temperature(int8_options,
                                                                            tmp_path):
     log = tmp_path / "chatbot.log"
-    for url in serve(int8_options, log):
+    for url in serve_chatbot(int8_options, log):
         with urllib.request.urlopen(f"{url}config", timeout=10) as r:
             config = json.load(r)
     slider = next(c["props"] for c in config["components"]

@@ -29,8 +29,23 @@ def test_post_deploy_installs_the_no_deps_pins():
     assert nodeps and all(f"{name}=={version}" in script for name, version in nodeps.items())
 
 
-def test_every_rule_uses_the_conda_env():
-    for smk in (REPO / "rules").glob("*.smk"):
+def rule_envs() -> dict[str, str | None]:
+    """Each rule that runs a shell command -> the conda env it names (None: none), read from
+    rules/*.smk rule by rule; a `use rule ... with:` inherits its parent's."""
+    envs: dict[str, str | None] = {}
+    for smk in sorted((REPO / "rules").glob("*.smk")):
         text = smk.read_text()
-        assert text.count("shell:") == text.count('conda:\n        "../envs/vicuna.yaml"') + \
-            text.count('conda:\n            "../envs/vicuna.yaml"'), smk.name
+        blocks = re.split(r"^\s*(?=(?:rule \w+:|use rule \w+ as \w+ with:))", text, flags=re.M)
+        for block in blocks:
+            if m := re.match(r"use rule (\w+) as (\w+) with:", block):
+                envs[m.group(2)] = envs[m.group(1)]
+            elif (m := re.match(r"rule (\w+):", block)) and "shell:" in block:
+                env = re.search(r"conda:\s*\n\s*\"([^\"]+)\"", block)
+                envs[m.group(1)] = env.group(1) if env else None
+    return envs
+
+
+def test_every_rule_uses_the_conda_env():
+    envs = rule_envs()
+    assert len(envs) >= 20 and "release_hf_base" in envs  # every rule of the graph
+    assert {rule: env for rule, env in envs.items() if env != "../envs/vicuna.yaml"} == {}

@@ -6,15 +6,13 @@ Every job asks for at least the memory measured for its checkpoint's size
 from __future__ import annotations
 
 import json
-import re
-import shlex
-import shutil
 import sys
 
 import pytest
-from helpers import REPO, SEVEN_B, clone, run, snakemake
+from helpers import BIN, REPO, SEVEN_B, clone, run, snakemake
 
-from vicuna.testing import random_base
+sys.path.insert(0, str(REPO / "benchmarks"))
+import job_plan  # noqa: E402 (benchmarks/job_plan.py: the plan, as docs/slurm.md prints it)
 
 MEASURED = json.loads((REPO / "benchmarks" / "job_memory.json").read_text())["rules"]
 # Jobs that run a model on the configured device; `evaluate` only with something to score.
@@ -22,40 +20,16 @@ DEVICE_RULES = {"simple_inference", "mmlu"}
 TRAINING = "finetune"
 
 
-def planned_jobs(output: str) -> list[dict]:
-    """Each planned job of a dry run: rule, wildcards and resources."""
-    jobs = []
-    for block in re.split(r"\n\s*\n", output):
-        rule = re.search(r"^(?:local)?rule (\w+):", block, re.M)
-        resources = re.search(r"^\s+resources: (.*)$", block, re.M)
-        if rule and resources:
-            wildcards = re.search(r"^\s+wildcards: (.*)$", block, re.M)
-            jobs.append({
-                "rule": rule.group(1),
-                "wildcards": dict(w.split("=") for w in wildcards.group(1).split(", "))
-                if wildcards else {},
-                "resources": dict(r.split("=", 1) for r in resources.group(1).split(", ")),
-            })
-    return jobs
-
-
 @pytest.fixture(scope="module", params=["7B", "13B"])
 def plan(request, tmp_path_factory) -> tuple[str, float, list[dict]]:
-    """The README's 7B command as written, plus --dry-run; for 13B with an override file that
-    points `base` at it, as a user with that model would."""
+    """The README's 7B command as written, plus --dry-run, on a placeholder base of the real
+    size; for 13B with an override file that points `base` at it, as a user with that model
+    would (benchmarks/job_plan.py, which prints docs/slurm.md's table from it)."""
+    assert job_plan.SEVEN_B == SEVEN_B  # the command the README shows
     model = request.param
     work = clone(tmp_path_factory.mktemp(f"plan{model}"))
-    shards = random_base.write_placeholder(work / "llama" / model, model)
-    (work / "llama" / "tokenizer.model").write_bytes(b"")  # read by no job of a dry run
-    args = shlex.split(SEVEN_B)[1:]
-    if model == "13B":
-        (work / "13B.yaml").write_text("model_name: llama13B\nbase: {model_dir: llama/13B}\n")
-        at = args.index("configs/llama7b-vicuna.yaml") + 1
-        args[at:at] = ["13B.yaml"]
-    result = snakemake(work, *args, "--dry-run")
-    size_mb = sum(p.stat().st_size for p in shards) / 2**20
-    shutil.rmtree(work / "llama")
-    return model, size_mb, planned_jobs(result.stdout)
+    size_gib, jobs = job_plan.plan(model, work, str(BIN / "snakemake"))
+    return model, size_gib * 1024, jobs
 
 
 def test_the_whole_graph_is_planned(plan):
@@ -97,7 +71,7 @@ def test_a_small_model_asks_at_least_what_a_job_without_weights_uses(tmp_path):
     checkpoints, one of which crosses zero above the origin (simple_inference_ct2); every job
     still asks for the interpreter a job that loads no weights measures, with the margin."""
     work = clone(tmp_path)
-    jobs = planned_jobs(snakemake(work, "all", "--profile", "profiles/slurm", "--dry-run").stdout)
+    jobs = job_plan.planned_jobs(snakemake(work, "all", "--profile", "profiles/slurm", "--dry-run").stdout)
     floor = MEASURED["extract_vocabulary"]["b_mb"] * 1.25
     assert MEASURED["simple_inference_ct2"]["b_mb"] < 0 < floor
     sized = [job for job in jobs

@@ -125,6 +125,23 @@ def test_after_a_start_over_the_new_inputs_resume(run, capsys):
     assert "resuming from step 200" in capsys.readouterr().out
 
 
+def test_no_resume_file_outlives_a_start_from_step_0(run, capsys):
+    """Killed, resumed (the joined checkpoint written: the whole base), killed again; then a
+    corpus changes and the next run starts from step 0: the joined checkpoint goes at once,
+    and the log says what was removed."""
+    killed_run(200)
+    resume.resume_args("replicate_vicuna.yaml", config())
+    joined = Path("finetuned/m_resume.pt")
+    assert joined.is_file()
+    Path(INPUTS["corpus"]).write_text("new data\n")
+    capsys.readouterr()
+    assert resume.resume_args("replicate_vicuna.yaml", config()) == ([], None)
+    assert not joined.exists()
+    assert "resume: removed finetuned/m_resume.pt (" in capsys.readouterr().out
+    resume.remove_resume_file("finetuned/m")  # as a finished training calls it: nothing left
+    assert capsys.readouterr().out == ""
+
+
 def test_step_checkpoints_without_a_stamp_are_not_resumed(run, capsys):
     torch.save(lora_step(200), "finetuned/m_step_200.pt")
     Path("finetuned", resume.LEGACY_STAMP).write_text("0" * 64 + "\n")  # an older version's

@@ -148,14 +148,32 @@ def resume_args(config_file: str | Path, cfg: dict[str, Any]) -> tuple[list[str]
         step = 0  # finished: train again from the start, as asked
     if log_dir := tensorboard_dir(cfg):
         keep_events_until(log_dir, step)
+    joined = resume_file(save_model)
     if not step:
+        remove_resume_file(save_model)  # an earlier resumed run's, killed: the whole base
         return [], None
     lora = found[1]
-    joined = Path(f"{save_model}_resume.pt")
     resume_checkpoint(cfg["train_from"], lora, joined)
     print(f"resume: resuming from step {step} ({save_model}_step_{step}.pt)", flush=True)
     # keep_states: this config's options, the checkpoint's optimizer state and step.
     return ["-train_from", str(joined), "-reset_optim", "keep_states"], joined
+
+
+def resume_file(save_model: str | Path) -> Path:
+    """The joined checkpoint a resumed training starts from (base + LoRA + optimizer state: the
+    size of the base, 13 GB at 7B)."""
+    return Path(f"{save_model}_resume.pt")
+
+
+def remove_resume_file(save_model: str | Path) -> None:
+    """Remove the joined checkpoint, saying so: once a training finishes or starts from step 0,
+    nothing resumes from it."""
+    path = resume_file(save_model)
+    if path.exists():
+        size = path.stat().st_size
+        path.unlink()
+        print(f"resume: removed {path} ({size / 2**20:.0f} MB), the checkpoint a stopped run "
+              f"resumed from", flush=True)
 
 
 def resume_checkpoint(base_checkpoint: str | Path, lora: dict, output: str | Path) -> None:
