@@ -7,17 +7,15 @@ LoRA B) are permuted into Hugging Face's half-split order, per head, with k's he
 grouped-query attention.
 
 Memory: each tensor leaves the checkpoint as it is written (converted, permuted, then freed), and
-safetensors files are written by this module tensor by tensor after a header computed from the
-shapes: the job holds the checkpoint and one tensor, never the model twice.
+safetensors files are written tensor by tensor after a header computed from the shapes
+(vicuna/weights/safetensors_writer.py): the job holds the checkpoint and one tensor, never the
+model twice.
 """
 
 from __future__ import annotations
 
-import json
 import shutil
-import struct
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -27,7 +25,6 @@ from vicuna import prompt, tokenizer
 from vicuna.files import write_json
 from vicuna.weights.convert import vocabulary
 from vicuna.weights.layout import read_json
-from vicuna.weights.lazy_tensors import SAFETENSORS_DTYPES
 from vicuna.weights.name_maps import (
     META_TO_HF,
     META_TO_ONMT,
@@ -36,74 +33,15 @@ from vicuna.weights.name_maps import (
     meta_to_hf_rows,
     rename,
 )
+from vicuna.weights.safetensors_writer import Pending, shards, write_safetensors
 from vicuna.weights.shape import LLAMA_CONTEXT, LlamaShape, meta_shapes
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
-SAFETENSORS_NAMES = {dtype: name for name, dtype in SAFETENSORS_DTYPES.items()}
 WEIGHTS, INDEX = "model.safetensors", "model.safetensors.index.json"
 ADAPTER_WEIGHTS, ADAPTER_CONFIG = "adapter_model.safetensors", "adapter_config.json"
 SPECIAL_TOKENS = {"bos_token": tokenizer.BOS, "eos_token": tokenizer.EOS, "unk_token": tokenizer.UNK}
 HF_INDENT = 2  # transformers writes its JSON files so
 PEFT_PREFIX = "base_model.model."  # PeftModel wraps LlamaForCausalLM
-
-
-# ---------------------------------------------------------------------------------------------
-# safetensors, written one tensor at a time
-
-
-@dataclass
-class Pending:
-    """One tensor to write: its name and shape, and how to make it (called once, when its turn
-    comes, so that only it is in memory)."""
-
-    name: str
-    shape: tuple[int, ...]
-    dtype: torch.dtype
-    make: Callable[[], torch.Tensor]
-
-    @property
-    def nbytes(self) -> int:
-        return torch.Size(self.shape).numel() * self.dtype.itemsize
-
-
-def write_safetensors(path: Path, tensors: list[Pending], progress: tqdm | None = None) -> None:
-    """The safetensors format (an 8-byte little-endian header length, a JSON header of each
-    tensor's dtype, shape and byte range, then the bytes): the header first, from the shapes,
-    then each tensor as it is made."""
-    header: dict = {"__metadata__": {"format": "pt"}}
-    offset = 0
-    for t in tensors:
-        header[t.name] = {"dtype": SAFETENSORS_NAMES[t.dtype], "shape": list(t.shape),
-                          "data_offsets": [offset, offset + t.nbytes]}
-        offset += t.nbytes
-    raw = json.dumps(header, separators=(",", ":")).encode()
-    raw += b" " * (-len(raw) % 8)  # the data starts 8-byte aligned, as safetensors writes it
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(raw)))
-        f.write(raw)
-        for t in tensors:
-            tensor = t.make().contiguous()
-            if tuple(tensor.shape) != t.shape or tensor.dtype != t.dtype:
-                raise AssertionError(f"{t.name}: made {tuple(tensor.shape)} {tensor.dtype}, "
-                                     f"planned {t.shape} {t.dtype}")
-            f.write(memoryview(tensor.reshape(-1).view(torch.uint8).numpy()))
-            del tensor
-            if progress is not None:
-                progress.update()
-
-
-def shards(tensors: list[Pending], max_bytes: int) -> list[list[Pending]]:
-    """Consecutive tensors packed into files of at most max_bytes (a larger tensor alone), as
-    transformers' save_pretrained does."""
-    out: list[list[Pending]] = [[]]
-    size = 0
-    for t in tensors:
-        if out[-1] and size + t.nbytes > max_bytes:
-            out.append([])
-            size = 0
-        out[-1].append(t)
-        size += t.nbytes
-    return out
 
 
 def write_weights(out_dir: Path, tensors: list[Pending], max_bytes: int, what: str,
