@@ -26,7 +26,7 @@ BENCHMARKS = REPO / "benchmarks"
 # The real LLaMA tokenizer (32,000 pieces) beside the checkout, where the project's machines have it
 LLAMA_TOKENIZER = REPO.parent / "shared" / "fixtures" / "llama-tokenizer" / "tokenizer.model"
 FALLBACK_VOCAB = 768  # config.yaml's synthetic.vocab_size: a user's clone trains its own
-BOS, EOS = 1, 2  # LLaMA's <s> and </s>, as every tokenizer here has them (vicuna.weights.tokenizer)
+BOS, EOS = 1, 2  # LLaMA's <s> and </s>, as every tokenizer here has them (vicuna.tokenizer)
 
 
 def tokenizer_model(work: Path) -> Path:
@@ -34,9 +34,8 @@ def tokenizer_model(work: Path) -> Path:
     tiny default's synthetic texts (fewer than a thousand distinct pieces: the tiny's 768)."""
     if LLAMA_TOKENIZER.is_file():
         return LLAMA_TOKENIZER
-    from vicuna import prompt
+    from vicuna import prompt, tokenizer
     from vicuna.tiny import synthetic
-    from vicuna.weights import tokenizer
 
     path = work / "tokenizer.model"
     if not path.is_file():

@@ -29,7 +29,7 @@ GB = 1e9
 
 
 def tokenizer(tmp: Path) -> tuple[Path, int]:
-    from vicuna.weights import tokenizer as tok
+    from vicuna import tokenizer as tok
 
     path = tokenizer_model(tmp)
     return path, tok.load(path).get_piece_size()

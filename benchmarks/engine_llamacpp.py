@@ -25,7 +25,7 @@ def run(spec: dict) -> dict:
     import llama_cpp.llama_cpp as lib
     from llama_cpp import Llama
 
-    from vicuna.weights import tokenizer
+    from vicuna import tokenizer
 
     note = None
     if not cpu_probe.amx_tiles_usable():

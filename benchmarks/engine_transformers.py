@@ -21,7 +21,7 @@ def run(spec: dict) -> dict:
     import torch
     from transformers import GenerationConfig, LlamaForCausalLM
 
-    from vicuna.weights import tokenizer
+    from vicuna import tokenizer
 
     common.set_torch_threads(spec["threads"])
     n = spec["new_tokens"]

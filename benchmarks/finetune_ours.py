@@ -32,7 +32,7 @@ def write_data(path: Path, tokenizer: str, lines: int, seq_length: int, seed: in
     """`lines` different lines (OpenNMT-py drops a line repeated within a batch) that the model
     reads as exactly seq_length tokens, <s> included: words that are one piece each ("▁word"),
     so that a line's pieces are known without the tokenizer's merges across words."""
-    from vicuna.weights import tokenizer as tok
+    from vicuna import tokenizer as tok
 
     sp = tok.load(tokenizer)
     words = [p[1:] for i in range(sp.get_piece_size()) if (p := sp.id_to_piece(i)).startswith("▁")

@@ -29,7 +29,7 @@ def run(spec: dict) -> dict:
     from peft import LoraConfig, get_peft_model
     from transformers import LlamaForCausalLM
 
-    from vicuna.weights import tokenizer
+    from vicuna import tokenizer
 
     common.set_torch_threads(spec["threads"])
     b, lora = spec["sequences"], spec["lora"]

@@ -39,7 +39,7 @@ def write_hf(out: Path, tokenizer: Path, dim: int, layers: int, heads: int | Non
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from vicuna.weights import tokenizer as tok
+    from vicuna import tokenizer as tok
 
     s = shape(dim, layers, tok.load(tokenizer).get_piece_size(), heads)
     config = LlamaConfig(vocab_size=s["vocab"], hidden_size=dim, intermediate_size=s["ffn"],

@@ -12,9 +12,9 @@ import json
 import sys
 from pathlib import Path
 
+from vicuna import tokenizer
 from vicuna.data import data_report, split_long
 from vicuna.files import atomic_path, check_output, png_file, require_file, text_file, write_text
-from vicuna.weights import tokenizer
 
 
 def main() -> None:

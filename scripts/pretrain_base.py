@@ -11,10 +11,10 @@ from pathlib import Path
 
 import torch
 
-from vicuna import prompt
+from vicuna import prompt, tokenizer
 from vicuna.files import atomic_path, iter_lines
 from vicuna.tiny import pretrain
-from vicuna.weights import llama, tokenizer
+from vicuna.weights import llama
 
 
 def main() -> None:

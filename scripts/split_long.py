@@ -16,9 +16,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from vicuna import tokenizer
 from vicuna.data import split_long
 from vicuna.files import atomic_path, check_output, iter_lines, require_file, text_file, write_json
-from vicuna.weights import tokenizer
 
 
 def main() -> None:

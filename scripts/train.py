@@ -21,7 +21,7 @@ import torch
 import yaml
 
 from vicuna import loss_mask, onmt_fixes
-from vicuna.train import resume, training
+from vicuna.train import events, resume, training
 
 
 def main() -> None:
@@ -44,19 +44,19 @@ def main() -> None:
         sys.exit(f"error: {e}")
     from onmt.bin.train import main as onmt_train
 
-    log_dir = resume.tensorboard_dir(cfg)
+    log_dir = events.tensorboard_dir(cfg)
     if a.tensorboard_history and not log_dir:
         sys.exit(f"error: {a.config}: tensorboard is off, so there is no history for "
                  f"-tensorboard_history {a.tensorboard_history}")
 
     extra = training.gpu_args(torch.cuda.device_count()) + training.optim_args(cfg)
     if "-n_sample" not in rest:  # a training, not a dump of samples
-        resume.flush_tensorboard_at_each_report()
+        onmt_fixes.flush_tensorboard_at_each_report()
         if not a.no_resume:
             more, _ = resume.resume_args(a.config, cfg)
             extra += more
         elif log_dir:
-            resume.keep_events_until(log_dir, 0)  # from step 0: the old curves are not of it
+            events.keep_events_until(log_dir, 0)  # from step 0: the old curves are not of it
     sys.argv = ["onmt_train", "-config", a.config, *extra, *rest]
     if "-n_sample" in rest:
         dump = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
@@ -76,7 +76,7 @@ def main() -> None:
     resume.remove_resume_file(cfg["save_model"])  # finished: nothing resumes from it
     if a.tensorboard_history:
         try:
-            resume.write_tensorboard_history(log_dir, a.tensorboard_history)
+            events.write_tensorboard_history(log_dir, a.tensorboard_history)
         except (OSError, ValueError) as e:
             sys.exit(f"error: {e}")
 

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from vicuna.files import check_output, png_file, require_file
-from vicuna.train import curves
+from vicuna.train import curves, events
 
 
 def main() -> None:
@@ -29,10 +29,10 @@ def main() -> None:
     try:
         check_output(a.output, force=a.force, own=png_file)
         if a.history:
-            files = curves.history_files(require_file(a.history, "TensorBoard history"))
+            files = events.history_files(require_file(a.history, "TensorBoard history"))
         else:
-            files = curves.event_files(a.log_dir)
-        scalars = curves.read_scalars(files)
+            files = events.event_files(a.log_dir, required=True)
+        scalars = events.read_scalars(files)
         if not scalars:
             raise ValueError(f"{a.history or a.log_dir}: no TensorBoard scalars (did the "
                              f"finetuning log any?)")

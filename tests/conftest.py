@@ -32,9 +32,9 @@ def tiny_meta(tmp_path_factory) -> dict[str, Path]:
     """A random tiny LLaMA in Meta's format, its tokenizer, and its OpenNMT-py conversion."""
     import torch
 
-    from vicuna import prompt
+    from vicuna import prompt, tokenizer
     from vicuna.tiny import synthetic
-    from vicuna.weights import llama, tokenizer
+    from vicuna.weights import llama
 
     root = tmp_path_factory.mktemp("tiny_meta")
     sets = synthetic.generate(seed=7, n_alpaca=300, n_sharegpt=50, n_heldout=10, n_pretrain=300)

@@ -226,5 +226,6 @@ def write_lines(path: str | os.PathLike, lines: list[str], *, force: bool = Fals
     write_text(path, "".join(line + "\n" for line in lines), force=force)
 
 
-def write_json(path: str | os.PathLike, data: Any, *, force: bool = False) -> None:
-    write_text(path, json.dumps(data, ensure_ascii=False, indent=1) + "\n", force=force)
+def write_json(path: str | os.PathLike, data: Any, *, force: bool = False, indent: int = 1) -> None:
+    """`data` as UTF-8 JSON and a final newline (the Hugging Face release's files: indent 2)."""
+    write_text(path, json.dumps(data, ensure_ascii=False, indent=indent) + "\n", force=force)

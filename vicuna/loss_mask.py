@@ -27,7 +27,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from vicuna import prompt
+from vicuna import prompt, tokenizer
 from vicuna.files import iter_lines, write_lines
 
 # The text before an answer and the text that ends one, in the layout of vicuna.prompt.
@@ -124,8 +124,8 @@ def bracketed(pieces: Sequence[str], mask: Sequence[bool]) -> str:
 
 # --- What the samples show (`finetune_samples`) -----------------------------------------------
 
-PAD_PIECE, EOS_PIECE = "<blank>", "</s>"  # OpenNMT-py's pad and end tokens
-SPECIALS = ("<s>", EOS_PIECE, PAD_PIECE, "<unk>")
+PAD_PIECE, EOS_PIECE = tokenizer.PAD, tokenizer.EOS  # OpenNMT-py's pad and end tokens
+SPECIALS = (tokenizer.BOS, EOS_PIECE, PAD_PIECE, tokenizer.UNK)
 SAMPLE_SUFFIX = ".loss"
 
 

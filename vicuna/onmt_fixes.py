@@ -177,6 +177,25 @@ def batch_answer_mask(vocab, src: torch.Tensor, srclen: torch.Tensor) -> torch.T
     return out
 
 
+def flush_tensorboard_at_each_report() -> None:
+    """OpenNMT-py's SummaryWriter hands each event to a background thread, which writes it when
+    it next gets its turn: a kill can catch events still queued. Flushing after each report
+    (which waits for the queue to be written) puts every event up to a step checkpoint on disk
+    before that checkpoint is saved: the training report and the validation of a step come
+    before its save, so a resumed run finds all the steps it goes on from."""
+    check_onmt_version()
+    from onmt.utils.report_manager import ReportMgr
+
+    def fixed(original):
+        def maybe_log_tensorboard(self, *args, **kwargs):
+            original(self, *args, **kwargs)
+            if self.tensorboard_writer is not None:
+                self.tensorboard_writer.flush()
+        return maybe_log_tensorboard
+
+    patch(ReportMgr, "maybe_log_tensorboard", fixed)
+
+
 def apply() -> None:
     global _applied
     if _applied:

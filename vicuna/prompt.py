@@ -1,6 +1,7 @@
 """Prompt layouts, written once as data: the task lines and the section markers, the two
-layouts built from them (alpaca's records, the rounds of a conversation), and where an answer
-in that layout stops (`until_stop`: the chatbot, the API, the evaluation). The training files,
+layouts built from them (alpaca's records, the rounds of a conversation), the same conversation
+as a Jinja chat template (the Hugging Face release's), and where an answer in that layout stops
+(`until_stop`: the chatbot, the API, the evaluation). The training files,
 the chatbot and the API all lay prompts out with these functions.
 
 OpenNMT-py reads one example a line, so every "\\n" inside an example is stored as NEWLINE.
@@ -85,3 +86,29 @@ def until_stop(text: str) -> tuple[str, bool]:
         if text.endswith(STOP[:n]):
             return text[:-n], False
     return text, False
+
+
+def _jinja_string(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n") + "'"
+
+
+def chat_template() -> str:
+    """A Jinja chat template giving <s> + conversation(rounds, next_message): the task line,
+    each round, and with add_generation_prompt the open "### Response:" (what the chatbot and
+    the API send). <s> is in the template because transformers and vLLM tokenize a rendered chat
+    with add_special_tokens=False. A system message is refused, as the API refuses it: the model
+    was finetuned with one fixed task line."""
+    human, gpt = SEP + section(INSTRUCTION, ""), SEP + section(RESPONSE, "")
+    return "".join([
+        "{{ bos_token }}{{ ", _jinja_string(TASK), " }}",
+        "{% for message in messages %}",
+        "{% if message['role'] == 'system' %}{{ raise_exception('No system message: this model "
+        "was finetuned with one fixed task line') }}{% endif %}",
+        "{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}{{ raise_exception("
+        "'Conversation roles must alternate user/assistant/user/...') }}{% endif %}",
+        "{% if message['role'] == 'user' %}{{ ", _jinja_string(human),
+        " + message['content'] }}{% else %}{{ ", _jinja_string(gpt),
+        " + message['content'] }}{% endif %}",
+        "{% endfor %}",
+        "{% if add_generation_prompt %}{{ ", _jinja_string(gpt), " }}{% endif %}",
+    ])

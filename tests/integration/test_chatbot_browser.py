@@ -19,9 +19,8 @@ import pytest
 import yaml
 from helpers import CHROMIUM, CHROMIUM_ARGS, REPO, free_port, serve_chatbot
 
-from vicuna import prompt
+from vicuna import prompt, tokenizer
 from vicuna.serve.engines.base import count_tokens
-from vicuna.weights import tokenizer
 
 SCRIPT = REPO / "scripts" / "chatbot.py"
 

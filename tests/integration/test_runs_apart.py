@@ -21,10 +21,9 @@ import pytest
 import yaml
 from helpers import BIN, LLAMA_TOKENIZER, REPO, env, free_port, page_commands, run, snakemake, started
 
-from vicuna import prompt
+from vicuna import prompt, tokenizer
 from vicuna.testing import random_base
 from vicuna.tiny import synthetic
-from vicuna.weights import tokenizer
 
 TINY = "runs/llama-tiny"
 OWN = "runs/my-model"

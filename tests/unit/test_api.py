@@ -22,12 +22,11 @@ import pytest
 import requests
 from helpers import REPO, free_port, run_script, stop_group
 
-from vicuna import prompt
+from vicuna import prompt, tokenizer
 from vicuna.serve import api
 from vicuna.serve.engines.base import count_tokens as count_prompt
 from vicuna.serve.serving import Event, Sequence, Worker
 from vicuna.serve.stops import until_stops
-from vicuna.weights import tokenizer
 
 KEY = "test-key"
 CONTEXT = 2048  # the servers' -max_context_length

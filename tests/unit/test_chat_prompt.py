@@ -79,7 +79,7 @@ def test_counts_the_whole_prompt_each_time():
 
 @pytest.mark.skipif(not LLAMA_TOKENIZER.is_file(), reason="real LLaMA tokenizer fixture absent")
 def test_token_counter_counts_bos_and_pieces():
-    from vicuna.weights import tokenizer
+    from vicuna import tokenizer
 
     sp = tokenizer.load(LLAMA_TOKENIZER)
     text = prompt.conversation([("hi", "hello")], "Repeat these words.\ncat dog")

@@ -60,7 +60,7 @@ def test_existing_output_is_refused_without_force(tiny_meta):
 
 
 def test_tokenizer_size_mismatch_is_refused_and_nothing_is_written(tiny_meta, tmp_path):
-    from vicuna.weights import tokenizer
+    from vicuna import tokenizer
 
     other = tokenizer.train(["only a few words here"] * 20, 280, tmp_path / "other.model")
     assert other.get_piece_size() != llama.load_meta(tiny_meta["meta"]).args.vocab_size
@@ -312,7 +312,7 @@ def test_shapes_that_disagree_with_the_config_are_refused(checkpoints, tmp_path,
 
 
 def test_hf_tokenizer_size_mismatch_is_refused(checkpoints, tmp_path):
-    from vicuna.weights import tokenizer
+    from vicuna import tokenizer
 
     tokenizer.train(["only a few words here"] * 20, 280, tmp_path / "other.model")
     message = refusal(checkpoints["hf-bin"]["dir"], tmp_path / "other.model", tmp_path / "o.pt")

@@ -116,7 +116,7 @@ def test_the_py_engine_samples_every_token_at_topk_0(tiny_options):
 def test_ct2_topk_0_samples_and_temperature_0_is_greedy(tiny_meta, tmp_path):
     import ctranslate2
 
-    from vicuna.weights import tokenizer
+    from vicuna import tokenizer
 
     run_script("release_model.py", "--model", str(tiny_meta["onmt"]), "--output",
                str(tmp_path / "ct2"), "--quantization", "float32")

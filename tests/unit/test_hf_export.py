@@ -205,12 +205,19 @@ def test_the_chat_template_gives_the_chatbots_prompt(exported_tokenizer, rounds)
     assert tok(text).input_ids == ids  # a plain text gets its <s> from add_bos_token
 
 
-def test_the_chat_template_without_generation_prompt_is_the_training_layout(exported_tokenizer):
+@pytest.mark.parametrize("rounds", [1, 2, 3])
+def test_the_chat_template_is_the_conversation_layout(exported_tokenizer, rounds):
+    """The exported template renders <s> + prompt.conversation: complete rounds (the training
+    layout), and an open round with add_generation_prompt (the chatbot's prompt)."""
     tok, _ = exported_tokenizer
-    history = HISTORIES[3]
+    history = [*HISTORIES[3], ("Count the words.\nsun moon star", "3")][:rounds]
     turns = messages_of(history, "x")[:-1]
     rendered = tok.apply_chat_template(turns, tokenize=False)
     assert rendered == tok.bos_token + prompt.conversation(history)
+    history, message = history[:-1], history[-1][0]
+    rendered = tok.apply_chat_template(messages_of(history, message), add_generation_prompt=True,
+                                       tokenize=False)
+    assert rendered == tok.bos_token + prompt.conversation(history, message)
 
 
 @pytest.mark.parametrize("messages", [
@@ -305,7 +312,7 @@ def test_a_lora_checkpoint_is_no_full_model(converted, tmp_path):
 
 
 def test_another_tokenizer_is_refused(converted, tmp_path):
-    from vicuna.weights import tokenizer
+    from vicuna import tokenizer
 
     tokenizer.train(["only a few words here"] * 20, 280, tmp_path / "other.model")
     message = refused("--model", converted["mha"]["onmt"], "--output", tmp_path / "hf",

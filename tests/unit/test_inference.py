@@ -30,7 +30,7 @@ def test_ctranslate2_still_corrupts_a_batch_holding_a_one_token_prompt(options, 
     failing in a new CTranslate2, the workaround can go."""
     import ctranslate2
 
-    from vicuna.weights import tokenizer
+    from vicuna import tokenizer
 
     sp = tokenizer.load(tiny_meta["tokenizer"])
     generator = ctranslate2.Generator(str(options["ct2_release"]), device="cpu", intra_threads=1)
@@ -135,8 +135,7 @@ def test_bad_options_file_is_named(tmp_path, text, words):
 
 
 def test_fit_prompt_keeps_the_last_tokens(tiny_meta):
-    from vicuna import prompt
-    from vicuna.weights import tokenizer
+    from vicuna import prompt, tokenizer
 
     sp = tokenizer.load(tiny_meta["tokenizer"])
     line = prompt.to_line("word " * 200 + "\nthe question at the end?")

@@ -189,8 +189,7 @@ def test_the_mask_of_a_3_round_example_token_by_token(finetune, tiny_meta, task)
     from onmt.constants import CorpusTask, DefaultTokens
     from onmt.utils.loss import LossCompute
 
-    from vicuna import onmt_fixes
-    from vicuna.weights import tokenizer
+    from vicuna import onmt_fixes, tokenizer
 
     onmt_fixes.mask_every_answer()
     corpus_task = {"train": CorpusTask.TRAIN, "valid": CorpusTask.VALID}[task]

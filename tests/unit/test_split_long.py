@@ -11,10 +11,9 @@ import random
 import pytest
 from helpers import LLAMA_TOKENIZER, run_script
 
-from vicuna import prompt
+from vicuna import prompt, tokenizer
 from vicuna.data import split_long
 from vicuna.files import iter_lines
-from vicuna.weights import tokenizer
 
 TASK_LINE = prompt.TASK + "｟newline｠｟newline｠### Instruction:｟newline｠"
 WORDS = ("the river city empire grew trade roads stone bridge winter harvest market law people "
@@ -33,7 +32,7 @@ def rounds(seed: int, n: int, words: int) -> list[tuple[str, str]]:
 
 @pytest.fixture(scope="module")
 def small_tokenizer(tmp_path_factory):
-    """A LLaMA-style tokenizer of our own (vicuna.weights.tokenizer.train), from texts of these words."""
+    """A LLaMA-style tokenizer of our own (vicuna.tokenizer.train), from texts of these words."""
     rng = random.Random(0)
     texts = [prompt.conversation(rounds(s, 3, 30)) for s in range(40)]
     texts += [sentence(rng, 20) for _ in range(200)]

@@ -9,7 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from vicuna import prompt
-from vicuna.serve import engines, options
+from vicuna.serve import engines
+from vicuna.weights.shape import LLAMA_CONTEXT
 
 
 def build_prompt(history: list[tuple[str, str]], message: str,
@@ -38,7 +39,7 @@ def add_server_args(parser, max_context_help: str) -> None:
     where to listen (127.0.0.1 unless told otherwise)."""
     parser.add_argument("-inference_config_file", required=True, type=Path)
     parser.add_argument("-inference_mode", required=True, choices=sorted(engines.REGISTRY))
-    parser.add_argument("-max_context_length", type=int, default=options.DEFAULT_CONTEXT,
-                        help=f"{max_context_help}, at most (LLaMA: {options.DEFAULT_CONTEXT})")
+    parser.add_argument("-max_context_length", type=int, default=LLAMA_CONTEXT,
+                        help=f"{max_context_help}, at most (LLaMA: {LLAMA_CONTEXT})")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to serve on; 0.0.0.0 opens it to the network")

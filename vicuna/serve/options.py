@@ -13,8 +13,8 @@ from pathlib import Path
 import yaml
 
 from vicuna.files import require_file
+from vicuna.weights.shape import LLAMA_CONTEXT
 
-DEFAULT_CONTEXT = 2048  # LLaMA's context length, in tokens
 REQUIRED = ("model", "src_subword_model", "max_length")
 
 
@@ -46,7 +46,7 @@ def check(opts: dict, source: str | Path) -> dict:
 
 
 def context_length(opts: dict) -> int:
-    return opts.get("max_context_length", DEFAULT_CONTEXT)
+    return opts.get("max_context_length", LLAMA_CONTEXT)
 
 
 def prompt_budget(opts: dict) -> int:

@@ -14,6 +14,8 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from vicuna import prompt
+
 WORDS = (
     "cat dog sun moon tree fish bird rain star book milk door ball cake frog lamp ship rose "
     "snow wind"
@@ -34,10 +36,8 @@ LAYOUT_MARKERS = (
 PREAMBLES = (
     "Here is a small task.",
     "Below is a question. Write the answer.",
-    "Below is an instruction that describes a task. Write a response that appropriately "
-    "completes the request.",
-    "Below is an instruction that describes a task, paired with an input that provides "
-    "further context. Write a response that appropriately completes the request.",
+    prompt.TASK,
+    prompt.TASK_WITH_INPUT,
 )
 
 

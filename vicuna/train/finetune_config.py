@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from vicuna import loss_mask
+from vicuna import loss_mask, tokenizer
 from vicuna.weights.shape import LlamaShape, architecture
 
 TRANSFORMS = ["sentencepiece", "filtertoolong"]
@@ -87,7 +87,7 @@ def finetune_config(
         "src_vocab": vocab,
         "src_vocab_size": vocab_size,
         "tgt_vocab_size": vocab_size,
-        "decoder_start_token": "<s>",
+        "decoder_start_token": tokenizer.BOS,
         # Optimization
         "model_dtype": train["precision"],
         "apex_opt_level": "",

@@ -13,14 +13,14 @@ vocabulary, base checkpoint, tokenizer), since a rerun may change a file's conte
 The TensorBoard history goes on with the training: the killed run's event files are kept (they
 are no Snakemake output, which a failed job would lose), on disk up to its last step checkpoint
 (flushed at every report), and cut back to the step resumed from, since the resumed run logs
-the steps after it again; a training that starts from step 0 starts without them.
+the steps after it again; a training that starts from step 0 starts without them (the event
+files: vicuna.train.events; the flush: vicuna.onmt_fixes.flush_tensorboard_at_each_report).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from vicuna.files import atomic_path, write_json
+from vicuna.train import events
 from vicuna.weights import checkpoint
 
 # Next to the step checkpoints: what they were trained from (see `forget_if_inputs_changed`).
@@ -40,8 +41,6 @@ LEGACY_STAMP = ".finetune_config.sha256"  # the config file's sha256 only: not e
 HASH_LIMIT = 1 << 30
 # Options of the finetuning config that name a file it reads (the corpora are in `data`).
 INPUT_OPTIONS = ("src_vocab", "tgt_vocab", "train_from", "src_subword_model", "tgt_subword_model")
-# OpenNMT-py writes one event file per run, in <tensorboard_log_dir>/<date of the run>/.
-EVENT_FILES = "events.out.tfevents.*"
 
 
 def step_checkpoints(save_model: str | Path) -> list[tuple[int, Path]]:
@@ -146,8 +145,8 @@ def resume_args(config_file: str | Path, cfg: dict[str, Any]) -> tuple[list[str]
         print(f"resume: step {step} already reached train_steps: training again from step 0",
               flush=True)
         step = 0  # finished: train again from the start, as asked
-    if log_dir := tensorboard_dir(cfg):
-        keep_events_until(log_dir, step)
+    if log_dir := events.tensorboard_dir(cfg):
+        events.keep_events_until(log_dir, step)
     joined = resume_file(save_model)
     if not step:
         remove_resume_file(save_model)  # an earlier resumed run's, killed: the whole base
@@ -188,108 +187,3 @@ def resume_checkpoint(base_checkpoint: str | Path, lora: dict, output: str | Pat
     }
     with atomic_path(output) as tmp:
         torch.save(joined, tmp)
-
-
-# --- TensorBoard ---------------------------------------------------------------------------------
-
-def tensorboard_dir(cfg: dict[str, Any]) -> str | None:
-    """Where the finetuning config has OpenNMT-py write its TensorBoard logs, if it does."""
-    return cfg.get("tensorboard_log_dir") if cfg.get("tensorboard") else None
-
-
-def event_files(log_dir: str | Path) -> list[Path]:
-    """The TensorBoard event files under `log_dir`, oldest run first (each file's name holds the
-    time its writer started: events.out.tfevents.<seconds>.<host>.<pid>.<n>)."""
-    def started(path: Path) -> tuple[int, str]:
-        seconds = path.name.split(".")[3]
-        return (int(seconds) if seconds.isdigit() else 0, str(path))
-
-    return sorted(Path(log_dir).rglob(EVENT_FILES), key=started)
-
-
-def read_events(path: Path) -> list[tuple[bytes, Any]]:
-    """The records of an event file, each as (its bytes, the Event); a record cut short by a
-    kill (the last one) is left out."""
-    from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
-    from tensorboard.compat.proto.event_pb2 import Event
-
-    return [(raw, Event.FromString(raw)) for raw in RawEventFileLoader(str(path)).Load()]
-
-
-def keep_events_until(log_dir: str | Path, step: int) -> None:
-    """Drop from the event files under `log_dir` every event logged after `step`: the run resumed
-    from `step` logs those steps again, so each step is then shown once. With step 0 (a new
-    training) no event file is kept. Only event files are touched, and the run folders they
-    leave empty."""
-    dropped, removed = 0, []
-    for path in event_files(log_dir):
-        records = read_events(path) if step else []
-        kept = [(raw, event) for raw, event in records if event.step <= step]
-        dropped += sum(len(event.summary.value) for _, event in records if event.step > step)
-        if not any(event.summary.value for _, event in kept):
-            path.unlink()  # nothing left to plot, or a new training
-            removed.append(path)
-        elif len(kept) < len(records) or path.stat().st_size != sum(len(r) + 16 for r, _ in kept):
-            # (16 bytes frame each record: a cut last record is dropped as well)
-            write_events(path, [raw for raw, _ in kept])
-    for folder in {p.parent for p in removed} - {Path(log_dir)}:
-        if folder.is_dir() and not any(folder.iterdir()):
-            folder.rmdir()
-    if dropped:
-        print(f"resume: TensorBoard: dropped {dropped} values logged after step {step} by the "
-              f"killed run (the resumed run logs those steps again)", flush=True)
-    if not step and removed:
-        print(f"resume: TensorBoard: removed {len(removed)} event file(s) of an earlier training "
-              f"from {log_dir}", flush=True)
-
-
-def write_events(path: Path, records: list[bytes]) -> None:
-    """Replace the event file `path` by these records (TFRecord framing, as TensorBoard writes)."""
-    from tensorboard.summary.writer.record_writer import RecordWriter
-
-    with atomic_path(path) as tmp:
-        writer = RecordWriter(open(tmp, "wb"))
-        for raw in records:
-            writer.write(raw)
-        writer.close()
-
-
-def flush_tensorboard_at_each_report() -> None:
-    """OpenNMT-py's SummaryWriter hands each event to a background thread, which writes it when
-    it next gets its turn: a kill can catch events still queued. Flushing after each report
-    (which waits for the queue to be written) puts every event up to a step checkpoint on disk
-    before that checkpoint is saved: the training report and the validation of a step come
-    before its save, so a resumed run finds all the steps it goes on from."""
-    from vicuna.onmt_fixes import check_onmt_version, patch
-
-    check_onmt_version()
-    from onmt.utils.report_manager import ReportMgr
-
-    def fixed(original):
-        def maybe_log_tensorboard(self, *args, **kwargs):
-            original(self, *args, **kwargs)
-            if self.tensorboard_writer is not None:
-                self.tensorboard_writer.flush()
-        return maybe_log_tensorboard
-
-    patch(ReportMgr, "maybe_log_tensorboard", fixed)
-
-
-def tensorboard_history(log_dir: str | Path, relative_to: str | Path) -> dict[str, Any]:
-    """What a finished training logged: each run's event file (a killed run's, then the one of
-    the run that resumed it), relative to `relative_to`, and the steps it holds."""
-    runs = []
-    for path in event_files(log_dir):
-        steps = [event.step for _, event in read_events(path) if event.summary.value]
-        if steps:
-            runs.append({"events": os.path.relpath(path, relative_to), "first_step": min(steps),
-                         "last_step": max(steps)})
-    return {"log_dir": str(log_dir), "runs": runs}
-
-
-def write_tensorboard_history(log_dir: str | Path, output: str | Path) -> None:
-    """`output` (JSON): the event files of the training that just finished, for its curves."""
-    history = tensorboard_history(log_dir, Path(output).parent)
-    if not history["runs"]:
-        raise ValueError(f"{log_dir}: the training logged nothing to TensorBoard")
-    write_json(output, history)

@@ -28,6 +28,7 @@ import sentencepiece as spm
 import torch
 from tqdm import tqdm
 
+from vicuna import tokenizer
 from vicuna.weights.layout import detect_layout, hf_weight_files, load_meta_params, meta_shards, read_json
 from vicuna.weights.lazy_tensors import BOUNCE_BYTES, Source, index_file
 from vicuna.weights.name_maps import (
@@ -40,8 +41,6 @@ from vicuna.weights.name_maps import (
     rename,
 )
 from vicuna.weights.shape import LlamaShape, architecture, meta_shapes
-
-PAD = "<blank>"  # OpenNMT-py's pad token; it takes id 3 (<0x00>, never produced by LLaMA's text)
 
 # Model-parallel shards split these along dim 0 (output features) or 1 (input features);
 # norms are repeated in every shard. (LLaMA 1 and 2 split tok_embeddings along dim 1, Llama 3's
@@ -64,14 +63,14 @@ def meta_name_of_hf(hf_name: str) -> str | None:
 
 
 def vocabulary(tokenizer_model: str | Path) -> list[str]:
-    """The tokenizer's pieces, with id 3 as OpenNMT-py's pad token."""
+    """The tokenizer's pieces, with OpenNMT-py's pad token at its id (3)."""
     try:
         sp = spm.SentencePieceProcessor(model_file=str(tokenizer_model))
     except (OSError, RuntimeError) as e:  # sentencepiece says RuntimeError, even for a missing file
         raise ValueError(f"{tokenizer_model}: not a sentencepiece model "
                          f"({str(e).splitlines()[0]})") from e
     pieces = [sp.id_to_piece(i) for i in range(sp.get_piece_size())]
-    pieces[3] = PAD
+    pieces[tokenizer.PAD_ID] = tokenizer.PAD
     return pieces
 
 
@@ -88,7 +87,7 @@ def checkpoint_options(arch: dict, vocab_size: int) -> Namespace:
         setattr(opt, key, value)
     opt.src_vocab_size = opt.tgt_vocab_size = vocab_size
     opt.share_vocab = True
-    opt.decoder_start_token = "<s>"
+    opt.decoder_start_token = tokenizer.BOS
     opt.model_dtype = "fp32"
     opt._all_transform = set()
     ArgumentParser.update_model_opts(opt)  # derives dec_hid_size, tgt_word_vec_size, ...
@@ -266,7 +265,7 @@ def convert(model_dir: str | Path, tokenizer_model: str | Path,
     return {
         "model": model,
         "generator": generator,
-        "vocab": {"src": vocab, "tgt": vocab, "data_task": "lm", "decoder_start_token": "<s>"},
+        "vocab": {"src": vocab, "tgt": vocab, "data_task": "lm", "decoder_start_token": tokenizer.BOS},
         "opt": opt,
         "optim": None,
     }

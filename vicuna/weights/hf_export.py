@@ -7,26 +7,24 @@ LoRA B) are permuted into Hugging Face's half-split order, per head, with k's he
 grouped-query attention.
 
 Memory: each tensor leaves the checkpoint as it is written (converted, permuted, then freed), and
-safetensors files are written by this module tensor by tensor after a header computed from the
-shapes: the job holds the checkpoint and one tensor, never the model twice.
+safetensors files are written tensor by tensor after a header computed from the shapes
+(vicuna/weights/safetensors_writer.py): the job holds the checkpoint and one tensor, never the
+model twice.
 """
 
 from __future__ import annotations
 
-import json
 import shutil
-import struct
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from vicuna import prompt
+from vicuna import prompt, tokenizer
+from vicuna.files import write_json
 from vicuna.weights.convert import vocabulary
 from vicuna.weights.layout import read_json
-from vicuna.weights.lazy_tensors import SAFETENSORS_DTYPES
 from vicuna.weights.name_maps import (
     META_TO_HF,
     META_TO_ONMT,
@@ -35,73 +33,15 @@ from vicuna.weights.name_maps import (
     meta_to_hf_rows,
     rename,
 )
+from vicuna.weights.safetensors_writer import Pending, shards, write_safetensors
 from vicuna.weights.shape import LLAMA_CONTEXT, LlamaShape, meta_shapes
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
-SAFETENSORS_NAMES = {dtype: name for name, dtype in SAFETENSORS_DTYPES.items()}
 WEIGHTS, INDEX = "model.safetensors", "model.safetensors.index.json"
 ADAPTER_WEIGHTS, ADAPTER_CONFIG = "adapter_model.safetensors", "adapter_config.json"
-SPECIAL_TOKENS = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
+SPECIAL_TOKENS = {"bos_token": tokenizer.BOS, "eos_token": tokenizer.EOS, "unk_token": tokenizer.UNK}
+HF_INDENT = 2  # transformers writes its JSON files so
 PEFT_PREFIX = "base_model.model."  # PeftModel wraps LlamaForCausalLM
-
-
-# ---------------------------------------------------------------------------------------------
-# safetensors, written one tensor at a time
-
-
-@dataclass
-class Pending:
-    """One tensor to write: its name and shape, and how to make it (called once, when its turn
-    comes, so that only it is in memory)."""
-
-    name: str
-    shape: tuple[int, ...]
-    dtype: torch.dtype
-    make: Callable[[], torch.Tensor]
-
-    @property
-    def nbytes(self) -> int:
-        return torch.Size(self.shape).numel() * self.dtype.itemsize
-
-
-def write_safetensors(path: Path, tensors: list[Pending], progress: tqdm | None = None) -> None:
-    """The safetensors format (an 8-byte little-endian header length, a JSON header of each
-    tensor's dtype, shape and byte range, then the bytes): the header first, from the shapes,
-    then each tensor as it is made."""
-    header: dict = {"__metadata__": {"format": "pt"}}
-    offset = 0
-    for t in tensors:
-        header[t.name] = {"dtype": SAFETENSORS_NAMES[t.dtype], "shape": list(t.shape),
-                          "data_offsets": [offset, offset + t.nbytes]}
-        offset += t.nbytes
-    raw = json.dumps(header, separators=(",", ":")).encode()
-    raw += b" " * (-len(raw) % 8)  # the data starts 8-byte aligned, as safetensors writes it
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(raw)))
-        f.write(raw)
-        for t in tensors:
-            tensor = t.make().contiguous()
-            if tuple(tensor.shape) != t.shape or tensor.dtype != t.dtype:
-                raise AssertionError(f"{t.name}: made {tuple(tensor.shape)} {tensor.dtype}, "
-                                     f"planned {t.shape} {t.dtype}")
-            f.write(memoryview(tensor.reshape(-1).view(torch.uint8).numpy()))
-            del tensor
-            if progress is not None:
-                progress.update()
-
-
-def shards(tensors: list[Pending], max_bytes: int) -> list[list[Pending]]:
-    """Consecutive tensors packed into files of at most max_bytes (a larger tensor alone), as
-    transformers' save_pretrained does."""
-    out: list[list[Pending]] = [[]]
-    size = 0
-    for t in tensors:
-        if out[-1] and size + t.nbytes > max_bytes:
-            out.append([])
-            size = 0
-        out[-1].append(t)
-        size += t.nbytes
-    return out
 
 
 def write_weights(out_dir: Path, tensors: list[Pending], max_bytes: int, what: str,
@@ -119,45 +59,9 @@ def write_weights(out_dir: Path, tensors: list[Pending], max_bytes: int, what: s
         index = {"metadata": {"total_size": sum(t.nbytes for t in tensors)},
                  "weight_map": {t.name: name for name, group in zip(names, groups, strict=True)
                                 for t in group}}
-        write_json(out_dir / INDEX, index)
+        write_json(out_dir / INDEX, index, indent=HF_INDENT)
         names.append(INDEX)
     return names
-
-
-def write_json(path: Path, data: dict) -> None:
-    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-
-
-# ---------------------------------------------------------------------------------------------
-# The chat template: the workflow's own prompt layout (vicuna.prompt.conversation)
-
-
-def _jinja_string(text: str) -> str:
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n") + "'"
-
-
-INSTRUCTION, RESPONSE = "\n\n### Instruction:\n", "\n\n### Response:\n"
-
-
-def chat_template() -> str:
-    """A Jinja chat template giving <s> + vicuna.prompt.conversation(rounds, next_message): the
-    task line, each round, and with add_generation_prompt the open "### Response:" (what the
-    chatbot and the API send). <s> is in the template because transformers and vLLM tokenize a
-    rendered chat with add_special_tokens=False. A system message is refused, as the API
-    refuses it: the model was finetuned with one fixed task line."""
-    return "".join([
-        "{{ bos_token }}{{ ", _jinja_string(prompt.TASK), " }}",
-        "{% for message in messages %}",
-        "{% if message['role'] == 'system' %}{{ raise_exception('No system message: this model "
-        "was finetuned with one fixed task line') }}{% endif %}",
-        "{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}{{ raise_exception("
-        "'Conversation roles must alternate user/assistant/user/...') }}{% endif %}",
-        "{% if message['role'] == 'user' %}{{ ", _jinja_string(INSTRUCTION),
-        " + message['content'] }}{% else %}{{ ", _jinja_string(RESPONSE),
-        " + message['content'] }}{% endif %}",
-        "{% endfor %}",
-        "{% if add_generation_prompt %}{{ ", _jinja_string(RESPONSE), " }}{% endif %}",
-    ])
 
 
 def tokenizer_files(out_dir: Path, tokenizer_model: Path, max_positions: int) -> list[str]:
@@ -174,9 +78,9 @@ def tokenizer_files(out_dir: Path, tokenizer_model: Path, max_positions: int) ->
         "legacy": True,  # transformers 4.x: sentencepiece's own behaviour, as the workflow's
         "model_max_length": max_positions,
         "padding_side": "left",
-        "chat_template": chat_template(),
-    })
-    write_json(out_dir / "special_tokens_map.json", SPECIAL_TOKENS)
+        "chat_template": prompt.chat_template(),
+    }, indent=HF_INDENT)
+    write_json(out_dir / "special_tokens_map.json", SPECIAL_TOKENS, indent=HF_INDENT)
     return ["tokenizer.model", "tokenizer_config.json", "special_tokens_map.json"]
 
 
@@ -248,8 +152,9 @@ def export_model(checkpoint: dict, tokenizer_model: str | Path, out_dir: str | P
     shape = LlamaShape.from_opt(checkpoint["opt"], len(checkpoint["vocab"]["src"]), where)
     check_vocabulary(checkpoint, tokenizer_model, where)
     tensors = model_tensors(checkpoint, shape, DTYPES[dtype], where)
-    write_json(out_dir / "config.json", shape.to_config(dtype, max_positions))
-    write_json(out_dir / "generation_config.json", {"bos_token_id": 1, "eos_token_id": 2})
+    write_json(out_dir / "config.json", shape.to_config(dtype, max_positions), indent=HF_INDENT)
+    write_json(out_dir / "generation_config.json",
+               {"bos_token_id": tokenizer.BOS_ID, "eos_token_id": tokenizer.EOS_ID}, indent=HF_INDENT)
     files = ["config.json", "generation_config.json"]
     files += tokenizer_files(out_dir, tokenizer_model, max_positions)
     files += write_weights(out_dir, tensors, max_shard_bytes, "tensors", progress)
@@ -321,6 +226,6 @@ def export_adapter(lora: dict, base_dir: str | Path, out_dir: str | Path, *,
         "init_lora_weights": True,
         "modules_to_save": None,
         "inference_mode": True,
-    })
+    }, indent=HF_INDENT)
     write_safetensors(out_dir / ADAPTER_WEIGHTS, tensors)
     return [ADAPTER_CONFIG, ADAPTER_WEIGHTS]

@@ -21,7 +21,8 @@ HF_REQUIRED = ("hidden_size", "num_hidden_layers", "num_attention_heads", "inter
 # OpenNMT-py options a checkpoint must hold to be a LLaMA of known shape
 ONMT_REQUIRED = ("dec_layers", "heads", "num_kv", "hidden_size", "transformer_ff", "norm_eps",
                  "rotary_theta")
-LLAMA_CONTEXT = 2048  # LLaMA's training context: config.json's max_position_embeddings
+LLAMA_CONTEXT = 2048  # LLaMA's context, in tokens: config.json's max_position_embeddings, and the
+# inference context budget when the options file sets no max_context_length (vicuna.serve.options)
 
 
 @dataclass

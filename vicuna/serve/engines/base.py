@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Protocol
 
+from vicuna import tokenizer
 from vicuna.serve import decoding, stops
-from vicuna.weights import tokenizer
 
 
 def prompt_pieces(sp, text: str) -> list[str]:
     """What the model reads for a prompt text, in every mode: <s> + sentencepiece pieces."""
-    return ["<s>", *sp.encode(text, out_type=str)]
+    return [tokenizer.BOS, *sp.encode(text, out_type=str)]
 
 
 def count_tokens(sp, text: str) -> int:

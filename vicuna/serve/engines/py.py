@@ -18,7 +18,7 @@ import yaml
 from vicuna import prompt
 from vicuna.serve import decoding
 from vicuna.serve.engines.base import Answer, Engine, Watcher
-from vicuna.serve.options import DEFAULT_CONTEXT
+from vicuna.weights.shape import LLAMA_CONTEXT
 
 SCORE_BATCH = 8  # sequences of one length scored together
 
@@ -190,7 +190,7 @@ def build_onmt_engine(opts: dict):
     parser = ArgumentParser(description="vicuna py engine")
     translate_opts(parser)
     # this project's own option (vicuna.serve.options), read from the same file
-    parser.add("--max_context_length", "-max_context_length", type=int, default=DEFAULT_CONTEXT)
+    parser.add("--max_context_length", "-max_context_length", type=int, default=LLAMA_CONTEXT)
     with tempfile.TemporaryDirectory() as tmp:  # OpenNMT-py reads its options from a file
         config = Path(tmp) / "options.yaml"
         config.write_text(yaml.safe_dump(opts), encoding="utf-8")

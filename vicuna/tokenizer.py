@@ -14,6 +14,12 @@ import sentencepiece as spm
 
 from vicuna.files import atomic_path
 
+# The special tokens and their ids, as LLaMA's tokenizer and every one trained here have them.
+# PAD is OpenNMT-py's pad token: a converted vocabulary puts it at id 3 (<0x00>, a byte piece
+# LLaMA's text never produces).
+UNK, BOS, EOS, PAD = "<unk>", "<s>", "</s>", "<blank>"
+UNK_ID, BOS_ID, EOS_ID, PAD_ID = 0, 1, 2, 3
+
 
 def train(texts: Iterable[str], vocab_size: int, output: str | Path) -> spm.SentencePieceProcessor:
     # Train on the lines of each text: "\n" must never become a piece of its own,
@@ -28,9 +34,9 @@ def train(texts: Iterable[str], vocab_size: int, output: str | Path) -> spm.Sent
         byte_fallback=True,
         split_digits=True,
         character_coverage=1.0,
-        unk_id=0,
-        bos_id=1,
-        eos_id=2,
+        unk_id=UNK_ID,
+        bos_id=BOS_ID,
+        eos_id=EOS_ID,
         pad_id=-1,
         normalization_rule_name="identity",
         remove_extra_whitespaces=False,
