@@ -165,7 +165,7 @@ def ct2_release(tiny_meta, tmp_path_factory) -> Path:
 @pytest.mark.parametrize("mode", ["ct2", "py"])
 def test_long_prompt_is_cut_and_said_so(mode, ct2_release, tiny_meta, tmp_path):
     model = ct2_release if mode == "ct2" else tiny_meta["onmt"]
-    extra = {"device": "cpu", "threads": 1} if mode == "ct2" else {
+    extra = {"device": "cpu", "cpu_threads": 1} if mode == "ct2" else {
         "transforms": ["sentencepiece"], "tgt_subword_model": str(tiny_meta["tokenizer"]),
         "gpu": -1, "world_size": 1, "gpu_ranks": [], "output": "/dev/null"}
     opts = options_file(tmp_path, tiny_meta, model, max_context_length=48, **extra)

@@ -42,7 +42,7 @@ def test_mode_only_keys_reach_their_mode_only():
     py = engines.options_file("py", "m", "t", INFERENCE)
     ct2 = engines.options_file("ct2", "m", "t", INFERENCE)
     assert "precision" in py and "precision" not in ct2
-    assert {"compute_type", "threads"} <= set(ct2) and not {"compute_type", "threads"} & set(py)
+    assert {"compute_type", "cpu_threads"} <= set(ct2) and not {"compute_type", "cpu_threads"} & set(py)
     with pytest.raises(ValueError, match="inference mode 'tf'"):
         engines.options_file("tf", "m", "t", INFERENCE)
 

@@ -31,8 +31,9 @@ class Ct2Engine(Engine):
     def file_options(inference: dict, tokenizer_model: str) -> dict:
         # A fixed thread count: CTranslate2's CPU kernels split work by threads, and ties in
         # greedy decoding can fall differently with another split (a SLURM job vs a laptop).
+        # the config's key names, unchanged on the way to the engine
         return {"device": inference["device"], "compute_type": inference["compute_type"],
-                "threads": inference["cpu_threads"]}
+                "cpu_threads": inference["cpu_threads"]}
 
     def __init__(self, opts: dict, source: str | Path) -> None:
         super().__init__(opts, source)
@@ -51,7 +52,7 @@ class Ct2Engine(Engine):
                 ctranslate2.get_supported_compute_types(device))
         self.generator = ctranslate2.Generator(
             opts["model"], device=device, compute_type=compute_type,
-            inter_threads=1, intra_threads=cpu_threads(opts.get("threads", 0)),
+            inter_threads=1, intra_threads=cpu_threads(opts.get("cpu_threads", 0)),
         )
         if opts.get("seed") is not None:
             ctranslate2.set_random_seed(opts["seed"])
