@@ -66,7 +66,7 @@ def test_the_samples_bracket_every_answer(answers_run):
 
 
 def test_the_heldout_losses_add_the_loss_on_the_answers(answers_run):
-    result = json.loads((answers_run / "outputs" / "heldout_loss.json").read_text())
+    result = json.loads((answers_run / "runs/llama-tiny/outputs" / "heldout_loss.json").read_text())
     for model in ("base", "finetuned"):
         keys = set(result[model])
         assert {"valid_loss", "valid_perplexity", "sharegpt_loss", "sharegpt_perplexity"} <= keys
