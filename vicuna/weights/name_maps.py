@@ -1,5 +1,6 @@
-"""Tensor names of the layouts (Meta, OpenNMT-py, Hugging Face, GGUF), written once, as data (torchtune's convert_weights style):
-each table maps Meta's module names (the reference model's, vicuna/weights/llama.py) to another layout's,
+"""Tensor names of the layouts (Meta, OpenNMT-py, Hugging Face, GGUF), written once, as data
+(torchtune's convert_weights style): each table maps Meta's module names (the reference model's,
+vicuna/weights/llama.py) to another layout's,
 "{}" standing for the layer number. `rename` applies a table; the other direction is the same
 table inverted (`invert`), so a new direction or layout is a table, not a parser.
 
