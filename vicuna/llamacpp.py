@@ -73,6 +73,10 @@ class Model:
         mparams = lib.llama_model_default_params()
         mparams.n_gpu_layers = 0
         mparams.vocab_only = vocab_only
+        # llama.cpp's CPU weight repacking ("extra buffer types") segfaults in llama_decode on
+        # Q8_0 files on this project's AVX-512 Xeon (llama-cpp-python 0.3.36, seen with a file
+        # llama.cpp's own quantizer wrote too); without it Q8_0 decodes (the tests' Q8_0 check)
+        mparams.use_extra_bufts = False
         self.model = lib.llama_model_load_from_file(str(path).encode(), mparams)
         if not self.model:
             raise ValueError(f"{path}: llama.cpp could not load it as a model")

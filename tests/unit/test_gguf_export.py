@@ -26,7 +26,7 @@ from vicuna.serve.engines.base import count_tokens
 gguf = pytest.importorskip("gguf")
 
 F32_TOLERANCE = 1e-3
-F16_TOLERANCE = 2e-2  # float16 weights (11-bit mantissa) on logits of size ~5
+F16_TOLERANCE = 5e-3  # float16 weights (11-bit mantissa): measured 1.2e-3 on logits up to ~2
 
 
 def export(c: dict, out: Path, gguf_type: str) -> Path:
@@ -170,7 +170,7 @@ def test_llama_cpp_logits_are_transformers(converted, tmp_path, name, kind):  # 
             got = model.logits(tokens)
             assert np.abs(expected).max() > 1.0  # large enough for the tolerance to mean anything
             if length > 1:  # and positions matter: the rotary layout and base are checked
-                assert np.abs(expected[1:] - expected[:-1]).max() > 100 * tolerance
+                assert np.abs(expected[1:] - expected[:-1]).max() > 10 * tolerance
             worst = max(worst, float(np.abs(got - expected).max()))
         print(f"{name} {kind}: largest difference {worst:.2e}")
         assert worst <= tolerance
