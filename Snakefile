@@ -31,9 +31,10 @@ localrules:
     all,
     finetune_config,
     translate_opts,
+    release_modelfile,
 
 
-# Batch predictions in both modes, and every artifact on the way.
+# Batch predictions in both modes, the releases, and every artifact on the way.
 rule all:
     input:
         rules.extract_vocabulary.output.vocab,
@@ -42,6 +43,7 @@ rule all:
         expand(rules.simple_inference.output.predictions, mode=MODES),
         rules.release_hf.output.model,
         rules.release_peft.output.adapter,
+        gguf_releases,
         rules.evaluate.output.json,
         heldout_loss_json,
         rules.training_curves.output.curves,

@@ -153,6 +153,23 @@ def mmlu_json(wildcards=None):
     return [rules.mmlu.output.json] if MMLU else []
 
 
+def modelfile_gguf(wildcards=None):
+    """The GGUF the Modelfile names: the q4_k_m file (what a laptop holds), else the first of
+    release.gguf."""
+    types = config["release"]["gguf"]
+    kind = "q4_k_m" if "q4_k_m" in types else types[0]
+    return expand(rules.release_gguf.output.model, gguf_type=kind)
+
+
+def gguf_releases(wildcards=None):
+    """The GGUF files of release.gguf and the Modelfile beside them; nothing for `gguf: []`
+    (an input function: `all` asks for it)."""
+    if not config["release"]["gguf"]:
+        return []
+    return [*expand(rules.release_gguf.output.model, gguf_type=config["release"]["gguf"]),
+            rules.release_modelfile.output.modelfile]
+
+
 def check_inputs():
     """Every input the config names exists or one of the rules makes it (vicuna.config_check),
     checked at parse time once every rule is defined, whatever this run's earlier outputs are."""

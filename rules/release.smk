@@ -1,5 +1,6 @@
-# Merge the LoRA weights into the base, then release it: to CTranslate2, and to Hugging Face's
-# layout (the merged model, and the LoRA as a PEFT adapter on the base in that layout).
+# Merge the LoRA weights into the base, then release it: to CTranslate2, to Hugging Face's
+# layout (the merged model, and the LoRA as a PEFT adapter on the base in that layout), and to
+# GGUF for llama.cpp and Ollama (with a Modelfile).
 
 
 # finetuned_<model>/<model>-vicuna-onmt_step_N.concat.pt
@@ -130,3 +131,52 @@ rule release_peft:
     shell:
         "release_model.py --model {input.lora} --output {output.adapter} --format peft"
         " --base_model {params.base_dir} --base_name {params.base_name:q} --force > {log} 2>&1"
+
+
+GGUF_TYPES = config["release"]["gguf"]  # the schema's default: [f16, q8_0, q4_k_m]
+
+
+# finetuned_<model>/<model>-vicuna-onmt_step_N.concat-<type>.gguf: the merged model as one GGUF
+# file for llama.cpp and Ollama, one job per type of release.gguf (q4_k_m: llama.cpp's quantizer)
+rule release_gguf:
+    input:
+        checkpoint=rules.merge_lora.output.checkpoint,
+        tokenizer=config["base"]["tokenizer_model"],
+    output:
+        model=f"{STEP_CHECKPOINT}.concat-{{gguf_type}}.gguf",
+    wildcard_constraints:
+        gguf_type=one_of(["f32", "f16", "q8_0", "q4_k_m"]),
+    resources:
+        # release_hf's fit until release_gguf's is measured: both hold the checkpoint and one
+        # converted tensor
+        mem_mb=mem_mb("release_hf", "checkpoint"),
+        runtime=runtime_min("checkpoint"),
+        disk_mb=disk_mb("checkpoint"),
+    log:
+        run_path("logs/release_gguf_{gguf_type}.log"),
+    benchmark:
+        run_path("benchmarks/release_gguf_{gguf_type}.tsv")
+    conda:
+        "../envs/vicuna.yaml"
+    shell:
+        "release_model.py --model {input.checkpoint} --output {output.model} --format gguf"
+        " --gguf_type {wildcards.gguf_type} --tokenizer_model {input.tokenizer}"
+        " --threads {threads} --force > {log} 2>&1"
+
+
+# finetuned_<model>/<model>-vicuna-onmt_step_N.concat.Modelfile: Ollama's recipe for the GGUF
+# beside it (`ollama create NAME -f ...Modelfile`), with the options file's decoding defaults
+rule release_modelfile:
+    input:
+        gguf=modelfile_gguf,
+        # rule translate_opts is defined later (rules/inference.smk): looked up when planned
+        options=lambda w: expand(rules.translate_opts.output.options, mode=MODES[0]),
+    output:
+        modelfile=f"{STEP_CHECKPOINT}.concat.Modelfile",
+    log:
+        run_path("logs/release_modelfile.log"),
+    conda:
+        "../envs/vicuna.yaml"
+    shell:
+        "write_modelfile.py --gguf {input.gguf} --options {input.options}"
+        " --output {output.modelfile} --force > {log} 2>&1"

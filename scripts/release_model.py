@@ -2,23 +2,34 @@
 """Release an OpenNMT-py checkpoint (the tutorial's onmt_release_model flags): to CTranslate2, to
 a Hugging Face LlamaForCausalLM directory (--format huggingface, for transformers and vLLM), or,
 from a LoRA step checkpoint, to a PEFT adapter for the base in Hugging Face's layout
-(--format peft --base_model DIR)."""
+(--format peft --base_model DIR), or to one GGUF file for llama.cpp and Ollama (--format gguf
+--gguf_type f16|q8_0|q4_k_m|f32)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 import time
+from pathlib import Path
 
 from vicuna import onmt_fixes
-from vicuna.files import atomic_path, check_output, ct2_model_dir, hf_model_dir, peft_adapter_dir
+from vicuna.files import (
+    atomic_path,
+    check_output,
+    ct2_model_dir,
+    gguf_file,
+    hf_model_dir,
+    peft_adapter_dir,
+)
 from vicuna.weights import checkpoint
 from vicuna.weights.shape import LLAMA_CONTEXT
 
 QUANTIZATIONS = ["int8", "int8_float16", "int8_bfloat16", "int8_float32", "int16", "float16",
                  "bfloat16", "float32"]
 DTYPES = ["float16", "bfloat16", "float32"]
-OWN = {"ctranslate2": ct2_model_dir, "huggingface": hf_model_dir, "peft": peft_adapter_dir}
+GGUF_TYPES = ["f32", "f16", "q8_0", "q4_k_m"]  # vicuna.weights.gguf_export.TYPES
+OWN = {"ctranslate2": ct2_model_dir, "huggingface": hf_model_dir, "peft": peft_adapter_dir,
+       "gguf": gguf_file}
 
 
 def ctranslate2(a: argparse.Namespace) -> str:
@@ -64,7 +75,20 @@ def peft(a: argparse.Namespace) -> str:
     return f"PEFT LoRA adapter of rank {lora['opt'].lora_rank} for {a.base_name or base}"
 
 
-FORMATS = {"ctranslate2": ctranslate2, "huggingface": huggingface, "peft": peft}
+def gguf(a: argparse.Namespace) -> str:
+    from vicuna.weights.gguf_export import export_gguf
+
+    tokenizer = needed(a, "tokenizer_model", "the model's sentencepiece tokenizer.model, whose "
+                                             "pieces the file holds")
+    ck = checkpoint.load(a.model, kind="full")
+    with atomic_path(a.output, force=a.force, own=gguf_file) as tmp:
+        what = export_gguf(ck, tokenizer, tmp, gguf_type=a.gguf_type,
+                           context=a.max_position_embeddings, name=Path(a.output).stem,
+                           threads=a.threads, where=a.model)
+    return f"GGUF, {what}"
+
+
+FORMATS = {"ctranslate2": ctranslate2, "huggingface": huggingface, "peft": peft, "gguf": gguf}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -72,7 +96,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--model", required=True,
                    help="OpenNMT-py checkpoint: merged (ctranslate2, huggingface) or a LoRA step "
                         "checkpoint (peft)")
-    p.add_argument("--output", required=True, help="the release's directory")
+    p.add_argument("--output", required=True,
+                   help="the release's directory (gguf: its file, e.g. NAME-q8_0.gguf)")
     p.add_argument("--format", choices=list(FORMATS), default="ctranslate2")
     p.add_argument("--quantization", choices=QUANTIZATIONS, default="int8_float16",
                    help="ctranslate2: weight type")
@@ -81,8 +106,13 @@ def main(argv: list[str] | None = None) -> None:
                    help="huggingface: safetensors files of at most this many MB (10^6 bytes), "
                         "with an index past it")
     p.add_argument("--max_position_embeddings", type=int, default=LLAMA_CONTEXT,
-                   help="huggingface: the context written to config.json (LLaMA's 2048)")
-    p.add_argument("--tokenizer_model", help="huggingface: the model's sentencepiece "
+                   help="huggingface, gguf: the context written to config.json or the GGUF's "
+                        "context_length (LLaMA's 2048)")
+    p.add_argument("--gguf_type", choices=GGUF_TYPES, default="f16",
+                   help="gguf: weight type (q4_k_m by llama.cpp's own quantizer)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="gguf: llama.cpp quantizer threads (0: all cores)")
+    p.add_argument("--tokenizer_model", help="huggingface, gguf: the model's sentencepiece "
                                              "tokenizer.model, shipped with it")
     p.add_argument("--base_model", help="peft: the base's Hugging Face directory (its "
                                         "config.json is checked; adapter_config.json names it)")
@@ -94,6 +124,8 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     if a.max_shard_mb <= 0:
         p.error("--max_shard_mb: must be positive")
+    if a.threads < 0:
+        p.error("--threads: must be 0 (all cores) or more")
 
     # Checkpoints hold an argparse.Namespace; allow-listing it keeps weights_only loads (ours,
     # and CTranslate2's explicit one) working, without unsafe deserialization.

@@ -74,6 +74,15 @@ def hf_model_dir(path: Path) -> bool:
     return path.is_dir() and (path / "config.json").is_file() and any(path.glob("model*.safetensors"))
 
 
+def gguf_file(path: Path) -> bool:
+    """A GGUF file (llama.cpp's): its magic number."""
+    try:
+        with open(path, "rb") as f:
+            return path.is_file() and f.read(4) == b"GGUF"
+    except OSError:
+        return False
+
+
 def peft_adapter_dir(path: Path) -> bool:
     return path.is_dir() and (path / "adapter_config.json").is_file()
 

@@ -112,3 +112,20 @@ def chat_template() -> str:
         "{% endfor %}",
         "{% if add_generation_prompt %}{{ ", _jinja_string(gpt), " }}{% endif %}",
     ])
+
+
+def ollama_template() -> str:
+    """The same conversation as chat_template(), in Ollama's Go-template syntax (a Modelfile's
+    TEMPLATE): the task line, each message after its marker, and the open "### Response:".
+    No <s>: Ollama adds it as the GGUF's add_bos_token says. Ollama hands a system message to
+    the template like any other: this one leaves it out, as the model knows one task line."""
+    human, gpt = SEP + section(INSTRUCTION, ""), SEP + section(RESPONSE, "")
+    return "".join([
+        TASK,
+        "{{ range .Messages }}",
+        '{{ if eq .Role "user" }}', human, "{{ .Content }}",
+        '{{ else if eq .Role "assistant" }}', gpt, "{{ .Content }}",
+        "{{ end }}",
+        "{{ end }}",
+        gpt,
+    ])

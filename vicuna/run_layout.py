@@ -2,8 +2,9 @@
 
 Every artifact of a config lives under its run's folder (rules/common.smk), named as the
 tutorial names them: finetuned_<model>/<model>-vicuna-onmt_step_N.concat.pt and its releases
-(.concat_CT2, .concat_HF, _PEFT). A run whose train_steps changed would otherwise keep the
-releases of every step count it was ever trained to, 13 GB each at 7B.
+(.concat_CT2, .concat_HF, _PEFT, .concat-<type>.gguf with .concat.Modelfile). A run whose
+train_steps changed would otherwise keep the releases of every step count it was ever trained
+to, 13 GB each at 7B.
 """
 
 from __future__ import annotations
@@ -30,8 +31,10 @@ def written_by(rule: str, edit: str = "the config") -> str:
     files = os.environ.get(CONFIG_FILES_ENV) or "config.yaml"
     return f"# Written by the workflow from {files} (rule {rule}): edit {edit}, not this file.\n"
 
-# What merge_lora and the releases add to a step checkpoint's name.
-RELEASE_SUFFIXES = (".concat.pt", ".concat_CT2", ".concat_HF", "_PEFT")
+# What merge_lora and the releases add to a step checkpoint's name; a GGUF's names its type
+# (.concat-q8_0.gguf), matched by RELEASE_PATTERNS.
+RELEASE_SUFFIXES = (".concat.pt", ".concat_CT2", ".concat_HF", "_PEFT", ".concat.Modelfile")
+RELEASE_PATTERNS = (*map(re.escape, RELEASE_SUFFIXES), r"\.concat-[a-z0-9_]+\.gguf")
 
 
 def run_dir(config: dict) -> str:
@@ -59,7 +62,7 @@ def step_releases(save_model: str | Path) -> dict[int, list[Path]]:
     step."""
     save_model = Path(save_model)
     pattern = re.compile(re.escape(save_model.name) + r"_step_(\d+)("
-                         + "|".join(map(re.escape, RELEASE_SUFFIXES)) + r")$")
+                         + "|".join(RELEASE_PATTERNS) + r")$")
     found: dict[int, list[Path]] = {}
     if save_model.parent.is_dir():
         for path in sorted(save_model.parent.iterdir()):
@@ -90,7 +93,8 @@ def newest_release(save_model: str | Path, suffix: str) -> Path | None:
     return max(steps)[1] if steps else None
 
 
-RELEASE_KINDS = {".concat_CT2": "CTranslate2", ".concat_HF": "Hugging Face", "_PEFT": "PEFT adapter"}
+RELEASE_KINDS = {".concat_CT2": "CTranslate2", ".concat_HF": "Hugging Face", "_PEFT": "PEFT adapter",
+                 ".gguf": "GGUF", ".Modelfile": "Ollama Modelfile"}
 
 
 def size_text(path: Path) -> str:

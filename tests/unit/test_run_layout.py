@@ -170,3 +170,18 @@ def test_the_makefile_finds_the_run_of_layered_configs(tmp_path):
     assert run_layout.merged_config([str(a), str(b)])["train"]["lora"] == {"rank": 2, "alpha": 4}
     assert run_layout.run_dir(run_layout.merged_config([str(a)])) == "runs/m"
     assert run_layout.run_dir(run_layout.merged_config([str(a), str(b)])) == "runs/r"
+
+
+def test_older_steps_ggufs_and_modelfiles_are_pruned_and_listed(tmp_path):
+    save = tmp_path / "finetuned_m" / "m-vicuna-onmt"
+    save.parent.mkdir()
+    names = ["m-vicuna-onmt_step_400.concat-q8_0.gguf", "m-vicuna-onmt_step_400.concat.Modelfile",
+             "m-vicuna-onmt_step_800.concat.pt", "m-vicuna-onmt_step_800.concat-q4_k_m.gguf",
+             "m-vicuna-onmt_step_800.concat.Modelfile", "m-vicuna-onmt_step_800.gguf.txt"]
+    for name in names:
+        (save.parent / name).write_text("x")
+    assert run_layout.newest_release(save, "-q4_k_m.gguf") == save.parent / names[3]
+    removed = run_layout.prune_older_steps(save, 800)
+    assert sorted(p.name for p in removed) == sorted(names[:2])
+    summary = run_layout.summary(tmp_path)
+    assert "GGUF" in summary and "Ollama Modelfile" in summary and names[3] in summary

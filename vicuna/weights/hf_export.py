@@ -96,15 +96,17 @@ def check_vocabulary(checkpoint: dict, tokenizer_model: Path, where: str) -> Non
                          f"pieces are not the checkpoint's vocabulary of {len(vocab)})")
 
 
-def model_tensors(checkpoint: dict, shape: LlamaShape, dtype: torch.dtype,
-                  where: str) -> list[Pending]:
-    """The Hugging Face tensors of a full OpenNMT-py checkpoint, in the model's order; each one
-    leaves the checkpoint when it is made."""
+def checked_names(checkpoint: dict, shape: LlamaShape, where: str,
+                  target: str = "LlamaForCausalLM") -> dict[str, str]:
+    """Meta's name -> the checkpoint's (OpenNMT-py's, `generator.` for the output layer) of
+    every tensor of a full checkpoint, once each is checked to be there with the shape the
+    options imply; anything else (a LoRA step checkpoint, an output bias `target` cannot hold,
+    a missing or extra tensor) is refused naming it."""
     tensors = {**checkpoint["model"], **{f"generator.{k}": v
                                          for k, v in checkpoint["generator"].items()}}
     bias = tensors.pop("generator.bias", None)
     if bias is not None and bool(bias.any()):
-        raise ValueError(f"{where}: the output layer has a bias, which LlamaForCausalLM has not")
+        raise ValueError(f"{where}: the output layer has a bias, which {target} has not")
     expected = meta_shapes(shape)
     onmt = {}
     for name in tensors:
@@ -122,22 +124,44 @@ def model_tensors(checkpoint: dict, shape: LlamaShape, dtype: torch.dtype,
     if len(onmt) != len(expected):
         raise ValueError(f"{where}: tensors {sorted(set(onmt) - set(expected))[:3]} are not "
                          "the options' model")
+    return onmt
+
+
+def source_tensor(checkpoint: dict, onmt_name: str) -> torch.Tensor:
+    """Take one tensor (named as checked_names names it) out of the checkpoint."""
+    if onmt_name.startswith("generator."):
+        return checkpoint["generator"].pop(onmt_name.removeprefix("generator."))
+    return checkpoint["model"].pop(onmt_name)
+
+
+def model_order(shape: LlamaShape) -> list[str]:
+    """Meta's tensor names in the model's order: the embedding, each layer's, the norm, the
+    output layer."""
+    expected = meta_shapes(shape)
+    layers = [f"layers.{i}." for i in range(shape.n_layers)]
+    return ["tok_embeddings.weight",
+            *(m for prefix in layers for m in expected if m.startswith(prefix)),
+            "norm.weight", "output.weight"]
+
+
+def model_tensors(checkpoint: dict, shape: LlamaShape, dtype: torch.dtype,
+                  where: str) -> list[Pending]:
+    """The Hugging Face tensors of a full OpenNMT-py checkpoint, in the model's order; each one
+    leaves the checkpoint when it is made."""
+    onmt = checked_names(checkpoint, shape, where)
+    expected = meta_shapes(shape)
 
     def make(meta: str) -> Callable[[], torch.Tensor]:
         def tensor() -> torch.Tensor:
-            source = checkpoint["generator"] if meta == "output.weight" else checkpoint["model"]
-            w = source.pop(onmt[meta].removeprefix("generator."))
+            w = source_tensor(checkpoint, onmt[meta])
             heads = hf_permuted_heads(meta, shape)
             if heads is not None:
                 w = meta_to_hf_rows(w, heads)
             return w.to(dtype)
         return tensor
 
-    layers = [f"layers.{i}." for i in range(shape.n_layers)]
-    order = ["tok_embeddings.weight",
-             *(m for prefix in layers for m in expected if m.startswith(prefix)),
-             "norm.weight", "output.weight"]
-    return [Pending(rename(m, META_TO_HF), expected[m], dtype, make(m)) for m in order]
+    return [Pending(rename(m, META_TO_HF), expected[m], dtype, make(m))
+            for m in model_order(shape)]
 
 
 def export_model(checkpoint: dict, tokenizer_model: str | Path, out_dir: str | Path, *,

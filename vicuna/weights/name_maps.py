@@ -1,5 +1,6 @@
-"""Tensor names of the three layouts, written once, as data (torchtune's convert_weights style):
-each table maps Meta's module names (the reference model's, vicuna/weights/llama.py) to another layout's,
+"""Tensor names of the layouts (Meta, OpenNMT-py, Hugging Face, GGUF), written once, as data
+(torchtune's convert_weights style): each table maps Meta's module names (the reference model's,
+vicuna/weights/llama.py) to another layout's,
 "{}" standing for the layer number. `rename` applies a table; the other direction is the same
 table inverted (`invert`), so a new direction or layout is a table, not a parser.
 
@@ -42,6 +43,24 @@ META_TO_HF = {
     "layers.{}.feed_forward.w2": "model.layers.{}.mlp.down_proj",
     "layers.{}.feed_forward.w3": "model.layers.{}.mlp.up_proj",
     "layers.{}.ffn_norm": "model.layers.{}.post_attention_layernorm",
+}
+
+# Meta -> llama.cpp's GGUF (architecture `llama`; gguf-py's TENSOR_NAMES). GGUF keeps Meta's
+# interleaved rotary layout: llama.cpp's converter un-permutes Hugging Face's q and k rows back to
+# it, so Meta's (and OpenNMT-py's, rotary_interleave) rows go in as they are.
+META_TO_GGUF = {
+    "tok_embeddings": "token_embd",
+    "norm": "output_norm",
+    "output": "output",
+    "layers.{}.attention.wq": "blk.{}.attn_q",
+    "layers.{}.attention.wk": "blk.{}.attn_k",
+    "layers.{}.attention.wv": "blk.{}.attn_v",
+    "layers.{}.attention.wo": "blk.{}.attn_output",
+    "layers.{}.attention_norm": "blk.{}.attn_norm",
+    "layers.{}.feed_forward.w1": "blk.{}.ffn_gate",
+    "layers.{}.feed_forward.w2": "blk.{}.ffn_down",
+    "layers.{}.feed_forward.w3": "blk.{}.ffn_up",
+    "layers.{}.ffn_norm": "blk.{}.ffn_norm",
 }
 
 # Stored by some releases, derived by every implementation: skipped when read.

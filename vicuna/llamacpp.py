@@ -1,0 +1,160 @@
+"""llama.cpp's own library, through llama-cpp-python's low-level API (ctypes on the libllama it
+builds at install): the quantizer the GGUF release uses for the types the `gguf` package does not
+implement (Q4_K_M), and a model's tokenizer and logits, which the tests compare with
+sentencepiece and transformers.
+
+Why this binding: llama-cpp-py-sync's prebuilt wheels (every version tried, 0.9014 to 0.11739)
+are tagged manylinux2014 but their libllama.so needs glibc 2.38 (`__isoc23_strtol` and
+friends), which Debian 12 (glibc 2.36) has not: it does not load here. llama-cpp-python
+compiles llama.cpp at install instead (minutes, once), for the machine's own CPU.
+
+llama.cpp logs every load to stderr; only its warnings and errors are let through.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+
+# llama.h's enums used here
+GGML_TYPE_F32 = 0
+LOG_WARN, LOG_CONT = 3, 5
+FTYPES = {"f32": 0, "f16": 1, "q8_0": 7, "q4_k_m": 15}  # enum llama_ftype
+
+_state: dict = {}
+_lock = threading.Lock()
+
+
+def library():
+    """llama_cpp's low-level module, its backend initialised once, its logging cut to warnings."""
+    with _lock:
+        if "lib" not in _state:
+            import llama_cpp as lib
+
+            @lib.llama_log_callback
+            def log(level, text, _):
+                if level >= LOG_WARN and level != LOG_CONT:
+                    sys.stderr.write(text.decode("utf-8", "replace"))
+
+            lib.llama_log_set(log, ctypes.c_void_p(0))
+            lib.llama_backend_init()
+            _state.update(lib=lib, log=log)  # the callback must outlive every call
+    return _state["lib"]
+
+
+def quantize(source: str | Path, output: str | Path, ftype: str, threads: int = 0) -> None:
+    """llama.cpp's quantizer (llama-quantize's `llama_model_quantize`): the GGUF `source`
+    (F32 or F16) written as `output` in `ftype` (a key of FTYPES). Tensors whose rows are not
+    a multiple of the type's block take llama.cpp's own fallback type."""
+    lib = library()
+    params = lib.llama_model_quantize_default_params()
+    params.ftype = FTYPES[ftype]
+    params.nthread = threads
+    status = lib.llama_model_quantize(str(source).encode(), str(output).encode(),
+                                      ctypes.byref(params))
+    if status != 0:
+        raise ValueError(f"{source}: llama.cpp's quantizer failed to write {ftype} "
+                         f"(status {status})")
+
+
+class Model:
+    """A GGUF loaded by llama.cpp on the CPU, with one context of `n_ctx` tokens whose KV
+    cache is float32 and whose attention is the plain one (no flash attention), so that a
+    float32 file's logits are float32 all the way."""
+
+    def __init__(self, path: str | Path, n_ctx: int = 512, threads: int = 2,
+                 vocab_only: bool = False):
+        lib = library()
+        self.lib, self.n_ctx, self.ctx = lib, n_ctx, None
+        mparams = lib.llama_model_default_params()
+        mparams.n_gpu_layers = 0
+        mparams.vocab_only = vocab_only
+        # llama.cpp's CPU weight repacking ("extra buffer types") segfaults in llama_decode on
+        # Q8_0 files on this project's AVX-512 Xeon (llama-cpp-python 0.3.36, seen with a file
+        # llama.cpp's own quantizer wrote too); without it Q8_0 decodes (the tests' Q8_0 check)
+        mparams.use_extra_bufts = False
+        self.model = lib.llama_model_load_from_file(str(path).encode(), mparams)
+        if not self.model:
+            raise ValueError(f"{path}: llama.cpp could not load it as a model")
+        self.vocab = lib.llama_model_get_vocab(self.model)
+        if vocab_only:  # the tokenizer and the metadata only
+            return
+        cparams = lib.llama_context_default_params()
+        cparams.n_ctx = cparams.n_batch = cparams.n_ubatch = n_ctx
+        cparams.n_threads = cparams.n_threads_batch = threads
+        cparams.type_k = cparams.type_v = GGML_TYPE_F32
+        if hasattr(cparams, "flash_attn_type"):
+            cparams.flash_attn_type = 0  # disabled
+        else:
+            cparams.flash_attn = False
+        self.ctx = lib.llama_init_from_model(self.model, cparams)
+        if not self.ctx:
+            lib.llama_model_free(self.model)
+            raise ValueError(f"{path}: llama.cpp could not make a context for it")
+
+    def __enter__(self) -> Model:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.ctx is not None:
+            self.lib.llama_free(self.ctx)
+        if self.model is not None:
+            self.lib.llama_model_free(self.model)
+        self.ctx = self.model = None
+
+    @property
+    def vocab_size(self) -> int:
+        return self.lib.llama_vocab_n_tokens(self.vocab)
+
+    def metadata(self, key: str) -> str | None:
+        """A metadata value of the file, as a string (None where the file has no such key)."""
+        buf = ctypes.create_string_buffer(1 << 16)
+        n = self.lib.llama_model_meta_val_str(self.model, key.encode(), buf, len(buf))
+        return None if n < 0 else buf.value.decode("utf-8")
+
+    def tokenize(self, text: str, add_special: bool = True,
+                 parse_special: bool = False) -> list[int]:
+        """llama.cpp's tokenizer: with add_special, <s> first as the file's add_bos_token says;
+        with parse_special, "<s>" in the text is the token."""
+        raw = text.encode("utf-8")
+        size = len(raw) + 8
+        tokens = (self.lib.llama_token * size)()
+        n = self.lib.llama_tokenize(self.vocab, raw, len(raw), tokens, size, add_special,
+                                    parse_special)
+        if n < 0:
+            raise ValueError(f"llama.cpp's tokenizer needs {-n} tokens, more than {size}")
+        return list(tokens[:n])
+
+    def logits(self, tokens: list[int]) -> np.ndarray:
+        """The next-token logits at every position of `tokens` [len(tokens), vocab], from an
+        empty cache (one sequence, positions from 0)."""
+        n, lib = len(tokens), self.lib
+        if self.ctx is None:
+            raise ValueError("a vocab_only model has no logits")
+        if not 0 < n <= self.n_ctx:
+            raise ValueError(f"{n} tokens: between 1 and the context's {self.n_ctx}")
+        lib.llama_memory_clear(lib.llama_get_memory(self.ctx), True)
+        batch = lib.llama_batch_init(n, 0, 1)
+        try:
+            for i, token in enumerate(tokens):
+                batch.token[i], batch.pos[i], batch.n_seq_id[i] = token, i, 1
+                batch.seq_id[i][0], batch.logits[i] = 0, 1
+            batch.n_tokens = n
+            status = lib.llama_decode(self.ctx, batch)
+            if status != 0:
+                raise ValueError(f"llama.cpp could not decode {n} tokens (status {status})")
+            vocab = self.vocab_size
+            out = np.empty((n, vocab), dtype=np.float32)
+            for i in range(n):
+                out[i] = np.ctypeslib.as_array(lib.llama_get_logits_ith(self.ctx, i),
+                                               shape=(vocab,))
+            return out
+        finally:
+            lib.llama_batch_free(batch)
