@@ -60,6 +60,8 @@ def written_kind(command: str):
     """What a command's output must be: a torch checkpoint, a release directory, an HTML file."""
     if "--format huggingface" in command:
         return files.hf_model_dir
+    if "--format gguf" in command:
+        return files.gguf_file
     if "release_model.py" in command:
         return files.ct2_model_dir
     if command.endswith(".pt") or ".pt " in command.split("--output")[-1]:

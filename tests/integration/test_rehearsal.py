@@ -25,9 +25,9 @@ SITE = ["--max-threads", "2", "--slurm-init-seconds-before-status-checks", "2",
 RULES = {"download_dataset": 2, "convert_llama": 1, "extract_vocabulary": 1, "data_report": 1,
          "finetune_config": 1, "finetune_samples": 1, "finetune": 1, "training_curves": 1,
          "merge_lora": 1, "release_ct2": 1, "release_hf": 1, "release_hf_base": 1,
-         "release_peft": 1, "translate_opts": 2, "simple_inference": 2, "evaluate": 1,
-         "mmlu_download": 1, "mmlu": 1, "all": 1}
-LOCAL_RULES = {"all", "finetune_config", "translate_opts"}
+         "release_peft": 1, "release_gguf": 3, "release_modelfile": 1, "translate_opts": 2,
+         "simple_inference": 2, "evaluate": 1, "mmlu_download": 1, "mmlu": 1, "all": 1}
+LOCAL_RULES = {"all", "finetune_config", "translate_opts", "release_modelfile"}
 STEP = "runs/llama7B/finetuned_llama7B/llama7B-vicuna-onmt_step_4"
 
 
@@ -118,6 +118,28 @@ def test_predictions_in_both_modes_from_the_int8_float16_release(rehearsed):
         assert len((work / f"runs/llama7B/outputs/predictions_{mode}.txt").read_text().splitlines()) == n
     assert "(int8_float16, rotary base 10000)" in (work / "runs/llama7B/logs/release_ct2.log").read_text()
     assert (work / f"{STEP}.concat_CT2/model.bin").is_file()
+
+
+def test_gguf_releases_at_7b_width(rehearsed):
+    """The 7B config's GGUFs (F16, Q8_0, Q4_K_M) of the 7B-shaped model, read back by gguf-py:
+    the shape and the rotary base in their metadata, each type smaller than the one before,
+    and the Modelfile naming the 4-bit one."""
+    import gguf
+
+    work, _ = rehearsed
+    sizes = {}
+    for kind in ("f16", "q8_0", "q4_k_m"):
+        path = work / f"{STEP}.concat-{kind}.gguf"
+        reader = gguf.GGUFReader(path)
+        fields = {name: reader.fields[name].contents() for name in (
+            "llama.embedding_length", "llama.attention.head_count", "llama.feed_forward_length",
+            "llama.rope.freq_base")}
+        assert fields == {"llama.embedding_length": 4096, "llama.attention.head_count": 32,
+                          "llama.feed_forward_length": 11008, "llama.rope.freq_base": 10000.0}
+        sizes[kind] = path.stat().st_size
+    assert sizes["q4_k_m"] < sizes["q8_0"] < sizes["f16"]
+    modelfile = (work / f"{STEP}.concat.Modelfile").read_text()
+    assert modelfile.startswith("FROM ./llama7B-vicuna-onmt_step_4.concat-q4_k_m.gguf")
 
 
 def test_hugging_face_release_and_peft_adapter(rehearsed, monkeypatch):

@@ -15,15 +15,17 @@ def modes(*rules: str, mode: tuple[str, ...] = ("py", "ct2")) -> dict[str, int]:
 
 
 # A decoding option: both modes' options and predictions, then the scores; no held-out loss.
-INFERENCE = {**modes("translate_opts", "simple_inference"), "evaluate": 1, "all": 1}
+# The Modelfile carries the first mode's (py) decoding defaults.
+INFERENCE = {**modes("translate_opts", "simple_inference"), "evaluate": 1,
+             "release_modelfile": 1, "all": 1}
 # A key one mode reads (vicuna.serve.engines.config_keys): that mode's jobs only.
 CT2_ONLY = {**modes("translate_opts", "simple_inference", mode=("ct2",)), "evaluate": 1, "all": 1}
 # inference.precision is py's, and the held-out losses and MMLU run in it too.
 PY_ONLY = {**modes("translate_opts", "simple_inference", mode=("py",)), "heldout_loss": 1,
-           "mmlu": 1, "evaluate": 1, "all": 1}
+           "mmlu": 1, "evaluate": 1, "release_modelfile": 1, "all": 1}
 TRAINING = {"finetune_config": 1, "finetune": 1, "finetune_samples": 1, "merge_lora": 1,
             "training_curves": 1, "release_ct2": 1, "release_hf": 1, "release_peft": 1,
-            "heldout_loss": 1, "mmlu": 1, **INFERENCE}
+            "release_gguf": 3, "heldout_loss": 1, "mmlu": 1, **INFERENCE}
 # A benchmark's setting: that benchmark, and the table that joins its scores.
 BENCHMARK = {"mmlu": 1, "evaluate": 1, "all": 1}
 # The Hugging Face releases: the merged model, the base, and the adapter that loads on it.
@@ -44,6 +46,9 @@ CHANGES = {
     "hf dtype": (lambda c: c["release"]["huggingface"].update(dtype="bfloat16"), HF_RELEASE),
     "mmlu shots": (lambda c: c["benchmarks"]["mmlu"].update(shots=3), BENCHMARK),
     "hf shards": (lambda c: c["release"]["huggingface"].update(max_shard_mb=1), HF_RELEASE),
+    # one more GGUF type: its file alone
+    "gguf types": (lambda c: c["release"].update(gguf=["f16", "q8_0", "q4_k_m", "f32"]),
+                   {"release_gguf": 1, "all": 1}),
 }
 
 

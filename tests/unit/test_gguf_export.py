@@ -37,7 +37,7 @@ def export(c: dict, out: Path, gguf_type: str) -> Path:
 
 def llama_cpp_model(path: Path, **kw):
     pytest.importorskip("llama_cpp")
-    from vicuna import llamacpp
+    from vicuna.weights import llamacpp
 
     return llamacpp.Model(path, **kw)
 

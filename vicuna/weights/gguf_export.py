@@ -9,7 +9,7 @@ q and k go in as they are, where llama.cpp's own converter un-permutes Hugging F
 Types: F32, F16 and Q8_0 are written by the `gguf` package (gguf-py, llama.cpp's authors'); as
 llama.cpp's converter does, norms stay F32, and a Q8_0 tensor whose rows are not a multiple of
 Q8_0's 32-value block is written F16 (said in the summary). Q4_K_M is llama.cpp's own mix of
-4- and 6-bit k-quants, made by llama.cpp's quantizer (vicuna.llamacpp) from an F16 file written
+4- and 6-bit k-quants, made by llama.cpp's quantizer (vicuna.weights.llamacpp) from an F16 file written
 first beside the output and removed after.
 
 Memory: the header is written from the shapes, then each tensor leaves the checkpoint as it is
@@ -186,7 +186,7 @@ def export_gguf(checkpoint: dict, tokenizer_model: str | Path, path: str | Path,
     if first is None:
         counts = write_gguf(checkpoint, shape, vocab, path, gguf_type, context, name, where)
         return f"{gguf_type.upper()}: " + ", ".join(f"{n} {t}" for t, n in sorted(counts.items()))
-    from vicuna import llamacpp
+    from vicuna.weights import llamacpp
 
     source = path.with_name(path.name + f".{first}")
     try:
