@@ -489,10 +489,11 @@ def test_the_server_still_answers_after_malformed_requests(servers, expected):
 # ---- seed, system messages and OpenAI's other fields, through the openai package -------------
 
 def sampled(client: openai.OpenAI, seed: int | None, n: int = 1) -> list[str]:
-    """Answers sampled from every token (the options files are greedy: top-k 1)."""
+    """Answers sampled from every token (the options files are greedy: top-k 1); 12 tokens
+    are enough to tell samples apart."""
     model = client.models.list().data[0].id
     reply = client.chat.completions.create(
-        model=model, messages=[{"role": "user", "content": U3}], temperature=1.0, n=n,
+        model=model, messages=[{"role": "user", "content": U3}], temperature=1.0, n=n, max_tokens=12,
         extra_body={"top_k": 0}, **({} if seed is None else {"seed": seed}))
     return [c.message.content for c in reply.choices]
 

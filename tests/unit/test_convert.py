@@ -9,6 +9,7 @@ layout).
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 import shutil
@@ -414,18 +415,25 @@ def test_the_ct2_release_runs_the_checkpoints_rotary_base(checkpoints, tmp_path)
     assert (ct2_logprobs(tmp_path / "theirs", vocab, tokens) - expected).abs().max().item() > 1e-3
 
 
-@pytest.mark.parametrize("option, value", [("parallel_residual", True), ("rotary_dim", 8),
-                                           ("num_experts", 4), ("shared_layer_norm", True)])
-def test_an_option_the_ct2_converter_would_drop_is_refused_by_name(tiny_meta, tmp_path, option,
-                                                                  value):
+def test_an_option_the_ct2_converter_would_drop_is_refused_by_name(tiny_meta, tmp_path):
+    """Through the script once (one line, nothing written), then each option the converter
+    drops, at a value that changes the model, in process."""
     ckpt = checkpoint.load(tiny_meta["onmt"])
-    setattr(ckpt["opt"], option, value)
+    ckpt["opt"].parallel_residual = True
     model = tmp_path / "other.pt"
     torch.save(ckpt, model)
     result = run_script("release_model.py", "--model", str(model), "--output",
                         str(tmp_path / "release"), check=False)
     assert result.returncode != 0
     assert result.stderr.strip().splitlines()[-1] == (
-        f"error: {model}: {option} {value!r}: CTranslate2's OpenNMT-py converter drops this "
-        f"option, and the release would be another model")
+        f"error: {model}: parallel_residual True: CTranslate2's OpenNMT-py converter drops "
+        f"this option, and the release would be another model")
     assert not (tmp_path / "release").exists()
+    from vicuna.weights import ct2_release
+
+    for option, value in (("rotary_dim", 8), ("num_experts", 4), ("shared_layer_norm", True)):
+        opt = copy.deepcopy(checkpoint.load(tiny_meta["onmt"])["opt"])
+        ct2_release.check_options(opt, "m.pt")  # as converted: nothing dropped that matters
+        setattr(opt, option, value)
+        with pytest.raises(ValueError, match=f"^m.pt: {option} {value!r}: CTranslate2's"):
+            ct2_release.check_options(opt, "m.pt")
