@@ -14,6 +14,9 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 TORCH := $(shell grep '^torch==' requirements.txt)
 export PATH := $(abspath $(VENV))/bin:$(PATH)
+# llama-cpp-python (the GGUF releases' quantizer) has no wheel on PyPI: pip compiles llama.cpp,
+# on every core of the machine rather than on one
+export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc)
 
 .PHONY: install dev run test test-fast system-test-deps lint chat serve slurm-up slurm-down clean
 

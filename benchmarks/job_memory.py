@@ -30,6 +30,7 @@ from common import REPO
 from vicuna.testing import rehearsal
 
 STEP = "finetuned_llama7B/llama7B-vicuna-onmt_step_4"
+GGUF_TYPES = ("f16", "q8_0", "q4_k_m")  # the 7B config's release.gguf
 # rule (benchmark file) -> the checkpoint its memory is sized from, as in the rules
 LOADS = {
     "convert_llama": "llama/7B",
@@ -47,6 +48,8 @@ LOADS = {
     # the py engine on the base, sized as simple_inference_py
     "evaluate": "llama7B-vicuna-onmt.pt",
     "mmlu": f"{STEP}.concat.pt",  # the base, then the finetuned model: one at a time
+    # one job per GGUF type; the rule asks for the largest of them (release_gguf, below)
+    **{f"release_gguf_{kind}": f"{STEP}.concat.pt" for kind in GGUF_TYPES},
 }
 PEAK_RSS = Path(__file__).resolve().parent / "peak_rss"  # its sitecustomize.py
 PEAKS = "peak_rss.jsonl"
@@ -92,13 +95,26 @@ def exact_peaks(work: Path) -> dict[str, float]:
 def read(work: Path) -> dict[str, tuple[float, float, float]]:
     jobs, exact = rehearsal.job_benchmarks(work / rehearsal.RUN), exact_peaks(work)
     run = work / rehearsal.RUN  # the base is read from llama/, the rest is the run's
-    return {rule: (size_mb(work / loads if loads.startswith("llama/") else run / loads),
-                   max(jobs[rule]["max_rss"], exact.get(rule, 0.0)), jobs[rule]["s"])
-            for rule, loads in LOADS.items()}
+    measured = {rule: (size_mb(work / loads if loads.startswith("llama/") else run / loads),
+                       max(jobs[rule]["max_rss"], exact.get(rule, 0.0)), jobs[rule]["s"])
+                for rule, loads in LOADS.items()}
+    # release_gguf sizes every type's job alike: by the largest (the same checkpoint's size)
+    types = [measured[f"release_gguf_{kind}"] for kind in GGUF_TYPES]
+    measured["release_gguf"] = (types[0][0], max(t[1] for t in types), max(t[2] for t in types))
+    return measured
+
+
+# Sizes closer than this say nothing of a slope (release_peft loads a LoRA checkpoint of 2-4 MB:
+# its fitted slope is noise, and the plan multiplies it by the base's size before the LoRA exists).
+FLAT_BELOW_MB = 64
 
 
 def fit(points: list[tuple[float, float]]) -> tuple[float, float]:
-    """Least squares a, b of peak = a x size + b."""
+    """Least squares a, b of peak = a x size + b; flat (0, the largest peak) where the sizes
+    span less than FLAT_BELOW_MB."""
+    xs = [x for x, _ in points]
+    if max(xs) - min(xs) < FLAT_BELOW_MB:
+        return 0.0, max(y for _, y in points)
     n = len(points)
     mx, my = sum(x for x, _ in points) / n, sum(y for _, y in points) / n
     a = sum((x - mx) * (y - my) for x, y in points) / sum((x - mx) ** 2 for x, _ in points)
@@ -127,7 +143,7 @@ def main() -> None:
     result = {"layers": a.layers, "rules": {}}
     print("| rule | " + " | ".join(f"{n} layers: size / peak MB" for n in a.layers)
           + " | a | b MB |\n|---|" + "---|" * (len(a.layers) + 2))
-    for rule in LOADS:
+    for rule in [*LOADS, "release_gguf"]:
         points = [runs[n][rule][:2] for n in a.layers]
         slope, intercept = fit(points)
         result["rules"][rule] = {"a": round(slope, 3), "b_mb": round(intercept),

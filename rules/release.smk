@@ -147,9 +147,8 @@ rule release_gguf:
     wildcard_constraints:
         gguf_type=one_of(["f32", "f16", "q8_0", "q4_k_m"]),
     resources:
-        # release_hf's fit until release_gguf's is measured: both hold the checkpoint and one
-        # converted tensor
-        mem_mb=mem_mb("release_hf", "checkpoint"),
+        # the largest of the types' measured fits (benchmarks/job_memory.py)
+        mem_mb=mem_mb("release_gguf", "checkpoint"),
         runtime=runtime_min("checkpoint"),
         disk_mb=disk_mb("checkpoint"),
     log:

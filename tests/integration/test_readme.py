@@ -31,7 +31,9 @@ for _page in PAGES:
     for _c in page_commands(_page):
         if _page != OWN_MODEL and _c != SEVEN_B and not _c.startswith("make test") \
                 and _c not in COMMANDS.values():
-            COMMANDS[f"{_page.relative_to(REPO)}: {' '.join(_c.split()[:2])}"] = _c
+            _id = f"{_page.relative_to(REPO)}: {' '.join(_c.split()[:2])}"
+            _n = sum(key.startswith(_id) for key in COMMANDS)
+            COMMANDS[_id + (f" ({_n + 1})" if _n else "")] = _c
 
 
 @pytest.fixture(scope="module")
