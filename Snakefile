@@ -57,3 +57,10 @@ check_inputs()
 
 onsuccess:
     prune_older_releases()
+
+
+# Each failed job's reason, from its log (the profiles do not print whole logs: see
+# vicuna/failed_jobs.py), e.g. where an interrupted finetuning resumes.
+onerror:
+    if why := failed_jobs.summary(log):
+        print(why, file=sys.stderr)

@@ -1,12 +1,13 @@
 # Config validation (before any job starts) and the paths every stage agrees on.
 import json
 import os
+import sys
 from pathlib import Path
 
 from snakemake.logging import logger
 from snakemake.utils import min_version, validate
 
-from vicuna import config_check, run_layout
+from vicuna import config_check, failed_jobs, run_layout
 from vicuna.serve import engines
 from vicuna.weights.layout import model_files, planned_layout
 

@@ -87,4 +87,6 @@ rule finetune:
     conda:
         "../envs/vicuna.yaml"
     shell:
-        "train.py -config {input.config} -tensorboard_history {output.tensorboard} > {log} 2>&1"
+        # the console (3>&2) gets the step it starts or resumes from; the log everything
+        "train.py -config {input.config} -tensorboard_history {output.tensorboard}"
+        " -console_fd 3 3>&2 > {log} 2>&1"

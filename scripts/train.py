@@ -21,7 +21,7 @@ import torch
 import yaml
 
 from vicuna import loss_mask, onmt_fixes
-from vicuna.train import events, resume, training
+from vicuna.train import console, events, resume, training
 
 
 def main() -> None:
@@ -29,6 +29,10 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, allow_abbrev=False)
     p.add_argument("-config", required=True)
     p.add_argument("-no_resume", action="store_true", help="always start from step 0")
+    p.add_argument("-console_fd", metavar="FD",
+                   help="also write the start and stop lines (the step resumed from, the "
+                        "checkpoint a rerun goes on from) to this file descriptor: the rule "
+                        "passes the console (3>&2) while the log gets everything")
     p.add_argument("-tensorboard_history", type=Path,
                    help="after training, write this JSON file: the TensorBoard event files of "
                         "the training (a killed run's and the run that resumed it), their steps")
@@ -50,13 +54,16 @@ def main() -> None:
                  f"-tensorboard_history {a.tensorboard_history}")
 
     extra = training.gpu_args(torch.cuda.device_count()) + training.optim_args(cfg)
+    out = console.Console(console.console_fd(a.console_fd))
     if "-n_sample" not in rest:  # a training, not a dump of samples
         onmt_fixes.flush_tensorboard_at_each_report()
         if not a.no_resume:
-            more, _ = resume.resume_args(a.config, cfg)
+            more, _ = resume.resume_args(a.config, cfg, say=out.say)
             extra += more
         elif log_dir:
             events.keep_events_until(log_dir, 0)  # from step 0: the old curves are not of it
+        if not any(arg == "-train_from" for arg in extra):
+            out.say(f"finetune: training from step 0 to {cfg['train_steps']}")
     sys.argv = ["onmt_train", "-config", a.config, *extra, *rest]
     if "-n_sample" in rest:
         dump = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
@@ -72,7 +79,15 @@ def main() -> None:
 
             loss_mask.write_samples(Path(save_data).parent / CorpusName.SAMPLE)
         return
-    onmt_train()
+    try:
+        with console.stop_on_sigterm():
+            onmt_train()
+    except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM (console.Stopped)
+        # what a rerun does, not a traceback through torch, as the log's last line (the
+        # Snakefile's onerror shows it on the console); exit as the signal would
+        why = "SIGTERM" if isinstance(stop, console.Stopped) else "Ctrl-C"
+        print(console.stopped_line(cfg["save_model"], why), flush=True)
+        sys.exit(console.exit_code(stop))
     resume.remove_resume_file(cfg["save_model"])  # finished: nothing resumes from it
     if a.tensorboard_history:
         try:

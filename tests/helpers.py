@@ -72,6 +72,58 @@ def started(cmd, **popen_args) -> Iterator[subprocess.Popen]:
         stop_group(proc)
 
 
+class Terminal:
+    """A command run as in a terminal window: its own session with a pseudo-terminal as its
+    controlling terminal, so typing Ctrl-C (`interrupt`) sends SIGINT to its foreground process
+    group (make, Snakemake, the job's shell and script), as a user's keyboard does."""
+
+    def __init__(self, cmd, **popen_args) -> None:
+        import pty
+        import threading
+
+        self.master, slave = pty.openpty()
+
+        def controlling_terminal() -> None:
+            import fcntl
+            import termios
+
+            os.setsid()
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+        self.proc = subprocess.Popen(cmd, stdin=slave, stdout=slave, stderr=slave,
+                                     preexec_fn=controlling_terminal, **popen_args)
+        os.close(slave)
+        self.chunks: list[bytes] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                chunk = os.read(self.master, 65536)
+            except OSError:  # EIO: every process holding the terminal is gone
+                return
+            if not chunk:
+                return
+            self.chunks.append(chunk)
+
+    @property
+    def output(self) -> str:
+        return b"".join(self.chunks).decode("utf-8", "replace").replace("\r\n", "\n")
+
+    def interrupt(self) -> None:
+        os.write(self.master, b"\x03")  # what Ctrl-C types
+
+    def wait(self, timeout: float) -> int:
+        try:
+            code = self.proc.wait(timeout=timeout)
+        finally:
+            stop_group(self.proc)
+        self.reader.join(timeout=10)
+        os.close(self.master)
+        return code
+
+
 def run(cmd, *, timeout: float | None = None, **popen_args) -> subprocess.CompletedProcess:
     """subprocess.run(cmd, capture_output=True, text=True), whose whole process group is
     stopped if it times out or the test is interrupted (subprocess.run kills the child only)."""

@@ -70,7 +70,7 @@ def test_download_rule_refuses_a_corpus_with_no_example(server, tmp_path, why): 
         config["data"]["corpora"]["extra"] = {"url": source, "weight": 1}
 
     (workdir / "config.yaml").write_text(edited_config(tmp_path, edit).read_text())
-    result = snakemake(workdir, "-c1", "--show-failed-logs", "runs/llama-tiny/dataAI/extra.txt", check=False,
+    result = snakemake(workdir, "-c1", "runs/llama-tiny/dataAI/extra.txt", check=False,
                        timeout=300)
     log = (workdir / "runs/llama-tiny/logs/download_dataset/extra.log").read_text()
     if why == "one example":
@@ -82,7 +82,9 @@ def test_download_rule_refuses_a_corpus_with_no_example(server, tmp_path, why): 
     message = (f"error: {source}: the corpus holds no example ({why}): nothing written to "
                f"runs/llama-tiny/dataAI/extra.txt")
     assert log.strip().splitlines()[-1] == message
-    assert message in result.stdout + result.stderr  # the failed job's log, shown
+    # the line of the failed job's log that says why, on the console (the Snakefile's onerror)
+    assert f"  download_dataset: {message}\n    runs/llama-tiny/logs/download_dataset/extra.log" \
+        in result.stdout + result.stderr
     assert leftovers(workdir / "runs/llama-tiny/dataAI") == []  # neither the corpus nor its manifest
 
 

@@ -1,5 +1,5 @@
-"""A finetune killed (the job, or Snakemake itself) keeps its TensorBoard curves, and the resumed
-run continues them, each step once."""
+"""A finetune killed (the job, or Snakemake itself) or interrupted (Ctrl-C in a terminal) keeps
+its TensorBoard curves, and the resumed run continues them, each step once."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from helpers import BIN, clone, env, scalars
+from helpers import BIN, Terminal, clone, env, scalars
 
 PROGRESS = ("progress/xent", "progress/ppl", "progress/lr")
 
@@ -50,39 +50,60 @@ def snakemake_cmd(target: str) -> list[str]:
     return [str(BIN / "snakemake"), "--profile", "profiles/local", "--", target]
 
 
-@pytest.mark.parametrize("killed", ["job", "snakemake"])
+@pytest.mark.parametrize("killed", ["job", "snakemake", "ctrl-c"])
 def test_killed_finetune_keeps_its_curves_and_the_resumed_run_continues_them(
         tiny_run, tmp_path, killed):
     """The training is killed after its step 200 checkpoint and a report past it: only the job
     (Snakemake sees it fail and removes its outputs), or Snakemake with it (a lost node; the
     next run removes the outputs before it starts again). The rerun resumes from step 200 and
     the event files hold each step once, from the first report to the last; after a lost node
-    the whole graph then runs on to the predictions."""
+    the whole graph then runs on to the predictions. Ctrl-C, typed in the terminal Snakemake
+    runs in: the console says where a rerun resumes, and none of the log's warnings."""
     work = tmp_path / "run"
     shutil.copytree(tiny_run, work, symlinks=True)  # keeps mtimes: upstream stays up to date
     clone(work)  # this tree's code, should tiny_run be an older run (VICUNA_TINY_RUN)
     shutil.rmtree(work / FINETUNED)
     (work / "runs/llama-tiny/logs/finetune.log").unlink(missing_ok=True)
-    first = subprocess.Popen(snakemake_cmd("training_curves"), cwd=work, env=env(),
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                             start_new_session=True)
+    if killed == "ctrl-c":
+        terminal = Terminal(snakemake_cmd("training_curves"), cwd=work, env=env())
+        first = terminal.proc
+    else:
+        first = subprocess.Popen(snakemake_cmd("training_curves"), cwd=work, env=env(),
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                 start_new_session=True)
     log = work / "runs/llama-tiny/logs/finetune.log"
     deadline = time.monotonic() + 600
     while not (log.is_file() and "Step 240/" in log.read_text()):
-        assert first.poll() is None, first.stdout.read()[-3000:]
+        assert first.poll() is None, (first.stdout.read() if first.stdout else terminal.output)[-3000:]
         assert time.monotonic() < deadline, "no report after step 240 within 10 minutes"
         time.sleep(0.2)
     assert (work / f"{FINETUNED}/llama-tiny-vicuna-onmt_step_200.pt").is_file()
     if killed == "job":
         for pid in train_pids(work):
             os.kill(pid, signal.SIGKILL)
-    else:
+    elif killed == "snakemake":
         os.killpg(first.pid, signal.SIGKILL)
-    out = first.communicate(timeout=120)[0]
-    assert first.returncode != 0
+    else:
+        terminal.interrupt()
+    if killed == "ctrl-c":
+        returncode, out = terminal.wait(timeout=120), terminal.output
+    else:
+        out, returncode = first.communicate(timeout=120)[0], first.returncode
+    assert returncode != 0
     assert not (work / f"{FINETUNED}/llama-tiny-vicuna-onmt_step_400.pt").exists(), "killed too late"
     if killed == "job":
         assert "Error in rule finetune" in out, out[-3000:]
+    elif killed == "ctrl-c":
+        # the console: where the training started and where a rerun goes on; the log's warnings
+        # and the interrupted libraries' tracebacks stay in the log
+        stopped = (f"finetune: stopped (Ctrl-C); the newest complete checkpoint is step 200 "
+                   f"({FINETUNED}/llama-tiny-vicuna-onmt_step_200.pt): run the same command "
+                   f"again to resume from there")
+        assert "finetune: training from step 0 to 800" in out, out[-3000:]
+        assert f"  {stopped}\n    runs/llama-tiny/logs/finetune.log" in out, out[-3000:]
+        assert out.count("stopped (Ctrl-C)") == 1, out[-3000:]
+        assert "Warning" not in out and "Traceback" not in out, out[-3000:]
+        assert log.read_text().rstrip().endswith(stopped)
     else:
         subprocess.run([*snakemake_cmd("training_curves")[:-2], "--unlock"], cwd=work, env=env(),
                        check=True, capture_output=True)
@@ -96,6 +117,8 @@ def test_killed_finetune_keeps_its_curves_and_the_resumed_run_continues_them(
     second = subprocess.run(snakemake_cmd(target), cwd=work, env=env(),
                             capture_output=True, text=True, timeout=1200)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    # on the console, not only in the log
+    assert "resume: resuming from step 200 of 800" in second.stdout + second.stderr
     after = scalars(logs)
     assert set(after) == set(before)  # every tag goes on
     for tag, steps in after.items():

@@ -23,6 +23,7 @@ import hashlib
 import json
 import re
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -134,9 +135,11 @@ def forget_if_inputs_changed(config_file: str | Path, cfg: dict[str, Any]) -> No
     (folder / LEGACY_STAMP).unlink(missing_ok=True)
 
 
-def resume_args(config_file: str | Path, cfg: dict[str, Any]) -> tuple[list[str], Path | None]:
+def resume_args(config_file: str | Path, cfg: dict[str, Any],
+                say: Callable[[str], None] | None = None) -> tuple[list[str], Path | None]:
     """onmt_train options that go on from the newest complete step checkpoint of these inputs,
-    and the joined checkpoint they name (to delete after training); ([], None) to start over."""
+    and the joined checkpoint they name (to delete after training); ([], None) to start over.
+    `say` gets the line that names the step resumed from (the console's, in train.py)."""
     save_model = cfg["save_model"]
     forget_if_inputs_changed(config_file, cfg)
     found = newest_complete(save_model)
@@ -153,9 +156,13 @@ def resume_args(config_file: str | Path, cfg: dict[str, Any]) -> tuple[list[str]
         return [], None
     lora = found[1]
     resume_checkpoint(cfg["train_from"], lora, joined)
-    print(f"resume: resuming from step {step} ({save_model}_step_{step}.pt)", flush=True)
+    (say or _log)(f"resume: resuming from step {step} of {cfg['train_steps']} ({save_model}_step_{step}.pt)")
     # keep_states: this config's options, the checkpoint's optimizer state and step.
     return ["-train_from", str(joined), "-reset_optim", "keep_states"], joined
+
+
+def _log(line: str) -> None:
+    print(line, flush=True)
 
 
 def resume_file(save_model: str | Path) -> Path:
