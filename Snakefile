@@ -24,17 +24,21 @@ include: "rules/release.smk"
 include: "rules/inference.smk"
 include: "rules/benchmark.smk"
 include: "rules/evaluate.smk"
+include: "rules/publish.smk"
 
 
-# Too light to send to a cluster: they write a small file from the config.
+# Too light to send to a cluster: they write a small file from the config (publish: a card
+# and links to the release's files).
 localrules:
     all,
     finetune_config,
     translate_opts,
     release_modelfile,
+    publish,
 
 
-# Batch predictions in both modes, the releases, and every artifact on the way.
+# Batch predictions in both modes, the releases and their Hub folders, and every artifact on
+# the way.
 rule all:
     input:
         rules.extract_vocabulary.output.vocab,
@@ -48,6 +52,7 @@ rule all:
         heldout_loss_json,
         rules.training_curves.output.curves,
         mmlu_json,
+        hub_folders,
     default_target: True
 
 

@@ -1,6 +1,7 @@
 # Config validation (before any job starts) and the paths every stage agrees on.
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -169,6 +170,20 @@ def gguf_releases(wildcards=None):
         return []
     return [*expand(rules.release_gguf.output.model, gguf_type=config["release"]["gguf"]),
             rules.release_modelfile.output.modelfile]
+
+
+def card_flags():
+    """The config keys a card states that no file of the run records: where the base was read,
+    its Hub id (release.peft_base_model) and the licence (release.license), as flags."""
+    flags = {"--base_model_dir": config["base"]["model_dir"],
+             "--base_hub_id": config["release"].get("peft_base_model"),
+             "--license": config["release"].get("license")}
+    return " ".join(f"{flag} {shlex.quote(value)}" for flag, value in flags.items() if value)
+
+
+def hub_folders(wildcards=None):
+    """Each Hub folder's card (an input function: `all` asks for them)."""
+    return expand(rules.publish.output.card, hub=list(HUB_RELEASES))
 
 
 def check_inputs():

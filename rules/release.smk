@@ -115,9 +115,10 @@ rule release_peft:
         adapter=directory(f"{STEP_CHECKPOINT}_PEFT"),
     params:
         base_dir=lambda w, input: peft_base_dir(input.base),
-        # portable: a name the config gives (a Hub id), else the base's path from the run's folder
-        base_name=lambda w, input: config["release"].get("peft_base_model")
-        or os.path.relpath(peft_base_dir(input.base), RUN),
+        # portable: a name the config gives (a Hub id), else the base's path from the run's folder;
+        # a value, not a function of the input: Snakemake reruns a job for a changed value only
+        base_name=config["release"].get("peft_base_model")
+        or os.path.relpath(peft_base_dir(PEFT_BASE), RUN),
     resources:
         mem_mb=mem_mb("release_peft", "lora"),
         runtime=runtime_min("lora"),

@@ -32,9 +32,11 @@ def written_by(rule: str, edit: str = "the config") -> str:
     return f"# Written by the workflow from {files} (rule {rule}): edit {edit}, not this file.\n"
 
 # What merge_lora and the releases add to a step checkpoint's name; a GGUF's names its type
-# (.concat-q8_0.gguf), matched by RELEASE_PATTERNS.
+# (.concat-q8_0.gguf), and a Hub folder its release's kind (.hub_GGUF: rule publish), matched by
+# RELEASE_PATTERNS.
 RELEASE_SUFFIXES = (".concat.pt", ".concat_CT2", ".concat_HF", "_PEFT", ".concat.Modelfile")
-RELEASE_PATTERNS = (*map(re.escape, RELEASE_SUFFIXES), r"\.concat-[a-z0-9_]+\.gguf")
+RELEASE_PATTERNS = (*map(re.escape, RELEASE_SUFFIXES), r"\.concat-[a-z0-9_]+\.gguf",
+                    r"\.hub_[A-Z]+")
 
 
 def run_dir(config: dict) -> str:
@@ -93,7 +95,9 @@ def newest_release(save_model: str | Path, suffix: str) -> Path | None:
     return max(steps)[1] if steps else None
 
 
-RELEASE_KINDS = {".concat_CT2": "CTranslate2", ".concat_HF": "Hugging Face", "_PEFT": "PEFT adapter",
+# The first suffix a name ends with names its kind (.hub_PEFT before _PEFT).
+RELEASE_KINDS = {".hub_HF": "Hub folder", ".hub_PEFT": "Hub folder", ".hub_GGUF": "Hub folder",
+                 ".concat_CT2": "CTranslate2", ".concat_HF": "Hugging Face", "_PEFT": "PEFT adapter",
                  ".gguf": "GGUF", ".Modelfile": "Ollama Modelfile"}
 
 
@@ -137,6 +141,8 @@ def summary(run: str | Path, configs: list[str] | None = None) -> str:
         f"make serve{make_args}": "an OpenAI-compatible API (http://127.0.0.1:8000/v1)",
         "snakemake --report report.html" + (f" --configfile {given}" if given else ""):
             "the graph, curves and evaluation in one file",
+        "hf upload OWNER/NAME <a Hub folder>": "publish a release with its model card "
+                                               "(docs/releases.md)",
         "docs/own-model.md": "your own base and data (the README: the 7B run)",
     }
     width = max(map(len, next_steps))

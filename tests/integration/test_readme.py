@@ -18,6 +18,7 @@ import pytest
 from helpers import BIN, PAGES, REPO, SEVEN_B, clone, env, page_commands, run, started
 
 from vicuna import files
+from vicuna.publish import hub_folder
 
 SERVERS = {"scripts/chatbot.py": "-server_port", "scripts/serve_api.py": "--port",
            "chat": "PORT", "serve": "PORT"}
@@ -59,7 +60,10 @@ def test_the_pages_have_the_commands_this_file_runs():
 
 
 def written_kind(command: str):
-    """What a command's output must be: a torch checkpoint, a release directory, an HTML file."""
+    """What a command's output must be: a torch checkpoint, a release directory, an HTML file,
+    a Hub folder."""
+    if "model_card.py" in command:
+        return hub_folder.hub_folder
     if "--format huggingface" in command:
         return files.hf_model_dir
     if "--format gguf" in command:

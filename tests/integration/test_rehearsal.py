@@ -26,8 +26,9 @@ RULES = {"download_dataset": 2, "convert_llama": 1, "extract_vocabulary": 1, "da
          "finetune_config": 1, "finetune_samples": 1, "finetune": 1, "training_curves": 1,
          "merge_lora": 1, "release_ct2": 1, "release_hf": 1, "release_hf_base": 1,
          "release_peft": 1, "release_gguf": 3, "release_modelfile": 1, "translate_opts": 2,
-         "simple_inference": 2, "evaluate": 1, "mmlu_download": 1, "mmlu": 1, "all": 1}
-LOCAL_RULES = {"all", "finetune_config", "translate_opts", "release_modelfile"}
+         "simple_inference": 2, "evaluate": 1, "mmlu_download": 1, "mmlu": 1, "publish": 3,
+         "all": 1}
+LOCAL_RULES = {"all", "finetune_config", "translate_opts", "release_modelfile", "publish"}
 STEP = "runs/llama7B/finetuned_llama7B/llama7B-vicuna-onmt_step_4"
 
 

@@ -14,22 +14,27 @@ def modes(*rules: str, mode: tuple[str, ...] = ("py", "ct2")) -> dict[str, int]:
     return {f"{rule}[{m}]": 1 for rule in rules for m in mode}
 
 
+# Each Hub folder's card states the evaluation: whatever reruns `evaluate` rewrites the three
+# (HF, PEFT, GGUF), and no release.
+CARDS = {"publish": 3}
 # A decoding option: both modes' options and predictions, then the scores; no held-out loss.
 # The Modelfile carries the first mode's (py) decoding defaults.
 INFERENCE = {**modes("translate_opts", "simple_inference"), "evaluate": 1,
-             "release_modelfile": 1, "all": 1}
+             "release_modelfile": 1, **CARDS, "all": 1}
 # A key one mode reads (vicuna.serve.engines.config_keys): that mode's jobs only.
-CT2_ONLY = {**modes("translate_opts", "simple_inference", mode=("ct2",)), "evaluate": 1, "all": 1}
+CT2_ONLY = {**modes("translate_opts", "simple_inference", mode=("ct2",)), "evaluate": 1, **CARDS,
+            "all": 1}
 # inference.precision is py's, and the held-out losses and MMLU run in it too.
 PY_ONLY = {**modes("translate_opts", "simple_inference", mode=("py",)), "heldout_loss": 1,
-           "mmlu": 1, "evaluate": 1, "release_modelfile": 1, "all": 1}
+           "mmlu": 1, "evaluate": 1, "release_modelfile": 1, **CARDS, "all": 1}
 TRAINING = {"finetune_config": 1, "finetune": 1, "finetune_samples": 1, "merge_lora": 1,
             "training_curves": 1, "release_ct2": 1, "release_hf": 1, "release_peft": 1,
             "release_gguf": 3, "heldout_loss": 1, "mmlu": 1, **INFERENCE}
 # A benchmark's setting: that benchmark, and the table that joins its scores.
-BENCHMARK = {"mmlu": 1, "evaluate": 1, "all": 1}
-# The Hugging Face releases: the merged model, the base, and the adapter that loads on it.
-HF_RELEASE = {"release_hf": 1, "release_hf_base": 1, "release_peft": 1, "all": 1}
+BENCHMARK = {"mmlu": 1, "evaluate": 1, **CARDS, "all": 1}
+# The Hugging Face releases: the merged model, the base, and the adapter that loads on it, and
+# their two Hub folders.
+HF_RELEASE = {"release_hf": 1, "release_hf_base": 1, "release_peft": 1, "publish": 2, "all": 1}
 DATA = {"flatten_dataset": 4, "data_report": 1, **TRAINING}
 
 CHANGES = {
@@ -46,9 +51,14 @@ CHANGES = {
     "hf dtype": (lambda c: c["release"]["huggingface"].update(dtype="bfloat16"), HF_RELEASE),
     "mmlu shots": (lambda c: c["benchmarks"]["mmlu"].update(shots=3), BENCHMARK),
     "hf shards": (lambda c: c["release"]["huggingface"].update(max_shard_mb=1), HF_RELEASE),
-    # one more GGUF type: its file alone
+    # one more GGUF type: its file alone, and the GGUF folder that holds it
     "gguf types": (lambda c: c["release"].update(gguf=["f16", "q8_0", "q4_k_m", "f32"]),
-                   {"release_gguf": 1, "all": 1}),
+                   {"release_gguf": 1, "publish": 1, "all": 1}),
+    # what the cards state and no file of the run records: the cards alone, no release
+    "licence": (lambda c: c["release"].update(license="apache-2.0"), {**CARDS, "all": 1}),
+    # the adapter's base as it names it, and the base_model every card names
+    "peft base": (lambda c: c["release"].update(peft_base_model="someone/base"),
+                  {"release_peft": 1, **CARDS, "all": 1}),
 }
 
 

@@ -130,13 +130,16 @@ def missing_input_args(script: str, tmp_path: Path, tiny_meta) -> list:
         "evaluate.py": ["--base", tiny_meta["onmt"], "--prompts", tok, "--predictions_py", m,
                         "--predictions_ct2", m, "--translate_opts_py", m, "--json", out / "e.json",
                         "--table", out / "e.tsv"],
+        "model_card.py": ["--kind", "peft", "--release", tmp_path, "--finetune_config", tok,
+                          "--data_report", tok, "--evaluation", m, "--base_model_dir", "x",
+                          "--output", out / "hub"],
     }[script]
 
 
 SCRIPTS = ["flatten_dataset.py", "extract_vocabulary.py", "lora_weights.py", "release_model.py",
            "convert_llama.py", "simple_inference.py", "write_finetune_config.py",
            "write_translate_opts.py", "data_report.py", "training_curves.py", "heldout_loss.py",
-           "evaluate.py"]
+           "evaluate.py", "model_card.py"]
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
@@ -212,6 +215,9 @@ def existing_output_args(script: str, tmp_path: Path, tiny_meta, lora: Path, out
                         "--predictions_py", tmp_path / "p.txt", "--predictions_ct2", tmp_path / "p.txt",
                         "--translate_opts_py", tmp_path / "p.txt", "--json", out,
                         "--table", tmp_path / "e.tsv"],
+        "model_card.py": ["--kind", "peft", "--release", tmp_path, "--finetune_config", tok,
+                          "--data_report", tok, "--evaluation", tok, "--base_model_dir", "x",
+                          "--output", out],
     }[script]
 
 

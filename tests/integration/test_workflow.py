@@ -72,6 +72,46 @@ def test_all_scores_mmlu_for_both_models_and_both_methods(tiny_run):
             in table
 
 
+def card_table(card: str, heading: str) -> list[list[str]]:
+    """The rows of the first table under a card's `## heading`, as cells."""
+    section = card.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    return [[c.strip() for c in line.strip("|").split("|")]
+            for line in section.splitlines() if line.startswith("|")][2:]
+
+
+@pytest.mark.parametrize("hub, release", [("HF", ".concat_HF"), ("PEFT", "_PEFT"), ("GGUF", None)])
+def test_every_release_has_a_hub_folder_with_the_runs_card(tiny_run, hub, release):
+    """`all` writes each release's Hub folder: README.md, whose figures are this run's (eval.tsv's
+    cells as written, mmlu.json's questions, stats.tsv's counts), beside the release's files."""
+    folder = tiny_run / f"{STEP}.hub_{hub}"
+    card = (folder / "README.md").read_text(encoding="utf-8")
+    meta = yaml.safe_load(re.match(r"---\n(.*?\n)---\n", card, re.S).group(1))
+    assert meta["license"] == "FILL-IN-release.license" and meta["pipeline_tag"] == "text-generation"
+    rows = {row[0].strip("`"): row[1:3] for row in card_table(card, "Evaluation")}
+    table = [line.split("\t") for line in lines(tiny_run / f"{TINY}/outputs/eval.tsv")[1:]]
+    assert rows == {metric: [base, finetuned] for metric, base, finetuned in table if base}
+    agreement = next(row for row in table if row[0] == "py_ct2_agreement")
+    assert f"- `py_ct2_agreement`: {agreement[2]} " in card
+    mmlu = json.loads((tiny_run / f"{TINY}/outputs/mmlu.json").read_text())
+    assert f"{mmlu['shots']}-shot, {mmlu['n']} questions" in card
+    stats = [line.split("\t") for line in lines(tiny_run / f"{TINY}/dataAI/stats.tsv")]
+    examples = {row[0]: row[stats[0].index("examples")] for row in stats[1:]}
+    data = {row[0].strip("`"): row[4].replace(",", "") for row in card_table(card, "Data")}
+    assert data == examples
+    recipe = dict(row[:2] for row in card_table(card, "Recipe"))
+    assert recipe["steps"] == "800" and recipe["LoRA"].startswith("rank 8, alpha 16")
+    if release:  # a directory: its files (not Snakemake's .snakemake_timestamp)
+        root = tiny_run / f"{STEP}{release}"
+        files = {p.relative_to(root).as_posix(): p for p in root.rglob("*")
+                 if p.is_file() and not p.name.startswith(".")}
+    else:  # the GGUF files and the Modelfile
+        paths = [*tiny_run.glob(f"{STEP}.concat-*.gguf"), tiny_run / f"{STEP}.concat.Modelfile"]
+        files = {p.name: p for p in paths}
+        assert len(files) == 4
+    assert sorted(p.name for p in folder.iterdir()) == sorted([*files, "README.md"])
+    assert all((folder / name).samefile(path) for name, path in files.items())
+
+
 def test_nothing_to_do_after_all(tiny_run):
     result = snakemake(tiny_run, "-n", "--", "all")
     assert "Nothing to be done" in result.stdout + result.stderr

@@ -185,3 +185,18 @@ def test_older_steps_ggufs_and_modelfiles_are_pruned_and_listed(tmp_path):
     assert sorted(p.name for p in removed) == sorted(names[:2])
     summary = run_layout.summary(tmp_path)
     assert "GGUF" in summary and "Ollama Modelfile" in summary and names[3] in summary
+
+
+def test_older_steps_hub_folders_are_pruned_and_listed_as_such(tmp_path):
+    save = tmp_path / "finetuned_m" / "m-vicuna-onmt"
+    save.parent.mkdir()
+    names = ["m-vicuna-onmt_step_400.hub_GGUF", "m-vicuna-onmt_step_800.concat.pt",
+             "m-vicuna-onmt_step_800.hub_PEFT", "m-vicuna-onmt_step_800_PEFT",
+             "m-vicuna-onmt_step_800.hub_notes"]
+    for name in names:
+        (save.parent / name).mkdir()
+        (save.parent / name / "README.md").write_text("x")
+    assert [p.name for p in run_layout.prune_older_steps(save, 800)] == [names[0]]
+    summary = run_layout.summary(tmp_path).splitlines()
+    assert [line.split()[:2] for line in summary if "_step_800" in line] == [
+        ["merged", "checkpoint"], ["Hub", "folder"], ["PEFT", "adapter"]]  # .hub_notes: none
