@@ -8,9 +8,9 @@ from pathlib import Path
 from snakemake.logging import logger
 from snakemake.utils import min_version, validate
 
-from vicuna import config_check, failed_jobs, run_layout
+from vicuna import config_check, failed_jobs, run_layout, tokenizer
 from vicuna.serve import engines
-from vicuna.weights.layout import model_files, planned_layout
+from vicuna.weights.layout import config_shape, model_files, planned_layout
 
 min_version("9.0")
 
@@ -193,11 +193,24 @@ def check_inputs():
     if "synthetic" in config and not Path(model_dir).exists() and workflow.is_main_process:
         logger.info(f"base.model_dir {model_dir} does not exist yet: pretrain_base will build "
                     f"the tiny base there (config key `synthetic`)")
+    faults = []
     try:
         config_check.check_inputs(config, lambda path: any(r.is_producer(path) for r in workflow.rules),
                                   defaulted=set() if TOKENIZER_GIVEN else {"base.tokenizer_model"})
     except ValueError as e:
-        config_error(e)
+        faults.append(str(e))
+    # the base's architecture and tokenizer, where they exist: what the converter refuses
+    # (another model_type, rotary scaling, a tokenizer that is not sentencepiece) is named now
+    tokenizer_model = config["base"]["tokenizer_model"]
+    kind = tokenizer.other_kind(tokenizer_model)
+    if kind is not None:
+        faults.append(f"base.tokenizer_model: {tokenizer_model}: {kind}")
+    try:
+        config_shape(model_dir)
+    except ValueError as e:
+        faults.append(f"base.model_dir: {' '.join(str(e).split())}")
+    if faults:
+        config_error(ValueError("; ".join(faults)))
 
 
 def prune_older_releases():

@@ -8,6 +8,7 @@ from a LoRA step checkpoint, to a PEFT adapter for the base in Hugging Face's la
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -38,7 +39,9 @@ def ctranslate2(a: argparse.Namespace) -> str:
     ck = checkpoint.load(a.model, kind="full", mmap=True)  # a named error, not CT2's traceback
     with atomic_path(a.output, force=a.force, own=ct2_model_dir) as tmp:
         ct2_release.convert(a.model, str(tmp), a.quantization, ck["opt"])
-    return f"{a.quantization}, rotary base {ct2_release.rotary_base(ck['opt']):g}"
+    window = ct2_release.window(ck["opt"])
+    return (f"{a.quantization}, rotary base {ct2_release.rotary_base(ck['opt']):g}"
+            + (f", sliding window {window}" if window else ""))
 
 
 def needed(a: argparse.Namespace, flag: str, why: str):
@@ -59,8 +62,9 @@ def huggingface(a: argparse.Namespace) -> str:
         files = export_model(ck, tokenizer, tmp, dtype=a.dtype,
                              max_shard_bytes=int(a.max_shard_mb * 10**6),
                              max_positions=a.max_position_embeddings, where=a.model)
+        architecture = json.loads((tmp / "config.json").read_text())["architectures"][0]
     shards = sum(f.endswith(".safetensors") for f in files)
-    return f"LlamaForCausalLM, {a.dtype}, {shards} safetensors file{'s' * (shards > 1)}"
+    return f"{architecture}, {a.dtype}, {shards} safetensors file{'s' * (shards > 1)}"
 
 
 def peft(a: argparse.Namespace) -> str:
@@ -105,9 +109,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--max_shard_mb", type=float, default=5000,
                    help="huggingface: safetensors files of at most this many MB (10^6 bytes), "
                         "with an index past it")
-    p.add_argument("--max_position_embeddings", type=int, default=LLAMA_CONTEXT,
+    p.add_argument("--max_position_embeddings", type=int,
                    help="huggingface, gguf: the context written to config.json or the GGUF's "
-                        "context_length (LLaMA's 2048)")
+                        "context_length (default: the base's, where its config.json stated it, "
+                        f"else LLaMA's {LLAMA_CONTEXT})")
     p.add_argument("--gguf_type", choices=GGUF_TYPES, default="f16",
                    help="gguf: weight type (q4_k_m by llama.cpp's own quantizer)")
     p.add_argument("--threads", type=int, default=0,
@@ -126,6 +131,8 @@ def main(argv: list[str] | None = None) -> None:
         p.error("--max_shard_mb: must be positive")
     if a.threads < 0:
         p.error("--threads: must be 0 (all cores) or more")
+    if a.max_position_embeddings is not None and a.max_position_embeddings < 1:
+        p.error("--max_position_embeddings: must be positive")
 
     # Checkpoints hold an argparse.Namespace; allow-listing it keeps weights_only loads (ours,
     # and CTranslate2's explicit one) working, without unsafe deserialization.

@@ -199,6 +199,11 @@ HINTS = {"base.model_dir": ": put the foundation model there (Meta's params.json
                            "*.safetensors or pytorch_model*.bin), or point base.model_dir at it"}
 
 
+TOKENIZER_JSON_ONLY = (" (base.model_dir has a tokenizer.json: Hugging Face's fast tokenizer is "
+                       "not supported, only a sentencepiece tokenizer.model: LLaMA's, Llama 2's, "
+                       "Code Llama's, Mistral's)")
+
+
 def check_inputs(config: dict, made_by_a_rule: Callable[[str], bool],
                  defaulted: set[str] = frozenset()) -> None:
     """Every input the config names exists, or a rule of the workflow makes it (the tiny
@@ -214,7 +219,9 @@ def check_inputs(config: dict, made_by_a_rule: Callable[[str], bool],
             continue
         missing.append(f"{key}: {path} does not exist{HINTS.get(key, '')}"
                        + (" (not given: looked for in base.model_dir and beside it)"
-                          if key in defaulted else ""))
+                          if key in defaulted else "")
+                       + (TOKENIZER_JSON_ONLY if key == "base.tokenizer_model" and
+                          (Path(config["base"]["model_dir"]) / "tokenizer.json").is_file() else ""))
     if missing:
         raise ValueError("; ".join(missing))
 

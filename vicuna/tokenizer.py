@@ -7,6 +7,7 @@ normalization and byte fallback it encodes to <0x0A>, as in LLaMA's tokenizer.
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -48,7 +49,35 @@ def train(texts: Iterable[str], vocab_size: int, output: str | Path) -> spm.Sent
     return spm.SentencePieceProcessor(model_file=str(output))
 
 
+# What else a model's tokenizer file may be, told by its first bytes: a sentencepiece model is
+# a protobuf, whose first field (a piece) starts with byte 0x0a.
+TIKTOKEN_LINE = re.compile(rb"^[A-Za-z0-9+/]+={0,2} \d+\r?\n")
+
+
+def other_kind(path: str | Path) -> str | None:
+    """What a tokenizer file is, where it is not a sentencepiece model and says so by its
+    first bytes (None: it may be one): Hugging Face's tokenizer.json, or a tiktoken BPE file
+    (Llama 3's tokenizer.model). Neither is supported: the workflow tokenizes with
+    sentencepiece (OpenNMT-py's transform, CTranslate2's pieces, the GGUF's vocabulary)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(256)
+    except OSError:
+        return None
+    if head.lstrip()[:1] == b"{":
+        return ("a JSON file (Hugging Face's tokenizer.json?), not a sentencepiece model: only "
+                "sentencepiece tokenizers are supported (LLaMA's, Llama 2's, Code Llama's, "
+                "Mistral's tokenizer.model)")
+    if TIKTOKEN_LINE.match(head):
+        return ("a tiktoken BPE file (Llama 3's tokenizer.model?), not a sentencepiece model: "
+                "only sentencepiece tokenizers are supported (LLaMA's, Llama 2's, Code Llama's, "
+                "Mistral's tokenizer.model)")
+    return None
+
+
 def load(path: str | Path) -> spm.SentencePieceProcessor:
     if not Path(path).is_file():
         raise FileNotFoundError(f"{path}: no sentencepiece model there")
+    if (kind := other_kind(path)) is not None:
+        raise ValueError(f"{path}: {kind}")
     return spm.SentencePieceProcessor(model_file=str(path))

@@ -141,6 +141,24 @@ def test_an_existing_base_model_dir_passes_the_check(tmp_path):
     assert "data.corpora.alpaca_clean.json: synthetic/alpaca.json does not exist" in output
 
 
+def test_an_unsupported_base_is_named_at_parse_time(tmp_path):
+    """A base the converter would refuse (another model_type) and a tokenizer that is not
+    sentencepiece (Llama 3's tiktoken file) are named before any job is planned, with the
+    other missing inputs, each in one line."""
+    workdir = clone_with(tmp_path, edited_config(tmp_path, without_synthetic))
+    (workdir / "llama" / "7B").mkdir(parents=True)
+    (workdir / "llama" / "7B" / "config.json").write_text('{"model_type": "qwen2"}')
+    (workdir / "llama" / "tokenizer.model").write_text("IQ== 0\nIg== 1\n")
+    result = snakemake(workdir, "-n", "all", check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and "Building DAG" not in output
+    assert "error: config.yaml: base.model_dir: llama/7B/config.json: model_type 'qwen2', " \
+           "only 'llama' and 'mistral' are supported" in output
+    assert "error: config.yaml: base.tokenizer_model: llama/tokenizer.model: a tiktoken BPE " \
+           "file (Llama 3's tokenizer.model?), not a sentencepiece model" in output
+    assert "data.corpora.alpaca_clean.json: synthetic/alpaca.json does not exist" in output
+
+
 def test_the_tiny_default_says_once_that_pretraining_builds_its_base(tmp_path):
     workdir = clone_with(tmp_path, REPO / "config.yaml")
     result = snakemake(workdir, "-n", "all")

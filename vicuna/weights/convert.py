@@ -40,7 +40,7 @@ from vicuna.weights.name_maps import (
     hf_rotary_view,
     rename,
 )
-from vicuna.weights.shape import LlamaShape, architecture, meta_shapes
+from vicuna.weights.shape import CONTEXT_OPTION, LlamaShape, architecture, meta_shapes
 
 # Model-parallel shards split these along dim 0 (output features) or 1 (input features);
 # norms are repeated in every shard. (LLaMA 1 and 2 split tok_embeddings along dim 1, Llama 3's
@@ -64,13 +64,24 @@ def meta_name_of_hf(hf_name: str) -> str | None:
 
 def vocabulary(tokenizer_model: str | Path) -> list[str]:
     """The tokenizer's pieces, with OpenNMT-py's pad token at its id (3)."""
+    if (kind := tokenizer.other_kind(tokenizer_model)) is not None:
+        raise ValueError(f"{tokenizer_model}: {kind}")
     try:
         sp = spm.SentencePieceProcessor(model_file=str(tokenizer_model))
     except (OSError, RuntimeError) as e:  # sentencepiece says RuntimeError, even for a missing file
         raise ValueError(f"{tokenizer_model}: not a sentencepiece model "
                          f"({str(e).splitlines()[0]})") from e
     pieces = [sp.id_to_piece(i) for i in range(sp.get_piece_size())]
-    pieces[tokenizer.PAD_ID] = tokenizer.PAD
+    # OpenNMT-py's pad takes id 3's place, and its embedding is masked out: a piece text can
+    # give (LLaMA's is the byte <0x00>, which its text never holds; control pieces, as Mistral
+    # v0.3's [INST], are never given by text) would be lost
+    pad = tokenizer.PAD_ID
+    if len(pieces) <= pad or not (pieces[pad] == "<0x00>" or sp.is_control(pad)
+                                  or sp.is_unused(pad)):
+        raise ValueError(f"{tokenizer_model}: piece {pad} is "
+                         f"{pieces[pad] if len(pieces) > pad else 'missing'!r}, not LLaMA's "
+                         f"<0x00> byte: OpenNMT-py's pad token takes its id")
+    pieces[pad] = tokenizer.PAD
     return pieces
 
 
@@ -250,11 +261,15 @@ def convert(model_dir: str | Path, tokenizer_model: str | Path,
     shape, plan = read_plan(model_dir)
     vocab = vocabulary(tokenizer_model)
     if shape.vocab_size != len(vocab):
+        # Code Llama 7B's 32,016 rows go with its own 32,016-piece tokenizer; rows no piece
+        # reaches (or pieces no row holds) are no model OpenNMT-py or the releases can hold
         raise ValueError(
             f"{tokenizer_model}: the tokenizer has {len(vocab)} pieces but the model in "
-            f"{model_dir} has {shape.vocab_size} embeddings"
+            f"{model_dir} has {shape.vocab_size} embeddings: give the model's own tokenizer "
+            f"(the sizes must be equal)"
         )
     opt = checkpoint_options(architecture(shape), len(vocab))
+    setattr(opt, CONTEXT_OPTION, shape.context)
     model: dict[str, torch.Tensor] = {}
     bounce = torch.empty(BOUNCE_BYTES, dtype=torch.uint8)
     for name, planned in tqdm(plan.items(), desc="tensors", unit="tensor",

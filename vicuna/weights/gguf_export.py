@@ -12,6 +12,11 @@ Q8_0's 32-value block is written F16 (said in the summary). Q4_K_M is llama.cpp'
 4- and 6-bit k-quants, made by llama.cpp's quantizer (vicuna.weights.llamacpp) from an F16 file written
 first beside the output and removed after.
 
+A model with a sliding window (Mistral v0.1) gets `llama.attention.sliding_window`, gguf-py's
+key, which llama.cpp's `llama` architecture does not read: past the window llama.cpp computes
+the model without one. An engine on llama.cpp reads it (`sliding_window`) and refuses a prompt
+and answer longer than it.
+
 Memory: the header is written from the shapes, then each tensor leaves the checkpoint as it is
 converted and written: the job holds the checkpoint and one tensor.
 """
@@ -72,15 +77,32 @@ def token_vocabulary(tokenizer_model: str | Path) -> dict:
                          f"{proto.trainer_spec.model_type}, not BPE as LLaMA's: llama.cpp's "
                          "`llama` tokenizer is LLaMA's")
     tokens, scores, types = [], [], []
+    user_defined = spm.sentencepiece_model_pb2.ModelProto.SentencePiece.USER_DEFINED
     for i in range(sp.get_piece_size()):
         tokens.append(sp.id_to_piece(i))
         scores.append(sp.get_score(i))
+        # user-defined pieces (Code Llama's infilling tokens) are matched whole in any text by
+        # sentencepiece, and by llama.cpp as USER_DEFINED
         kind = (g.TokenType.UNKNOWN if sp.is_unknown(i) else g.TokenType.CONTROL
                 if sp.is_control(i) else g.TokenType.UNUSED if sp.is_unused(i)
-                else g.TokenType.BYTE if sp.is_byte(i) else g.TokenType.NORMAL)
+                else g.TokenType.BYTE if sp.is_byte(i) else g.TokenType.USER_DEFINED
+                if proto.pieces[i].type == user_defined else g.TokenType.NORMAL)
         types.append(kind)
     return {"tokens": tokens, "scores": scores, "types": types,
             "add_space_prefix": norm.add_dummy_prefix}
+
+
+def sliding_window(path: str | Path) -> int | None:
+    """The model's sliding window as a GGUF states it (`llama.attention.sliding_window`, gguf-py's
+    key; Mistral's count: a token sees itself and window - 1 before it), None for none.
+    llama.cpp's `llama` architecture does not read it (measured: the logits past the window are
+    those of the model without one), so an engine on llama.cpp refuses a prompt and answer
+    longer than it."""
+    g = _gguf()
+    reader = g.GGUFReader(path)
+    arch = reader.fields["general.architecture"].contents()
+    window = reader.fields.get(g.Keys.Attention.SLIDING_WINDOW.format(arch=arch))
+    return int(window.contents()) if window is not None else None
 
 
 def add_metadata(writer, shape: LlamaShape, vocab: dict, context: int, name: str,
@@ -99,6 +121,8 @@ def add_metadata(writer, shape: LlamaShape, vocab: dict, context: int, name: str
     writer.add_rope_freq_base(shape.rope_theta)
     writer.add_layer_norm_rms_eps(shape.norm_eps)
     writer.add_vocab_size(shape.vocab_size)
+    if shape.sliding_window:
+        writer.add_sliding_window(shape.sliding_window)
     writer.add_tokenizer_model("llama")  # llama.cpp's sentencepiece (SPM) tokenizer
     writer.add_token_list(vocab["tokens"])
     writer.add_token_scores(vocab["scores"])
@@ -170,7 +194,7 @@ def write_gguf(checkpoint: dict, shape: LlamaShape, vocab: dict, path: Path, ggu
 
 
 def export_gguf(checkpoint: dict, tokenizer_model: str | Path, path: str | Path, *,
-                gguf_type: str = "f16", context: int = LLAMA_CONTEXT, name: str | None = None,
+                gguf_type: str = "f16", context: int | None = None, name: str | None = None,
                 threads: int = 0, where: str = "checkpoint") -> str:
     """A full OpenNMT-py checkpoint (converted or merged) as one GGUF file at `path` (written
     there directly: the caller gives a temporary name). Everything is checked before anything
@@ -179,6 +203,7 @@ def export_gguf(checkpoint: dict, tokenizer_model: str | Path, path: str | Path,
         raise ValueError(f"--gguf_type {gguf_type}: GGUF types written here are {', '.join(TYPES)}")
     path, tokenizer_model = Path(path), Path(tokenizer_model)
     shape = LlamaShape.from_opt(checkpoint["opt"], len(checkpoint["vocab"]["src"]), where)
+    context = context or shape.context or LLAMA_CONTEXT
     check_vocabulary(checkpoint, tokenizer_model, where)
     vocab = token_vocabulary(tokenizer_model)
     name = name or path.name

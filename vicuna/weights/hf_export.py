@@ -1,5 +1,6 @@
-"""OpenNMT-py checkpoints -> Hugging Face: a LlamaForCausalLM directory (merged or base model) and
-a PEFT adapter (a LoRA step checkpoint), for transformers, vLLM and peft users.
+"""OpenNMT-py checkpoints -> Hugging Face: a LlamaForCausalLM directory (merged or base model;
+MistralForCausalLM for a model with a sliding window) and a PEFT adapter (a LoRA step
+checkpoint), for transformers, vLLM and peft users.
 
 The names are the converter's tables read the other way (OpenNMT-py -> Meta -> Hugging Face,
 vicuna/weights/name_maps.py), and so is the rotary layout: the rows of q and k (and the rows of their
@@ -166,14 +167,17 @@ def model_tensors(checkpoint: dict, shape: LlamaShape, dtype: torch.dtype,
 
 def export_model(checkpoint: dict, tokenizer_model: str | Path, out_dir: str | Path, *,
                  dtype: str = "float16", max_shard_bytes: int = 5 * 10**9,
-                 max_positions: int = LLAMA_CONTEXT, where: str = "checkpoint",
+                 max_positions: int | None = None, where: str = "checkpoint",
                  progress: bool | None = None) -> list[str]:
     """A full OpenNMT-py checkpoint (converted or merged) as a LlamaForCausalLM directory in
-    `out_dir` (which must exist, empty): config.json, generation_config.json, the weights in
-    `dtype`, the tokenizer. Everything is checked before anything is written; the checkpoint
-    is emptied on the way. Returns the files written."""
+    `out_dir` (which must exist, empty), MistralForCausalLM where the model has a sliding
+    window: config.json, generation_config.json, the weights in `dtype`, the tokenizer.
+    max_positions: the context config.json states (default: the base's, where its config said,
+    else LLaMA's 2048). Everything is checked before anything is written; the checkpoint is
+    emptied on the way. Returns the files written."""
     tokenizer_model, out_dir = Path(tokenizer_model), Path(out_dir)
     shape = LlamaShape.from_opt(checkpoint["opt"], len(checkpoint["vocab"]["src"]), where)
+    max_positions = max_positions or shape.context or LLAMA_CONTEXT
     check_vocabulary(checkpoint, tokenizer_model, where)
     tensors = model_tensors(checkpoint, shape, DTYPES[dtype], where)
     write_json(out_dir / "config.json", shape.to_config(dtype, max_positions), indent=HF_INDENT)
@@ -208,7 +212,8 @@ def export_adapter(lora: dict, base_dir: str | Path, out_dir: str | Path, *,
     if not config_path.is_file():
         raise FileNotFoundError(f"{config_path}: missing (the base in Hugging Face's layout)")
     base = LlamaShape.from_config(read_json(config_path), config_path)
-    fields = ("dim", "n_layers", "n_heads", "kv_heads", "hidden_dim", "vocab_size")
+    fields = ("dim", "n_layers", "n_heads", "kv_heads", "hidden_dim", "vocab_size", "rope_theta",
+              "norm_eps", "sliding_window")
     for field in fields:
         if getattr(base, field) != getattr(shape, field):
             raise ValueError(f"{config_path}: {field} is {getattr(base, field)}, but {where} was "

@@ -87,6 +87,24 @@ def hf_weight_files(model_dir: Path, check: bool = True) -> dict[Path, list[str]
     return {model_dir / HF_WEIGHTS[0]: None}
 
 
+def config_shape(model_dir: str | Path):
+    """The base's shape read from its params.json or config.json alone (no weights; the
+    vocabulary size where params.json says -1 is unknown here): what the workflow checks at
+    parse time, so that an architecture or option the converter refuses (another model_type,
+    rotary scaling, an unknown params.json key, ...) is named before any job runs. None where
+    the directory holds neither file yet."""
+    from vicuna.weights.shape import LlamaShape
+
+    model_dir = Path(model_dir)
+    try:
+        layout = detect_layout(model_dir)
+    except (FileNotFoundError, ValueError):
+        return None
+    if layout == "meta":
+        return LlamaShape.from_params(load_meta_params(model_dir), -1, model_dir / "params.json")
+    return LlamaShape.from_config(read_json(model_dir / "config.json"), model_dir / "config.json")
+
+
 def planned_layout(model_dir: str | Path) -> str:
     """detect_layout for a workflow's plan: a directory that does not exist yet (the tiny
     default's, before its pretraining) or holds neither config is Meta's, as the files it waits

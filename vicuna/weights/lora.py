@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import copy
 
-# Options that fix the shape of the model: a LoRA trained on another base differs in one.
-ARCHITECTURE = ("dec_layers", "hidden_size", "heads", "num_kv", "transformer_ff")
+from vicuna.weights.shape import CONTEXT_OPTION
+
+# Options that fix the model: a LoRA trained on another base (or with another rotary base, norm
+# epsilon or window restated in its finetune config) differs in one.
+ARCHITECTURE = ("dec_layers", "hidden_size", "heads", "num_kv", "transformer_ff", "rotary_theta",
+                "norm_eps", "sliding_window")
 
 
 def check_fits(base: dict, lora: dict) -> None:
@@ -63,6 +67,8 @@ def merge(base: dict, lora: dict) -> dict:
         a, b = lora["model"][prefix + "lora_A"].float(), lora["model"][prefix + "lora_B"].float()
         w = model[weight_name]
         model[weight_name] = (w.float() + (b @ a) * scaling).to(w.dtype)
+    # the base's context, which no OpenNMT-py option holds (the finetune config cannot restate it)
+    setattr(opt, CONTEXT_OPTION, getattr(base["opt"], CONTEXT_OPTION, None))
     opt.lora_layers, opt.lora_embedding = [], False
     opt.quant_layers, opt.quant_type = [], ""
     opt.train_from = None

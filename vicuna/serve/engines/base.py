@@ -53,6 +53,9 @@ class Engine:
     batches_requests: ClassVar[bool] = True
     # why a per-call seed cannot make a sampled answer reproducible in this mode (None: it can)
     seed_unsupported: ClassVar[str | None] = None
+    # the model's sliding window (Mistral's: a token sees itself and window - 1 before it), None
+    # for none; check_model sets it, and each mode refuses what it cannot compute within it
+    window: int | None = None
 
     def __init__(self, opts: dict, source: str | Path) -> None:
         self.opts, self.source = opts, source
@@ -113,6 +116,13 @@ class Engine:
         """Let the model go."""
 
     # --- shared ------------------------------------------------------------------------------
+    def check_window(self, what: str, tokens: int, why: str) -> None:
+        """A ValueError where `tokens` pass the model's sliding window, which this mode does
+        not keep there (`why`): refused, never computed as another model."""
+        if self.window is not None and tokens > self.window:
+            raise ValueError(f"{what}: {tokens} tokens pass the model's sliding window of "
+                             f"{self.window}: {why}")
+
     def prompt_pieces(self, text: str) -> list[str]:
         return prompt_pieces(self.sp, text)
 

@@ -4,13 +4,16 @@ sentencepiece model as OpenNMT-py (<s> + pieces), streaming token by token.
 A prompt of a single token (<s> alone: an empty text) is never generated in a batch with
 others: CTranslate2 4.8.5 then decodes every prompt of that batch as if it were empty (with
 include_prompt_in_result=False). Such prompts are generated alone.
+
+A model with a sliding window (Mistral's): CTranslate2 keeps it while it generates, but not
+over a prompt longer than the window (other logits), and its score_batch fails past it
+(vicuna.weights.ct2_release): such prompts and sequences are refused; an answer may go past.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import struct
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -58,10 +61,13 @@ class Ct2Engine(Engine):
             ctranslate2.set_random_seed(opts["seed"])
 
     def check_model(self) -> None:
+        from vicuna.weights.ct2_release import sliding_window
+
         model = Path(self.opts["model"])
         if not (model / "model.bin").is_file():
             raise ValueError(f"{self.source}: {model}: not a CTranslate2 model directory (no "
                              f"model.bin): release the checkpoint with release_model.py")
+        self.window = sliding_window(model)
 
     def vocabulary_size(self) -> int:
         model = Path(self.opts["model"])
@@ -74,6 +80,8 @@ class Ct2Engine(Engine):
                  watchers: Sequence[Watcher] | None = None) -> list[Answer]:
         args = decoding.ct2_args({**self.opts, **(settings or {})})
         tokens = [self.prompt_pieces(p) for p in prompts]
+        for i, t in enumerate(tokens):
+            self._check_prompt(f"prompt {i}", len(t))
         # batches CTranslate2 decodes correctly: the one-token prompts each alone
         singles = [i for i, t in enumerate(tokens) if len(t) == 1]
         batches = [[i for i, t in enumerate(tokens) if len(t) > 1], *([i] for i in singles)]
@@ -112,8 +120,10 @@ class Ct2Engine(Engine):
     def stream(self, prompt: str, settings: dict | None = None) -> Iterator[str]:
         """Token by token (CTranslate2's generate_tokens); closing the iterator stops it."""
         args = decoding.ct2_args({**self.opts, **(settings or {})})
+        pieces = self.prompt_pieces(prompt)
+        self._check_prompt("the prompt", len(pieces))
         steps = self.generator.generate_tokens(
-            self.prompt_pieces(prompt), max_length=args["max_length"],
+            pieces, max_length=args["max_length"],
             sampling_topk=args["sampling_topk"], sampling_topp=args["sampling_topp"],
             sampling_temperature=args["sampling_temperature"],
         )
@@ -132,8 +142,17 @@ class Ct2Engine(Engine):
         finally:
             steps.close()  # stops CTranslate2's decoding too (Stop button, STOP, end token)
 
+    def _check_prompt(self, what: str, tokens: int) -> None:
+        self.check_window(what, tokens, "CTranslate2 reads a prompt past its window otherwise "
+                                        "than the model does (its answer may go past): shorten "
+                                        "the prompt")
+
     def logprobs(self, sequences: list[list[int]]) -> list[list[float]]:
         scored = [i for i, seq in enumerate(sequences) if len(seq) > 1]
+        for i in scored:  # the tokens read: all but the last
+            self.check_window(f"sequence {i}", len(sequences[i]) - 1,
+                              "CTranslate2's score_batch fails past a window: score it in the "
+                              "py mode")
         pieces = [[self.sp.id_to_piece(t) for t in sequences[i]] for i in scored]
         results = self.generator.score_batch(
             pieces, max_batch_size=self.opts.get("batch_size", 16), max_input_length=0)
@@ -154,30 +173,17 @@ def cpu_threads(wanted: int) -> int:
     return min(wanted, available or 1) if wanted > 0 else (available or 1)
 
 
-# CTranslate2's variable types (include/ctranslate2/types.h; specs/model_spec.py writes them)
-_TYPES = ("float32", "int8", "int16", "int32", "float16", "bfloat16")
-
-
 def saved_compute_type(model_bin: Path) -> str | None:
     """The compute type a CTranslate2 model.bin was saved with ("int8_float16", "float32", ...),
     read from its variables' headers (the data is skipped); None where the file is not of the
     layout CTranslate2 4 writes."""
+    from vicuna.weights.ct2_model_bin import variables
+
     try:
-        with open(model_bin, "rb") as f:
-            kinds = set()
-            _read(f, "I")  # binary version
-            _string(f)  # spec name
-            _read(f, "I")  # revision
-            for _ in range(_read(f, "I")):
-                name, dims = _string(f), _read(f, "B")
-                f.seek(4 * dims, os.SEEK_CUR)  # the shape
-                kind, size = _TYPES[_read(f, "B")], _read(f, "I")
-                f.seek(size, os.SEEK_CUR)
-                # weights only: scalars are the spec's settings (flags, sizes), and
-                # quantization scales stay float32 whatever the float type
-                if dims and not name.endswith("_scale"):
-                    kinds.add(kind)
-    except (OSError, IndexError, struct.error, UnicodeDecodeError):
+        # weights only: scalars are the spec's settings (flags, sizes), and quantization
+        # scales stay float32 whatever the float type
+        kinds = {v.kind for v in variables(model_bin) if v.shape and not v.name.endswith("_scale")}
+    except (OSError, ValueError):
         return None
     quantized = next((k for k in ("int8", "int16") if k in kinds), None)
     floats = next((k for k in ("float16", "bfloat16") if k in kinds), "float32")
@@ -196,11 +202,3 @@ def supported_compute_type(saved: str | None, supported: set[str]) -> str:
         if candidate in supported:
             return candidate
     return "default"
-
-
-def _read(f, fmt: str) -> int:
-    return struct.unpack(fmt, f.read(struct.calcsize(fmt)))[0]
-
-
-def _string(f) -> str:
-    return f.read(_read(f, "H")).rstrip(b"\0").decode("utf-8")

@@ -4,6 +4,11 @@ vicuna.onmt_fixes), configured from the options file as the tutorial configures 
 It does not stream: an answer reaches its watcher whole. Log-likelihoods come from the same
 model (OpenNMT-py's decoder over the whole sequence); before anything is generated, a model
 is built for them alone, streamed from the checkpoint (vicuna.weights.checkpoint.build_model).
+
+A model with a sliding window (Mistral's): the whole-sequence pass keeps it (its band mask;
+the log-likelihoods are transformers' past the window), OpenNMT-py 3.5.1's cached decoding does
+not (it drops one key per step and then fails on its own padding mask): a prompt and answer
+longer than the window are refused.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import yaml
 from vicuna import prompt
 from vicuna.serve import decoding
 from vicuna.serve.engines.base import Answer, Engine, Watcher
-from vicuna.weights.shape import LLAMA_CONTEXT
+from vicuna.weights.shape import LLAMA_CONTEXT, model_window
 
 SCORE_BATCH = 8  # sequences of one length scored together
 
@@ -59,6 +64,7 @@ class PyEngine(Engine):
         except (OSError, ValueError) as e:
             raise ValueError(f"{self.source}: {e}") from None
         self._vocabulary = len(ck["vocab"]["src"])
+        self.window = model_window(getattr(ck["opt"], "sliding_window", 0))
 
     def vocabulary_size(self) -> int:
         return self._vocabulary
@@ -73,9 +79,14 @@ class PyEngine(Engine):
     def generate(self, prompts: list[str], settings: dict | None = None,
                  watchers: Sequence[Watcher] | None = None) -> list[Answer]:
         lines = [prompt.to_line(p) for p in prompts]
+        max_length = {**self.opts, **(settings or {})}.get("max_length", 0)
         for i, text in enumerate(prompts):
             if not text.strip():  # OpenNMT-py drops blank examples: the answers would shift
                 raise ValueError(f"prompt {i} is empty: OpenNMT-py gives it no answer")
+            self.check_window(f"prompt {i} and max_length {max_length}",
+                              self.count_tokens(text) + max_length,
+                              "OpenNMT-py's cached decoding does not keep a window (3.5.1 fails "
+                              "past it): use the ct2 mode, or a shorter prompt or max_length")
         # `settings` are set on the translator for this call only (it reads them at each batch)
         translator = self._engine().translator
         saved = {attr: getattr(translator, attr) for attr in decoding.TRANSLATOR_ATTRS.values()}
