@@ -1,9 +1,11 @@
 #!/usr/bin/env python
-"""What each job of the 7B run asks SLURM for, printed as the table docs/slurm.md holds: the
-README's 7B command planned (`snakemake -n`) in a scratch clone on placeholder bases of the
-real size (Meta's params.json and sparse consolidated.NN.pth files: 7B in one shard, 13B in
-two, through an override file as a user with that model writes it). Nothing is trained or
-loaded; a run takes about 10 s.
+"""What each job asks SLURM for, printed as the table docs/slurm.md holds: the README's 7B command
+planned (`snakemake -n`) in a scratch clone on placeholder bases of the real size (Meta's
+params.json and sparse consolidated.NN.pth files, or Hugging Face's config.json and a sparse
+model.safetensors), one column per base: LLaMA 7B and 13B (an override file, as a user with
+that model writes it), and each base's config of configs/ layered on the 7B run (Llama 2 7B,
+TinyLlama 1.1B, Mistral 7B), and Llama 2 70B (configs/llama2-7b.yaml plus an override).
+Nothing is trained or loaded; a run takes about 30 s.
 
     .venv/bin/python benchmarks/job_plan.py            # the markdown table, to stdout
     .venv/bin/python benchmarks/job_plan.py --check docs/slurm.md   # exit 1 if the page differs
@@ -17,12 +19,34 @@ import shlex
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from vicuna.testing import random_base, rehearsal
 
 SEVEN_B = "snakemake all --profile profiles/slurm --configfile configs/llama7b-vicuna.yaml"
-MODELS = {"7B": None, "13B": "model_name: llama13B\nbase: {model_dir: llama/13B}\n"}
+
+
+@dataclass
+class Base:
+    placeholder: str  # random_base's name of its shape
+    model_dir: str  # where its config puts it
+    configs: tuple[str, ...] = ()  # layered on the 7B config
+    override: str | None = None  # a user's override file, last
+    hf: bool = False  # Hugging Face's layout (else Meta's)
+
+
+BASES = {
+    "7B": Base("7B", "llama/7B"),
+    "13B": Base("13B", "llama/13B", override="model_name: llama13B\nbase: {model_dir: llama/13B}\n"),
+    "Llama-2-7B": Base("llama2-7B", "llama-2/llama-2-7b", ("configs/llama2-7b.yaml",)),
+    "TinyLlama-1.1B": Base("tinyllama-1.1B", "models/TinyLlama-1.1B",
+                           ("configs/tinyllama-1.1b.yaml",), hf=True),
+    "Mistral-7B": Base("mistral-7B", "models/Mistral-7B-v0.1", ("configs/mistral-7b.yaml",),
+                       hf=True),
+    "Llama-2-70B": Base("llama2-70B", "llama-2/llama-2-70b", ("configs/llama2-7b.yaml",),
+                        override="model_name: llama2-70B\nbase: {model_dir: llama-2/llama-2-70b}\n"),
+}
 BEGIN, END = "<!-- job_plan.py: begin -->", "<!-- job_plan.py: end -->"
 
 
@@ -43,20 +67,29 @@ def planned_jobs(output: str) -> list[dict]:
     return jobs
 
 
-def plan(model: str, work: Path, snakemake: str) -> tuple[float, list[dict]]:
-    """The 7B command's dry run on a placeholder `model` in the clone `work`: GiB of weights,
+def plan(name: str, work: Path, snakemake: str) -> tuple[float, list[dict]]:
+    """The 7B command's dry run with base `name`'s files in the clone `work`: GiB of weights,
     the planned jobs."""
-    shards = random_base.write_placeholder(work / "llama" / model, model)
-    (work / "llama" / "tokenizer.model").write_bytes(b"")  # read by no job of a dry run
+    base = BASES[name]
+    if base.hf:
+        shards = random_base.write_placeholder_hf(work / base.model_dir, base.placeholder)
+        tokenizers = [work / base.model_dir / "tokenizer.model"]
+    else:
+        shards = random_base.write_placeholder(work / base.model_dir, base.placeholder)
+        tokenizers = [work / Path(base.model_dir).parent / "tokenizer.model"]
+    for path in tokenizers:
+        path.write_bytes(b"")  # read by no job of a dry run
     args = shlex.split(SEVEN_B)[1:]
-    if MODELS[model]:
-        (work / f"{model}.yaml").write_text(MODELS[model])
-        at = args.index("configs/llama7b-vicuna.yaml") + 1
-        args[at:at] = [f"{model}.yaml"]
+    at = args.index("configs/llama7b-vicuna.yaml") + 1
+    layered = list(base.configs)
+    if base.override:
+        (work / "override.yaml").write_text(base.override)
+        layered.append("override.yaml")
+    args[at:at] = layered
     result = subprocess.run([snakemake, *args, "--dry-run"], cwd=work, capture_output=True,
                             text=True)
     if result.returncode:
-        sys.exit(f"error: the {model} plan failed:\n{result.stderr[-3000:]}")
+        sys.exit(f"error: the {name} plan failed:\n{result.stderr[-3000:]}")
     return sum(p.stat().st_size for p in shards) / 2**30, planned_jobs(result.stdout)
 
 
@@ -98,7 +131,7 @@ def main() -> None:
     a = p.parse_args()
     snakemake = str(Path(sys.executable).parent / "snakemake")
     plans = {}
-    for model in MODELS:
+    for model in BASES:
         with tempfile.TemporaryDirectory() as scratch:
             work = rehearsal.clone(Path(scratch) / "repo")
             plans[model] = plan(model, work, snakemake)

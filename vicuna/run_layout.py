@@ -40,8 +40,12 @@ RELEASE_PATTERNS = (*map(re.escape, RELEASE_SUFFIXES), r"\.concat-[a-z0-9_]+\.gg
 
 
 def run_dir(config: dict) -> str:
-    """runs/<run_name>, run_name defaulting to model_name."""
-    return f"{RUNS}/{config.get('run_name', config['model_name'])}"
+    """runs/<run_name>, run_name defaulting to model_name, or <model_name>-<variant> where a
+    layered recipe names itself (so that the recipe on two bases makes two runs)."""
+    if "run_name" in config:
+        return f"{RUNS}/{config['run_name']}"
+    variant = config.get("variant")
+    return f"{RUNS}/{config['model_name']}" + (f"-{variant}" if variant else "")
 
 
 def merged_config(paths: list[str]) -> dict:

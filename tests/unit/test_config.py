@@ -223,7 +223,7 @@ COMMAND = ("snakemake all --profile profiles/slurm --configfile configs/llama7b-
 
 
 def test_the_recipe_changes_only_what_vicuna_did_differently():
-    assert yaml.safe_load(RECIPE.read_text()) == {"run_name": "llama7B-vicuna-recipe",
+    assert yaml.safe_load(RECIPE.read_text()) == {"variant": "vicuna-recipe",
                                                   "data": {"split_long": True},
                                                   "train": {"answer_loss_only": True}}
     tutorial = yaml.safe_load((REPO / "configs" / "llama7b-vicuna.yaml").read_text())

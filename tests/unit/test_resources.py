@@ -20,11 +20,12 @@ DEVICE_RULES = {"simple_inference", "mmlu"}
 TRAINING = "finetune"
 
 
-@pytest.fixture(scope="module", params=["7B", "13B"])
+@pytest.fixture(scope="module", params=list(job_plan.BASES))
 def plan(request, tmp_path_factory) -> tuple[str, float, list[dict]]:
     """The README's 7B command as written, plus --dry-run, on a placeholder base of the real
     size; for 13B with an override file that points `base` at it, as a user with that model
-    would (benchmarks/job_plan.py, which prints docs/slurm.md's table from it)."""
+    would, for the other bases with their file of configs/ (benchmarks/job_plan.py, which
+    prints docs/slurm.md's table from it)."""
     assert job_plan.SEVEN_B == SEVEN_B  # the command the README shows
     model = request.param
     work = clone(tmp_path_factory.mktemp(f"plan{model}"))
@@ -33,14 +34,16 @@ def plan(request, tmp_path_factory) -> tuple[str, float, list[dict]]:
 
 
 def test_the_whole_graph_is_planned(plan):
-    _, _, jobs = plan
+    model, _, jobs = plan
     rules = {job["rule"] for job in jobs}
     assert rules >= {"download_dataset", "convert_llama", "extract_vocabulary", "finetune_config",
                      "finetune_samples", "finetune", "merge_lora", "release_ct2", "release_hf",
-                     "release_hf_base", "release_peft", "translate_opts",
+                     "release_peft", "release_gguf", "translate_opts",
                      "simple_inference", "evaluate", "training_curves", "data_report",
-                     "mmlu_download", "mmlu"}
+                     "mmlu_download", "mmlu", "publish"}
     assert not rules & {"synthetic_data", "pretrain_base", "flatten_dataset"}
+    # a base in Meta's layout is exported for the PEFT adapter; a Hugging Face one is its own
+    assert ("release_hf_base" in rules) == (not job_plan.BASES[model].hf)
 
 
 def test_each_job_asks_for_at_least_its_measured_memory(plan):

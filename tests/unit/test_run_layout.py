@@ -52,6 +52,20 @@ def test_the_7b_config_and_the_recipe_plan_in_folders_of_their_own(tmp_path):
         assert all(p.startswith(f"{run}/") for p in outputs(out)), outputs(out)
 
 
+@pytest.mark.parametrize("files, run", [
+    (["configs/llama7b-vicuna.yaml", "configs/mistral-7b.yaml"], "runs/mistral-7B"),
+    (["configs/llama7b-vicuna.yaml", "configs/mistral-7b.yaml", "configs/vicuna-recipe.yaml"],
+     "runs/mistral-7B-vicuna-recipe"),
+    (["configs/llama7b-vicuna.yaml", "configs/vicuna-recipe.yaml", "configs/llama2-7b.yaml"],
+     "runs/llama2-7B-vicuna-recipe"),
+    (["configs/llama7b-vicuna.yaml", "configs/tinyllama-1.1b.yaml"], "runs/tinyllama-1.1B"),
+])
+def test_each_base_and_its_recipe_run_apart(files, run):
+    """The recipe names its variant, not a run: on each base, in either order, it is that
+    base's recipe run, never the LLaMA 7B recipe's."""
+    assert run_layout.run_dir(run_layout.merged_config([str(REPO / f) for f in files])) == run
+
+
 @pytest.mark.parametrize("key, edit", [
     ("data.corpora.alpaca_clean.json", lambda c: c["data"]["corpora"]["alpaca_clean"].update(
         json="synthetic/nowhere.json")),
