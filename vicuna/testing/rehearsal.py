@@ -23,6 +23,7 @@ import tarfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -39,6 +40,35 @@ LLAMA_TOKENIZER = REPO.parent / "shared" / "fixtures" / "llama-tokenizer" / "tok
 CONFIG = "configs/llama7b-vicuna.yaml"
 OVERRIDE = "rehearsal.yaml"
 RUN = "runs/llama7B"  # the 7B config's run folder (its model_name): the override keeps it
+
+
+@dataclass(frozen=True)
+class Base:
+    """A base's rehearsal: its config of configs/ layered on the 7B run (none for LLaMA 7B),
+    where that config puts the base and its tokenizer, and the shape random_base writes there."""
+    shape: str  # random_base's name: PARAMS (Meta's layout) or HF_CONFIGS (Hugging Face's)
+    model_dir: str
+    tokenizer: str
+    configs: tuple[str, ...] = ()
+    run: str = RUN
+
+    @property
+    def hf(self) -> bool:
+        return self.shape in random_base.HF_CONFIGS
+
+    @property
+    def configfiles(self) -> list[str]:
+        return [CONFIG, *self.configs, OVERRIDE]
+
+
+BASES = {
+    "7B": Base("7B", "llama/7B", "llama/tokenizer.model"),
+    "llama2-7B": Base("llama2-7B", "llama-2/llama-2-7b", "llama-2/tokenizer.model",
+                      ("configs/llama2-7b.yaml",), "runs/llama2-7B"),
+    "mistral-7B": Base("mistral-7B", "models/Mistral-7B-v0.1",
+                       "models/Mistral-7B-v0.1/tokenizer.model", ("configs/mistral-7b.yaml",),
+                       "runs/mistral-7B"),
+}
 
 # The shrinking; each corpus's url and sha256 are added by `override`.
 SHRINK = {
@@ -145,12 +175,17 @@ def override(base_url: str, corpora: dict[str, Path], heldout: bool = False,
 
 
 def prepare(workdir: Path, base_url: str, corpora: dict[str, Path], n_layers: int = 1,
-            heldout: bool = False, changes: dict | None = None) -> int:
-    """A clone in `workdir` holding the 7B-shaped base in llama/ and the override file; returns
-    the base checkpoint's size in bytes."""
+            heldout: bool = False, changes: dict | None = None, base: str = "7B") -> int:
+    """A clone in `workdir` holding the base's random stand-in of the real width where its
+    config looks for it (LLaMA 7B: llama/7B), the real LLaMA tokenizer, and the override file;
+    returns the base checkpoint's size in bytes."""
     clone(workdir)
-    size = random_base.write_random(workdir / "llama" / "7B", "7B", n_layers=n_layers)
-    shutil.copy(LLAMA_TOKENIZER, workdir / "llama" / "tokenizer.model")
+    spec = BASES[base]
+    if spec.hf:
+        size = random_base.write_random_hf(workdir / spec.model_dir, spec.shape, n_layers=n_layers)
+    else:
+        size = random_base.write_random(workdir / spec.model_dir, spec.shape, n_layers=n_layers)
+    shutil.copy(LLAMA_TOKENIZER, workdir / spec.tokenizer)
     (workdir / OVERRIDE).write_text(override(base_url, corpora, heldout, changes))
     return size
 
