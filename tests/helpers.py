@@ -332,3 +332,18 @@ def scalars(log_dir: Path) -> dict[str, list[int]]:
         for tag in acc.Tags()["scalars"]:
             steps.setdefault(tag, []).extend(e.step for e in acc.Scalars(tag))
     return {tag: sorted(values) for tag, values in steps.items()}
+
+
+def train_pids(work: Path) -> list[int]:
+    """The training processes (train.py) that run in `work`."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+            cwd = os.readlink(proc / "cwd")
+        except (OSError, ValueError):
+            continue
+        if any(arg.endswith(b"scripts/train.py") for arg in cmdline) and cwd == str(work) \
+                and b"-n_sample" not in cmdline:
+            pids.append(int(proc.name))
+    return pids

@@ -11,10 +11,9 @@ import signal
 import subprocess
 import time
 from collections import Counter
-from pathlib import Path
 
 import pytest
-from helpers import BIN, Terminal, clone, env, scalars
+from helpers import BIN, Terminal, clone, env, scalars, train_pids
 
 PROGRESS = ("progress/xent", "progress/ppl", "progress/lr")
 
@@ -22,21 +21,6 @@ PROGRESS = ("progress/xent", "progress/ppl", "progress/lr")
 
 
 FINETUNED = "runs/llama-tiny/finetuned_llama-tiny"
-
-
-def train_pids(work: Path) -> list[int]:
-    """The training processes (train.py) that run in `work`."""
-    pids = []
-    for proc in Path("/proc").iterdir():
-        try:
-            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
-            cwd = os.readlink(proc / "cwd")
-        except (OSError, ValueError):
-            continue
-        if any(arg.endswith(b"scripts/train.py") for arg in cmdline) and cwd == str(work) \
-                and b"-n_sample" not in cmdline:
-            pids.append(int(proc.name))
-    return pids
 
 
 def reports(log: str) -> dict[int, tuple[int, ...]]:

@@ -12,7 +12,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from helpers import BIN, env
+from helpers import BIN, clone, env, train_pids
 
 from vicuna.train import resume
 
@@ -81,3 +81,36 @@ def test_a_corpus_changed_in_place_plans_retraining(tiny_run, tmp_path):
     for rule in ("finetune", "finetune_samples", "merge_lora", "release_ct2", "simple_inference"):
         assert re.search(rf"^{rule}\s+\d+$", plan.stdout, re.M), (rule, plan.stdout[-3000:])
     assert not re.search(r"^(convert_llama|pretrain_base|flatten_dataset)\s+\d+$", plan.stdout, re.M)
+
+
+def test_a_training_sent_sigterm_says_where_a_rerun_resumes(tiny_run, tmp_path):
+    """SLURM's preemption and time limit, and `scancel`, send the job SIGTERM: the training stops
+    as on Ctrl-C, exits as the signal would (143), and the last line of its log, which the
+    console shows, names the checkpoint a rerun resumes from."""
+    work = tmp_path / "run"
+    shutil.copytree(tiny_run, work, symlinks=True)
+    clone(work)  # this tree's code, should tiny_run be an older run (VICUNA_TINY_RUN)
+    shutil.rmtree(work / "runs/llama-tiny/finetuned_llama-tiny")
+    (work / "runs/llama-tiny/logs/finetune.log").unlink(missing_ok=True)
+    proc = subprocess.Popen([*snakemake_cmd()[:-1], "finetune"], cwd=work, env=env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    checkpoint = work / f"{SAVE_MODEL}_step_200.pt"
+    deadline = time.monotonic() + 600
+    while not checkpoint.is_file():
+        assert proc.poll() is None, proc.stdout.read()[-3000:]
+        assert time.monotonic() < deadline, "no step checkpoint after 10 minutes"
+        time.sleep(0.5)
+    time.sleep(2)  # the save is done
+    for pid in train_pids(work):
+        os.kill(pid, signal.SIGTERM)
+    out = proc.communicate(timeout=300)[0]
+    assert proc.returncode != 0
+    assert not (work / f"{SAVE_MODEL}_step_400.pt").exists(), "stopped too late to test it"
+    stopped = (f"finetune: stopped (SIGTERM); the newest complete checkpoint is step 200 "
+               f"({SAVE_MODEL}_step_200.pt): run the same command again to resume from there")
+    log = (work / "runs/llama-tiny/logs/finetune.log").read_text()
+    assert log.rstrip().splitlines()[-1] == stopped
+    assert "Traceback" not in log
+    assert f"  {stopped}\n    runs/llama-tiny/logs/finetune.log" in out, out[-3000:]
+    assert "non-zero exit status 143" in out
