@@ -25,8 +25,8 @@ SITE = ["--max-threads", "2", "--slurm-init-seconds-before-status-checks", "2",
 RULES = {"download_dataset": 2, "convert_llama": 1, "extract_vocabulary": 1, "data_report": 1,
          "finetune_config": 1, "finetune_samples": 1, "finetune": 1, "training_curves": 1,
          "merge_lora": 1, "release_ct2": 1, "release_hf": 1, "release_hf_base": 1,
-         "release_peft": 1, "release_gguf": 3, "release_modelfile": 1, "translate_opts": 2,
-         "simple_inference": 2, "evaluate": 1, "mmlu_download": 1, "mmlu": 1, "all": 1}
+         "release_peft": 1, "release_gguf": 3, "release_modelfile": 1, "translate_opts": 3,
+         "simple_inference": 3, "evaluate": 1, "mmlu_download": 1, "mmlu": 1, "all": 1}
 LOCAL_RULES = {"all", "finetune_config", "translate_opts", "release_modelfile"}
 STEP = "runs/llama7B/finetuned_llama7B/llama7B-vicuna-onmt_step_4"
 
@@ -197,7 +197,8 @@ def test_evaluation_loads_no_model_with_nothing_to_score(rehearsed):
     mmlu = json.loads((work / "runs/llama7B/outputs/mmlu.json").read_text())  # only MMLU's scores joined in
     for name in ("base", "finetuned"):
         assert result[name] == {f"mmlu_{m}_acc": mmlu[name][m]["acc_all"] for m in ("generate", "loglik")}
-    assert 0 <= result["py_ct2_agreement"] <= 1
+    for pair in ("py_ct2", "py_gguf", "ct2_gguf"):
+        assert 0 <= result[f"{pair}_agreement"] <= 1
     assert "no model loaded" in (work / "runs/llama7B/logs/evaluate.log").read_text()
 
 

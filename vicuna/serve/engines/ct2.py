@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from vicuna.serve import decoding, stops
-from vicuna.serve.engines.base import Answer, Engine, Watcher
+from vicuna.serve.engines.base import Answer, Engine, Watcher, cpu_threads
 
 
 class Ct2Engine(Engine):
@@ -144,14 +144,6 @@ class Ct2Engine(Engine):
 
     def close(self) -> None:
         del self.generator
-
-
-def cpu_threads(wanted: int) -> int:
-    """CTranslate2's threads: as configured, never more than this process may use (a SLURM
-    job's CPUs, a laptop's cores); 0 means all of those. CTranslate2's own 0 means 4 threads
-    whatever the machine has, oversubscribed (and slower) on 2 cores."""
-    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return min(wanted, available or 1) if wanted > 0 else (available or 1)
 
 
 # CTranslate2's variable types (include/ctranslate2/types.h; specs/model_spec.py writes them)
