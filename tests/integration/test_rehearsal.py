@@ -111,10 +111,10 @@ def test_lora_finetuning_at_7b_width_with_8bit_feed_forward(rehearsed):
     assert "Step  4/    4" in log and (work / f"{STEP}.pt").is_file()
 
 
-def test_predictions_in_both_modes_from_the_int8_float16_release(rehearsed):
+def test_predictions_in_every_mode_from_the_int8_float16_and_q8_0_releases(rehearsed):
     work, _ = rehearsed
     n = len((work / "configs/input_examples.txt").read_text().splitlines())
-    for mode in ("py", "ct2"):
+    for mode in ("py", "ct2", "gguf"):
         assert len((work / f"runs/llama7B/outputs/predictions_{mode}.txt").read_text().splitlines()) == n
     assert "(int8_float16, rotary base 10000)" in (work / "runs/llama7B/logs/release_ct2.log").read_text()
     assert (work / f"{STEP}.concat_CT2/model.bin").is_file()

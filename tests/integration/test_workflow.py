@@ -183,6 +183,23 @@ def test_gguf_q8_0_agrees_with_py_at_least_as_often_as_ct2_int8(tiny_run):
     assert result["py_ct2_agreement"] == round(same_ct2 / len(py), 4)
 
 
+def test_gguf_min_length_holds_the_end_token_back(tiny_run, monkeypatch):
+    """The finetuned model ends its short answers with </s>; min_length (the benchmarks' forced
+    lengths) keeps it from ending earlier, as in py and ct2."""
+    from vicuna.serve import engines
+
+    monkeypatch.chdir(tiny_run)
+    engine = engines.load("gguf", "runs/llama-tiny/translate_opts_gguf.yaml")
+    prompts = [prompt.from_line(p) for p in lines(tiny_run / "synthetic/input_examples.txt")[:8]]
+    free = engine.generate(prompts)
+    assert min(a.tokens for a in free) < 12  # some end by themselves
+    forced = engine.generate(prompts, {"max_length": 12, "min_length": 12})
+    assert [a.tokens for a in forced] == [12] * len(prompts)
+    for a, f in zip(free, forced, strict=True):  # the same answer until one of them ends
+        assert f.text.startswith(a.text) if a.tokens < 12 else a.text.startswith(f.text)
+    engine.close()
+
+
 def test_without_the_rotary_fix_py_would_disagree(tiny_run, ct2_float32, monkeypatch):
     """The check above has teeth: OpenNMT-py's own cached decoding is off by one position."""
     from onmt.translate.translator import GeneratorLM

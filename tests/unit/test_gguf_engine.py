@@ -169,6 +169,7 @@ def test_options_mean_what_they_mean_in_the_other_modes(engine):
     # without a seed, each call samples anew (the options file's seed is no per-call seed)
     assert len({engine.generate(PROMPTS[:1], SAMPLE)[0].text for _ in range(4)}) > 1
     assert engine.generate(PROMPTS[:1], {"max_length": 3})[0].tokens == 3
+    # min_length (no end token before it): on a trained model, tests/integration/test_workflow.py
 
 
 def test_pick_draws_within_top_k_and_top_p():

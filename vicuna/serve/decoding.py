@@ -107,12 +107,14 @@ def gguf_args(opts: dict) -> dict:
     (vicuna/serve/engines/gguf.py `pick`), with the meanings above: greedy (the most likely
     token) for top-k 1 or temperature 0; else the logits divided by the temperature, the k most
     likely tokens kept (0: every token), then the most likely of those whose probabilities add
-    up to top-p (0: off), and one drawn. llama.cpp has no beam search here: `beam_size` is
-    returned for the engine to refuse anything but 1."""
+    up to top-p (0: off), and one drawn; the end token is never chosen before `min_length`
+    tokens. llama.cpp has no beam search here: `beam_size` is returned for the engine to
+    refuse anything but 1."""
     o = {**ONMT_DEFAULTS, **opts}
     temperature = o["random_sampling_temp"]
     return {
         "max_length": o["max_length"],
+        "min_length": o["min_length"],
         "beam_size": o["beam_size"],
         "greedy": temperature == 0 or o["random_sampling_topk"] == GREEDY,
         "top_k": o["random_sampling_topk"],

@@ -49,6 +49,12 @@ class GgufEngine(Engine):
     def __init__(self, opts: dict, source: str | Path) -> None:
         import numpy as np
 
+        beam = decoding.gguf_args(opts)["beam_size"]
+        if beam != 1:
+            given = "" if "beam_size" in opts else " (OpenNMT-py's default: the file sets none)"
+            raise ValueError(f"{source}: option 'beam_size' is {beam}{given}: the gguf mode "
+                             f"decodes greedily or samples, one candidate per answer (no beam "
+                             f"search): set beam_size: 1")
         self._vocab_model: llamacpp.Model | None = None
         self.model: llamacpp.Model | None = None
         try:
@@ -57,12 +63,6 @@ class GgufEngine(Engine):
         finally:
             if self._vocab_model is not None:
                 self._vocab_model.close()
-        beam = decoding.gguf_args(opts)["beam_size"]
-        if beam != 1:
-            given = "" if "beam_size" in opts else " (OpenNMT-py's default: the file sets none)"
-            raise ValueError(f"{source}: option 'beam_size' is {beam}{given}: the gguf mode "
-                             f"decodes greedily or samples, one candidate per answer (no beam "
-                             f"search): set beam_size: 1")
         from vicuna.weights import llamacpp
 
         self.n_ctx = options.context_length(opts)
@@ -132,7 +132,11 @@ class GgufEngine(Engine):
         eos = self.sp.eos_id()
         position = len(ids)
         for count in range(1, args["max_length"] + 1):
-            token = pick(logits, args, rng)
+            allowed = logits
+            if count <= args["min_length"]:  # no end before min_length tokens
+                allowed = logits.copy()
+                allowed[eos] = -float("inf")
+            token = pick(allowed, args, rng)
             yield token, float(log_softmax(logits)[token])
             if token == eos or count == args["max_length"] or position >= self.n_ctx:
                 return
@@ -142,9 +146,9 @@ class GgufEngine(Engine):
     def generate(self, prompts: list[str], settings: dict | None = None,
                  watchers: Sequence[Watcher] | None = None) -> list[Answer]:
         args = decoding.gguf_args({**self.opts, **(settings or {})})
-        rngs = self._rngs(len(prompts), settings)
         answers = []
         with self._lock:
+            rngs = self._rngs(len(prompts), settings)
             for i, text in enumerate(prompts):
                 watcher = watchers[i] if watchers else None
                 ids: list[int] = []
@@ -167,10 +171,10 @@ class GgufEngine(Engine):
     def stream(self, prompt: str, settings: dict | None = None) -> Iterator[str]:
         """Token by token; closing the iterator stops decoding."""
         args = decoding.gguf_args({**self.opts, **(settings or {})})
-        [rng] = self._rngs(1, settings)
         cutter = stops.Cutter()
         ids: list[int] = []
         with self._lock:
+            [rng] = self._rngs(1, settings)
             tokens = self._tokens(self.prompt_ids(prompt), args, rng)
             try:
                 for token, _ in tokens:
