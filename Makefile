@@ -70,7 +70,7 @@ lint: dev
 	ruff check .
 	snakemake --lint
 
-# The chatbot on the newest release of a run (built first if needed): MODE=py or ct2, the run of
+# The chatbot on the newest release of a run (built first if needed): MODE=py, ct2 or gguf, the run of
 # CONFIG (config.yaml unless given; several files as Snakemake merges them, in quotes).
 MODE ?= ct2
 PORT ?= 7860
@@ -79,7 +79,7 @@ chat: install
 	python scripts/chatbot.py -inference_config_file $(RUN_DIR)/translate_opts_$(MODE).yaml \
 		-inference_mode $(MODE) -max_context_length 512 -server_port $(PORT)
 
-# The same release behind an OpenAI-compatible API (scripts/serve_api.py): MODE=py or ct2,
+# The same release behind an OpenAI-compatible API (scripts/serve_api.py): MODE=py, ct2 or gguf,
 # PORT=8000 by default; SYSTEM=ignore|task|refuse says what a chat's system messages become
 # (docs/api.md); VICUNA_API_KEY=... asks clients for that key.
 SYSTEM ?= ignore

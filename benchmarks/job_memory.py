@@ -10,6 +10,10 @@ is peak = a x size + b per rule, written to benchmarks/job_memory.json, which
 rules/resources.smk's MEMORY_FIT reads (tests/unit/test_resources.py checks the rules use it).
 
     .venv/bin/python benchmarks/job_memory.py [--layers 1 2 4] [--keep | --reuse DIR]
+    .venv/bin/python benchmarks/job_memory.py --only simple_inference_gguf   # one rule's fit
+
+`--only` measures the named rules alone (the runs make only their outputs, ONLY_TARGETS) and
+keeps the other rules' fits of the JSON as they are.
 
 Needs the real LLaMA tokenizer (../shared/fixtures/llama-tokenizer/tokenizer.model).
 """
@@ -43,6 +47,8 @@ LOADS = {
     "release_peft": f"{STEP}.pt",  # the LoRA step checkpoint alone: a few MB
     "simple_inference_py": f"{STEP}.concat.pt",
     "simple_inference_ct2": f"{STEP}.concat_CT2",
+    # llama.cpp memory-maps the GGUF of inference.gguf_type (q8_0), and adds its KV cache
+    "simple_inference_gguf": f"{STEP}.concat-q8_0.gguf",
     "heldout_loss": f"{STEP}.concat.pt",
     # without references (as here and in the 7B config) it loads no model; with them it runs
     # the py engine on the base, sized as simple_inference_py
@@ -51,6 +57,9 @@ LOADS = {
     # one job per GGUF type; the rule asks for the largest of them (release_gguf, below)
     **{f"release_gguf_{kind}": f"{STEP}.concat.pt" for kind in GGUF_TYPES},
 }
+# rule -> what a run makes to measure it alone (--only)
+ONLY_TARGETS = {f"simple_inference_{mode}": f"{rehearsal.RUN}/outputs/predictions_{mode}.txt"
+                for mode in ("py", "ct2", "gguf")}
 PEAK_RSS = Path(__file__).resolve().parent / "peak_rss"  # its sitecustomize.py
 PEAKS = "peak_rss.jsonl"
 
@@ -60,20 +69,22 @@ def size_mb(path: Path) -> float:
     return sum(p.stat().st_size for p in files) / 2**20
 
 
-def measure(n_layers: int, root: Path) -> dict[str, tuple[float, float, float]]:
+def measure(n_layers: int, root: Path, only: list[str] | None = None
+            ) -> dict[str, tuple[float, float, float]]:
     """rule -> (checkpoint MB, peak RSS MB, seconds) for a base of `n_layers` layers (a run
-    already in root/layers<n> is read again, not repeated)."""
+    already in root/layers<n> is read again, not repeated); `only`: those rules alone."""
     work = root / f"layers{n_layers}"
     if not work.is_dir():
-        run(n_layers, root, work)
-    return read(work)
+        run(n_layers, root, work, tuple(ONLY_TARGETS[r] for r in only) if only else ("all",))
+    return read(work, only)
 
 
-def run(n_layers: int, root: Path, work: Path) -> None:
+def run(n_layers: int, root: Path, work: Path, targets: tuple[str, ...] = ("all",)) -> None:
     env = dict(os.environ, VICUNA_PEAK_RSS=str(root / f"{work.name}.{PEAKS}"),
                PYTHONPATH=os.pathsep.join(filter(None, [str(PEAK_RSS),
                                                         os.environ.get("PYTHONPATH")])))
-    proc = rehearsal.run_locally(root, work, n_layers=n_layers, heldout=True, env=env)
+    proc = rehearsal.run_locally(root, work, n_layers=n_layers, heldout=True, env=env,
+                                 targets=targets)
     if proc.returncode:
         sys.exit(f"{n_layers} layers: the workflow failed:\n{proc.stderr[-3000:]}")
 
@@ -92,12 +103,14 @@ def exact_peaks(work: Path) -> dict[str, float]:
     return peaks
 
 
-def read(work: Path) -> dict[str, tuple[float, float, float]]:
+def read(work: Path, only: list[str] | None = None) -> dict[str, tuple[float, float, float]]:
     jobs, exact = rehearsal.job_benchmarks(work / rehearsal.RUN), exact_peaks(work)
     run = work / rehearsal.RUN  # the base is read from llama/, the rest is the run's
     measured = {rule: (size_mb(work / loads if loads.startswith("llama/") else run / loads),
                        max(jobs[rule]["max_rss"], exact.get(rule, 0.0)), jobs[rule]["s"])
-                for rule, loads in LOADS.items()}
+                for rule, loads in LOADS.items() if not only or rule in only}
+    if only:
+        return measured
     # release_gguf sizes every type's job alike: by the largest (the same checkpoint's size)
     types = [measured[f"release_gguf_{kind}"] for kind in GGUF_TYPES]
     measured["release_gguf"] = (types[0][0], max(t[1] for t in types), max(t[2] for t in types))
@@ -127,6 +140,8 @@ def main() -> None:
     p.add_argument("--output", type=Path, default=REPO / "benchmarks" / "job_memory.json")
     p.add_argument("--keep", action="store_true", help="keep the runs' folders")
     p.add_argument("--reuse", type=Path, help="a folder kept by --keep: read its runs again")
+    p.add_argument("--only", nargs="+", choices=sorted(ONLY_TARGETS),
+                   help="measure these rules alone; the output's other fits are kept")
     a = p.parse_args()
     if not rehearsal.LLAMA_TOKENIZER.is_file():
         sys.exit(f"error: {rehearsal.LLAMA_TOKENIZER}: the real LLaMA tokenizer is needed")
@@ -135,15 +150,17 @@ def main() -> None:
     try:
         for n in a.layers:
             start = time.monotonic()
-            runs[n] = measure(n, root)
+            runs[n] = measure(n, root, a.only)
             print(f"{n} layers: {time.monotonic() - start:.0f} s", file=sys.stderr)
     finally:
         if not (a.keep or a.reuse):
             shutil.rmtree(root, ignore_errors=True)
     result = {"layers": a.layers, "rules": {}}
+    if a.only:  # the other fits as they are, in their order
+        result = json.loads(a.output.read_text())
     print("| rule | " + " | ".join(f"{n} layers: size / peak MB" for n in a.layers)
           + " | a | b MB |\n|---|" + "---|" * (len(a.layers) + 2))
-    for rule in [*LOADS, "release_gguf"]:
+    for rule in a.only or [*LOADS, "release_gguf"]:
         points = [runs[n][rule][:2] for n in a.layers]
         slope, intercept = fit(points)
         result["rules"][rule] = {"a": round(slope, 3), "b_mb": round(intercept),

@@ -42,7 +42,9 @@ try:
 except ValueError as e:
     config_error(e)
 
-MODES = list(engines.REGISTRY)
+# The inference modes a run plans: every registered engine (vicuna/serve/engines), except that
+# the gguf mode reads a GGUF release and `release.gguf: []` writes none.
+MODES = [mode for mode in engines.REGISTRY if mode != "gguf" or config["release"]["gguf"]]
 
 # base.tokenizer_model, where not given: the model directory's own tokenizer.model, else the one
 # beside it (Meta's LLaMA download: llama/tokenizer.model beside llama/7B/).

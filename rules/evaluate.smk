@@ -41,7 +41,7 @@ rule heldout_loss:
 
 
 
-# outputs/eval.json and outputs/eval.tsv: exact match, py/ct2 agreement, the held-out losses, and
+# outputs/eval.json and outputs/eval.tsv: exact match, the modes' agreement, the held-out losses, and
 # the benchmarks' accuracies (MMLU's ACC-all per method).
 rule evaluate:
     input:
@@ -50,8 +50,8 @@ rule evaluate:
         mmlu=mmlu_json,
         prompts=INPUT_EXAMPLES,
         references=REFERENCES,
-        predictions_py=expand(rules.simple_inference.output.predictions, mode="py"),
-        predictions_ct2=expand(rules.simple_inference.output.predictions, mode="ct2"),
+        # every mode's, py's first (the finetuned model's answers): agreement of each pair
+        predictions=expand(rules.simple_inference.output.predictions, mode=MODES),
         # the base's answers are generated with the py mode's options
         options=expand(rules.translate_opts.output.options, mode="py"),
     output:
@@ -62,6 +62,9 @@ rule evaluate:
         heldout_loss=lambda w, input: " ".join(f"--heldout_loss {p}" for p in input.heldout_loss),
         mmlu=lambda w, input: " ".join(f"--mmlu {p}" for p in input.mmlu),
         references=lambda w, input: f"--references {input.references}" if input.references else "",
+        predictions=lambda w, input: " ".join(
+            f"--predictions_{mode} {path}" for mode, path in zip(MODES, input.predictions)
+        ),
     resources:
         # the base's answers: the py engine on the base, sized as py inference
         mem_mb=mem_mb("simple_inference_py", "base") if EVAL_LOADS_MODELS else 1000,
@@ -74,8 +77,7 @@ rule evaluate:
         "../envs/vicuna.yaml"
     shell:
         "evaluate.py --base {input.base} {params.heldout_loss} {params.mmlu} --prompts {input.prompts}"
-        " {params.references} --predictions_py {input.predictions_py}"
-        " --predictions_ct2 {input.predictions_ct2} --translate_opts_py {input.options}"
+        " {params.references} {params.predictions} --translate_opts_py {input.options}"
         " --json {output.json} --table {output.table} --html {output.html} > {log} 2>&1"
 
 

@@ -1,4 +1,4 @@
-# Batch inference in both modes: py (OpenNMT-py) and ct2 (CTranslate2).
+# Batch inference in every mode: py (OpenNMT-py), ct2 (CTranslate2) and gguf (llama.cpp).
 from vicuna.serve import engines
 
 
@@ -23,11 +23,17 @@ if PROMPT_RECORDS:
             " {params.references} > {log} 2>&1"
 
 
-MODE_MODEL = {"py": rules.merge_lora.output.checkpoint, "ct2": rules.release_ct2.output.model}
+# The model each mode reads: the merged checkpoint, the CTranslate2 release, and the GGUF
+# release of inference.gguf_type (one of release.gguf: vicuna.config_check says so at parse time).
+MODE_MODEL = {
+    "py": rules.merge_lora.output.checkpoint,
+    "ct2": rules.release_ct2.output.model,
+    "gguf": expand(rules.release_gguf.output.model, gguf_type=config["inference"]["gguf_type"])[0],
+}
 
 
-# translate_opts_py.yaml / translate_opts_ct2.yaml from config.yaml's `inference` section: each
-# mode's job gets only the keys it reads (engines.config_keys), so a ct2-only key reruns only ct2.
+# translate_opts_<mode>.yaml from config.yaml's `inference` section: each mode's job gets only
+# the keys it reads (engines.config_keys), so a ct2-only key reruns only ct2.
 rule translate_opts:
     input:
         model=lambda w: MODE_MODEL[w.mode],
@@ -69,7 +75,7 @@ rule simple_inference:
         output_dir=lambda w, output: Path(output.predictions).parent,
     resources:
         mem_mb=mem_mb("simple_inference_{mode}"),
-        gpu=gpus(config["inference"]["device"]),
+        gpu=mode_gpus,
     log:
         run_path("logs/simple_inference_{mode}.log"),
     benchmark:

@@ -114,3 +114,10 @@ def hf_disk_mb(key, dtype):
 def gpus(device):
     """One GPU for a job whose configured device is `cuda`, none otherwise."""
     return 1 if device == "cuda" else 0
+
+
+def mode_gpus(wildcards):
+    """A resource callable: gpus(inference.device) for a mode that runs there (it reads
+    `device`: py, ct2), none for one that runs on the CPU whatever it says (gguf)."""
+    runs_on_device = "device" in engines.engine_class(wildcards.mode).config_keys
+    return gpus(config["inference"]["device"]) if runs_on_device else 0

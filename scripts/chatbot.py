@@ -1,6 +1,7 @@
 #!/usr/bin/env python
-"""A multi-round chat with the finetuned model in a gradio page, in `py` (OpenNMT-py) or `ct2`
-(CTranslate2, streamed token by token) mode (the tutorial's flags).
+"""A multi-round chat with the finetuned model in a gradio page, in `py` (OpenNMT-py), `ct2`
+(CTranslate2, streamed token by token) or `gguf` (llama.cpp, streamed token by token) mode (the
+tutorial's flags).
 
 Each prompt is vicuna.prompt.conversation of the earlier rounds and the new message; when it
 would not fit -max_context_length (with the max new tokens reserved), the oldest whole rounds

@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """Serve the finetuned model through an OpenAI-compatible API (/v1/chat/completions,
 /v1/completions, /v1/models), in `ct2` (CTranslate2: concurrent requests generated together,
-streamed token by token) or `py` (OpenNMT-py: one request at a time) mode, from the same
-options file as the chatbot (the tutorial's flags).
+streamed token by token), `gguf` (llama.cpp: one request at a time, streamed token by token)
+or `py` (OpenNMT-py: one request at a time) mode, from the same options file as the chatbot
+(the tutorial's flags).
 
 Listens on 127.0.0.1 unless --host says otherwise. With --api_key (or the VICUNA_API_KEY
 environment variable, which keeps the key out of the process list) every request needs

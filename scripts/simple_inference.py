@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Batch inference on a file of prompts (one a line, newlines as ｟newline｠) in `py`
-(OpenNMT-py) or `ct2` (CTranslate2) mode: writes predictions_<mode>.txt, one answer a line as
-generated (the tutorial's file), answers_<mode>.txt, the same answers as the chatbot shows them
-(up to where the model opens a next "### Instruction:" round by itself), and
+(OpenNMT-py), `ct2` (CTranslate2) or `gguf` (llama.cpp) mode: writes predictions_<mode>.txt,
+one answer a line as generated (the tutorial's file), answers_<mode>.txt, the same answers as
+the chatbot shows them (up to where the model opens a next "### Instruction:" round by itself), and
 predictions_<mode>.json with each answer's score and the timing (the tutorial's flags).
 A prompt longer than the context (option max_context_length) keeps its last tokens: a warning
 on stderr and `truncated` in its entry of the JSON say so."""

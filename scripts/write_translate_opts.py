@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """Write translate_opts_<mode>.yaml, the inference options of one mode, from config.yaml's
-`inference` section: the same decoding options for OpenNMT-py (`py`) and CTranslate2 (`ct2`).
+`inference` section: the same decoding options for OpenNMT-py (`py`), CTranslate2 (`ct2`) and
+llama.cpp (`gguf`).
 Only the mode's keys are read (vicuna.serve.engines.config_keys)."""
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from vicuna.serve import engines
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--mode", choices=sorted(engines.REGISTRY), required=True)
-    p.add_argument("--model", required=True, help="merged checkpoint (py) or CTranslate2 dir (ct2)")
+    p.add_argument("--model", required=True,
+                   help="merged checkpoint (py), CTranslate2 dir (ct2) or GGUF file (gguf)")
     p.add_argument("--tokenizer_model", required=True)
     p.add_argument("--inference_json", required=True,
                    help="config.yaml's inference section (the mode's keys at least)")

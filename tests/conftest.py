@@ -57,17 +57,21 @@ def tiny_meta(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def tiny_options(tiny_meta, tmp_path_factory) -> dict:
     """translate_opts_<mode>.yaml of tiny_meta's model, greedy, written as the workflow does:
-    {"py": file, "ct2": file, "ct2_release": its float32 release, "max_length": 16}."""
+    {"py": file, "ct2": file, "gguf": file, "ct2_release": its float32 release,
+    "gguf_release": its F32 GGUF, "max_length": 16}."""
     root = tmp_path_factory.mktemp("tiny_options")
-    ct2 = root / "tiny-ct2"
+    ct2, gguf = root / "tiny-ct2", root / "tiny-f32.gguf"
     call_script("release_model.py", "--model", str(tiny_meta["onmt"]), "--output", str(ct2),
                "--quantization", "float32")
+    call_script("release_model.py", "--model", str(tiny_meta["onmt"]), "--output", str(gguf),
+               "--format", "gguf", "--gguf_type", "f32", "--tokenizer_model",
+               str(tiny_meta["tokenizer"]))
     decoding = {"device": "cpu", "precision": "fp32", "compute_type": "default",
                 "cpu_threads": 1, "batch_size": 16, "beam_size": 1, "max_length": 16,
                 "random_sampling_topk": 1, "random_sampling_topp": 0.0,
                 "random_sampling_temp": 1.0, "seed": 1234}
-    files: dict = {"ct2_release": ct2, "max_length": decoding["max_length"]}
-    for mode, model in (("ct2", ct2), ("py", tiny_meta["onmt"])):
+    files: dict = {"ct2_release": ct2, "gguf_release": gguf, "max_length": decoding["max_length"]}
+    for mode, model in (("ct2", ct2), ("py", tiny_meta["onmt"]), ("gguf", gguf)):
         files[mode] = root / f"translate_opts_{mode}.yaml"
         call_script("write_translate_opts.py", "--mode", mode, "--model", str(model),
                    "--tokenizer_model", str(tiny_meta["tokenizer"]),

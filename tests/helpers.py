@@ -165,15 +165,16 @@ def socket_owners(inodes: set[int]) -> dict[int, str]:
     return owners
 
 
-def serve_chatbot(options: Path, log: Path, *flags: str) -> Iterator[str]:
-    """scripts/chatbot.py (ct2 mode) on a free port until the generator is closed; yields its
-    URL once the page answers (a generator: `yield from` it in a fixture, or loop over it)."""
+def serve_chatbot(options: Path, log: Path, *flags: str, mode: str = "ct2") -> Iterator[str]:
+    """scripts/chatbot.py (ct2 mode unless `mode`) on a free port until the generator is
+    closed; yields its URL once the page answers (a generator: `yield from` it in a fixture,
+    or loop over it)."""
     import time
     import urllib.request
 
     port = free_port()
     cmd = [sys.executable, str(REPO / "scripts" / "chatbot.py"), "-inference_config_file",
-           str(options), "-inference_mode", "ct2", "-server_port", str(port), *flags]
+           str(options), "-inference_mode", mode, "-server_port", str(port), *flags]
     url = f"http://127.0.0.1:{port}/"
     with open(log, "w") as out, started(cmd, stdout=out, stderr=subprocess.STDOUT) as proc:
         deadline = time.monotonic() + 120

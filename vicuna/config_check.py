@@ -144,6 +144,23 @@ def check_keys(config: dict) -> None:
                          "is not empty (OpenNMT-py would silently quantize nothing)")
     if train["save_checkpoint_steps"] > train["train_steps"]:
         raise ValueError("train.save_checkpoint_steps must not exceed train.train_steps")
+    check_gguf_mode(config)
+
+
+def check_gguf_mode(config: dict) -> None:
+    """The gguf inference mode, planned while release.gguf writes GGUF files, reads one of them
+    (inference.gguf_type) and decodes without beam search."""
+    written, inference = config["release"].get("gguf", []), config["inference"]
+    if not written:
+        return
+    kind = inference.get("gguf_type", "q8_0")
+    if kind not in written:
+        raise ValueError(f"inference.gguf_type is {kind}, which release.gguf ({', '.join(written)}) "
+                         f"does not write: add it there or choose one of those")
+    if inference.get("beam_size", 1) != 1:
+        raise ValueError(f"inference.beam_size is {inference['beam_size']}, but the gguf mode "
+                         f"(llama.cpp) has no beam search: set 1, or release.gguf: [] to leave "
+                         f"the gguf mode out")
 
 
 def default_tokenizer(model_dir: str) -> str:

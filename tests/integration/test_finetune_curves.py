@@ -129,6 +129,6 @@ def test_killed_finetune_keeps_its_curves_and_the_resumed_run_continues_them(
     if killed == "snakemake":
         assert "Step 220/" in train_log and "Step 20/" not in train_log  # went on, not over
         n = len((work / "synthetic/input_examples.txt").read_text().splitlines())
-        for mode in ("py", "ct2"):  # one answer per prompt
+        for mode in ("py", "ct2", "gguf"):  # one answer per prompt
             answers = (work / f"runs/llama-tiny/outputs/predictions_{mode}.txt").read_text()
             assert len(answers.splitlines()) == n, mode

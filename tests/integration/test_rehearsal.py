@@ -25,8 +25,8 @@ SITE = ["--max-threads", "2", "--slurm-init-seconds-before-status-checks", "2",
 RULES = {"download_dataset": 2, "convert_llama": 1, "extract_vocabulary": 1, "data_report": 1,
          "finetune_config": 1, "finetune_samples": 1, "finetune": 1, "training_curves": 1,
          "merge_lora": 1, "release_ct2": 1, "release_hf": 1, "release_hf_base": 1,
-         "release_peft": 1, "release_gguf": 3, "release_modelfile": 1, "translate_opts": 2,
-         "simple_inference": 2, "evaluate": 1, "mmlu_download": 1, "mmlu": 1, "publish": 3,
+         "release_peft": 1, "release_gguf": 3, "release_modelfile": 1, "translate_opts": 3,
+         "simple_inference": 3, "evaluate": 1, "mmlu_download": 1, "mmlu": 1, "publish": 3,
          "all": 1}
 LOCAL_RULES = {"all", "finetune_config", "translate_opts", "release_modelfile", "publish"}
 STEP = "runs/llama7B/finetuned_llama7B/llama7B-vicuna-onmt_step_4"
@@ -112,10 +112,10 @@ def test_lora_finetuning_at_7b_width_with_8bit_feed_forward(rehearsed):
     assert "Step  4/    4" in log and (work / f"{STEP}.pt").is_file()
 
 
-def test_predictions_in_both_modes_from_the_int8_float16_release(rehearsed):
+def test_predictions_in_every_mode_from_the_int8_float16_and_q8_0_releases(rehearsed):
     work, _ = rehearsed
     n = len((work / "configs/input_examples.txt").read_text().splitlines())
-    for mode in ("py", "ct2"):
+    for mode in ("py", "ct2", "gguf"):
         assert len((work / f"runs/llama7B/outputs/predictions_{mode}.txt").read_text().splitlines()) == n
     assert "(int8_float16, rotary base 10000)" in (work / "runs/llama7B/logs/release_ct2.log").read_text()
     assert (work / f"{STEP}.concat_CT2/model.bin").is_file()
@@ -198,7 +198,8 @@ def test_evaluation_loads_no_model_with_nothing_to_score(rehearsed):
     mmlu = json.loads((work / "runs/llama7B/outputs/mmlu.json").read_text())  # only MMLU's scores joined in
     for name in ("base", "finetuned"):
         assert result[name] == {f"mmlu_{m}_acc": mmlu[name][m]["acc_all"] for m in ("generate", "loglik")}
-    assert 0 <= result["py_ct2_agreement"] <= 1
+    for pair in ("py_ct2", "py_gguf", "ct2_gguf"):
+        assert 0 <= result[f"{pair}_agreement"] <= 1
     assert "no model loaded" in (work / "runs/llama7B/logs/evaluate.log").read_text()
 
 

@@ -10,20 +10,25 @@ import pytest
 from helpers import REPO, edited_config, snakemake
 
 
-def modes(*rules: str, mode: tuple[str, ...] = ("py", "ct2")) -> dict[str, int]:
+def modes(*rules: str, mode: tuple[str, ...] = ("py", "ct2", "gguf")) -> dict[str, int]:
     return {f"{rule}[{m}]": 1 for rule in rules for m in mode}
 
 
 # Each Hub folder's card states the evaluation: whatever reruns `evaluate` rewrites the three
 # (HF, PEFT, GGUF), and no release.
 CARDS = {"publish": 3}
-# A decoding option: both modes' options and predictions, then the scores; no held-out loss.
+# A decoding option: every mode's options and predictions, then the scores; no held-out loss.
 # The Modelfile carries the first mode's (py) decoding defaults.
 INFERENCE = {**modes("translate_opts", "simple_inference"), "evaluate": 1,
              "release_modelfile": 1, **CARDS, "all": 1}
 # A key one mode reads (vicuna.serve.engines.config_keys): that mode's jobs only.
 CT2_ONLY = {**modes("translate_opts", "simple_inference", mode=("ct2",)), "evaluate": 1, **CARDS,
             "all": 1}
+GGUF_ONLY = {**modes("translate_opts", "simple_inference", mode=("gguf",)), "evaluate": 1,
+             **CARDS, "all": 1}
+# cpu_threads: CTranslate2's and llama.cpp's
+THREADS = {**modes("translate_opts", "simple_inference", mode=("ct2", "gguf")), "evaluate": 1,
+           **CARDS, "all": 1}
 # inference.precision is py's, and the held-out losses and MMLU run in it too.
 PY_ONLY = {**modes("translate_opts", "simple_inference", mode=("py",)), "heldout_loss": 1,
            "mmlu": 1, "evaluate": 1, "release_modelfile": 1, **CARDS, "all": 1}
@@ -41,7 +46,9 @@ CHANGES = {
     "decoding": (lambda c: c["inference"].update(max_length=32), INFERENCE),
     "sampling": (lambda c: c["inference"].update(random_sampling_temp=0.7), INFERENCE),
     "ct2 compute type": (lambda c: c["inference"].update(compute_type="int8"), CT2_ONLY),
-    "ct2 threads": (lambda c: c["inference"].update(cpu_threads=1), CT2_ONLY),
+    "cpu threads": (lambda c: c["inference"].update(cpu_threads=1), THREADS),
+    # another GGUF file for the gguf mode (one the run releases already)
+    "gguf type": (lambda c: c["inference"].update(gguf_type="f16"), GGUF_ONLY),
     "py precision": (lambda c: c["inference"].update(precision="fp16"), PY_ONLY),
     "lora": (lambda c: c["train"]["lora"].update(rank=4), TRAINING),
     "optimizer": (lambda c: c["train"].update(learning_rate=1e-3), TRAINING),
@@ -59,6 +66,8 @@ CHANGES = {
     # the adapter's base as it names it, and the base_model every card names
     "peft base": (lambda c: c["release"].update(peft_base_model="someone/base"),
                   {"release_peft": 1, **CARDS, "all": 1}),
+    # no GGUF file, no gguf mode: the table without its predictions, and the two cards left
+    "no gguf": (lambda c: c["release"].update(gguf=[]), {"evaluate": 1, "publish": 2, "all": 1}),
 }
 
 

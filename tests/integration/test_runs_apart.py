@@ -145,7 +145,7 @@ def own_run(tree) -> tuple[Path, dict[str, str], int]:
 def test_the_own_model_template_runs_end_to_end_in_a_folder_of_its_own(own_run):
     tree, _, n_prompts = own_run
     run_dir = tree / OWN
-    for mode in ("py", "ct2"):
+    for mode in ("py", "ct2", "gguf"):
         lines = (run_dir / f"outputs/predictions_{mode}.txt").read_text().splitlines()
         assert len(lines) == n_prompts
     prompts = (run_dir / "inputs/input_examples.txt").read_text(encoding="utf-8").splitlines()

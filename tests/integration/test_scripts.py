@@ -165,12 +165,12 @@ def ct2_release(tiny_meta, tmp_path_factory) -> Path:
     return out
 
 
-@pytest.mark.parametrize("mode", ["ct2", "py"])
-def test_long_prompt_is_cut_and_said_so(mode, ct2_release, tiny_meta, tmp_path):
-    model = ct2_release if mode == "ct2" else tiny_meta["onmt"]
-    extra = {"device": "cpu", "cpu_threads": 1} if mode == "ct2" else {
-        "transforms": ["sentencepiece"], "tgt_subword_model": str(tiny_meta["tokenizer"]),
-        "gpu": -1, "world_size": 1, "gpu_ranks": [], "output": "/dev/null"}
+@pytest.mark.parametrize("mode", ["ct2", "py", "gguf"])
+def test_long_prompt_is_cut_and_said_so(mode, ct2_release, tiny_meta, tiny_options, tmp_path):
+    model = {"ct2": ct2_release, "py": tiny_meta["onmt"], "gguf": tiny_options["gguf_release"]}[mode]
+    extra = {"ct2": {"device": "cpu", "cpu_threads": 1}, "gguf": {"cpu_threads": 1},
+             "py": {"transforms": ["sentencepiece"], "tgt_subword_model": str(tiny_meta["tokenizer"]),
+                    "gpu": -1, "world_size": 1, "gpu_ranks": [], "output": "/dev/null"}}[mode]
     opts = options_file(tmp_path, tiny_meta, model, max_context_length=48, **extra)
     (tmp_path / "p.txt").write_text("Hello\n" + "word " * 100 + "question?\n")
     result = run_script("simple_inference.py", "-input_file", str(tmp_path / "p.txt"),

@@ -44,7 +44,7 @@ def test_all_leaves_every_artifact_and_one_prediction_per_example(tiny_run):
     assert list((tiny_run / "runs/llama-tiny/finetuned_llama-tiny/logs").rglob("events.out.tfevents.*"))
     assert list((tiny_run / "runs/llama-tiny/finetuned_llama-tiny/samples").rglob("*.src"))
     n = len(lines(tiny_run / "synthetic/input_examples.txt"))
-    for mode in ["py", "ct2"]:
+    for mode in ["py", "ct2", "gguf"]:
         assert len(lines(tiny_run / f"runs/llama-tiny/outputs/predictions_{mode}.txt")) == n
         # as shown: the same answers, none past a round the model opened by itself
         shown = lines(tiny_run / f"{TINY}/outputs/answers_{mode}.txt")
@@ -204,6 +204,40 @@ def test_greedy_py_predictions_equal_float32_ct2(tiny_run, ct2_float32):
     agree = sum(a == b for a, b in zip(py, int8, strict=True))
     print(f"int8_float16 release agrees with py on {agree}/{len(py)} greedy predictions")
     assert py == ct2_float32
+
+
+def test_gguf_q8_0_agrees_with_py_at_least_as_often_as_ct2_int8(tiny_run):
+    """The gguf mode's greedy answers (llama.cpp on the Q8_0 file, the default gguf_type) part
+    from the float model's no more often than CTranslate2's int8 release does; the table says
+    the same figures."""
+    outputs = tiny_run / "runs/llama-tiny/outputs"
+    py, ct2, gguf = (lines(outputs / f"predictions_{mode}.txt") for mode in ("py", "ct2", "gguf"))
+    config = yaml.safe_load((tiny_run / "runs/llama-tiny/translate_opts_gguf.yaml").read_text())
+    assert config["model"].endswith(".concat-q8_0.gguf")
+    same_ct2 = sum(a == b for a, b in zip(py, ct2, strict=True))
+    same_gguf = sum(a == b for a, b in zip(py, gguf, strict=True))
+    print(f"of {len(py)} greedy answers, py = ct2 int8: {same_ct2}, py = gguf Q8_0: {same_gguf}")
+    assert same_gguf >= same_ct2
+    result = json.loads((outputs / "eval.json").read_text())
+    assert result["py_gguf_agreement"] == round(same_gguf / len(py), 4)
+    assert result["py_ct2_agreement"] == round(same_ct2 / len(py), 4)
+
+
+def test_gguf_min_length_holds_the_end_token_back(tiny_run, monkeypatch):
+    """The finetuned model ends its short answers with </s>; min_length (the benchmarks' forced
+    lengths) keeps it from ending earlier, as in py and ct2."""
+    from vicuna.serve import engines
+
+    monkeypatch.chdir(tiny_run)
+    engine = engines.load("gguf", "runs/llama-tiny/translate_opts_gguf.yaml")
+    prompts = [prompt.from_line(p) for p in lines(tiny_run / "synthetic/input_examples.txt")[:8]]
+    free = engine.generate(prompts)
+    assert min(a.tokens for a in free) < 12  # some end by themselves
+    forced = engine.generate(prompts, {"max_length": 12, "min_length": 12})
+    assert [a.tokens for a in forced] == [12] * len(prompts)
+    for a, f in zip(free, forced, strict=True):  # the same answer until one of them ends
+        assert f.text.startswith(a.text) if a.tokens < 12 else a.text.startswith(f.text)
+    engine.close()
 
 
 def test_without_the_rotary_fix_py_would_disagree(tiny_run, ct2_float32, monkeypatch):

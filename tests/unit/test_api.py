@@ -1,6 +1,7 @@
 """scripts/serve_api.py for real: the server in a subprocess on 127.0.0.1, driven by the official
 `openai` package (and `requests` for what that client would never send), on a random tiny
-LLaMA in both modes: its OpenNMT-py checkpoint (`py`) and its CTranslate2 release (`ct2`).
+LLaMA in every mode: its OpenNMT-py checkpoint (`py`), its CTranslate2 release (`ct2`) and its
+GGUF release run by llama.cpp (`gguf`).
 
 The oracle is scripts/simple_inference.py, run on the same options files: a greedy answer
 from the API must be its prediction for the same prompt, cut as the chatbot cuts it.
@@ -31,6 +32,7 @@ from vicuna.serve.stops import until_stops
 KEY = "test-key"
 CONTEXT = 2048  # the servers' -max_context_length
 MAX_NEW = 16  # the options files' max_length: the default max_tokens
+MODES = ["ct2", "py", "gguf"]
 
 U1, A1 = "Repeat these words.\ncat dog", "cat dog"
 U2 = "What is the first word?\nsun moon"
@@ -173,11 +175,12 @@ def options(tiny_options) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def servers(options, tmp_path_factory):
-    """Both servers, started together: ct2 with an API key, py without (and with the older
-    flag for the default handling of system messages)."""
+    """The servers of every mode, started together: ct2 and gguf with an API key, py without
+    (and with the older flag for the default handling of system messages)."""
     root = tmp_path_factory.mktemp("servers")
     started = {"ct2": Server("ct2", options["ct2"], root / "ct2.log", "--api_key", KEY),
-               "py": Server("py", options["py"], root / "py.log", "--ignore_system_messages")}
+               "py": Server("py", options["py"], root / "py.log", "--ignore_system_messages"),
+               "gguf": Server("gguf", options["gguf"], root / "gguf.log", "--api_key", KEY)}
     yield started
     for server in started.values():
         server.stop()
@@ -191,7 +194,7 @@ def expected(servers, options, tmp_path_factory) -> dict[str, dict[str, str]]:
     inputs = root / "inputs.txt"
     inputs.write_text(f"{prompt.to_line(CHAT_PROMPT)}\n{prompt.to_line(RAW_PROMPT)}\n")
     answers = {}
-    for mode in ("ct2", "py"):
+    for mode in MODES:
         run_script("simple_inference.py", "-input_file", str(inputs),
                    "-inference_config_file", str(options[mode]), "-inference_mode", mode,
                    "-output_dir", str(root))
@@ -229,7 +232,7 @@ def streamed(stream) -> tuple[dict[int, str], dict[int, str], dict | None]:
 
 # ---- through the openai package ---------------------------------------------------------
 
-@pytest.mark.parametrize("mode", ["ct2", "py"])
+@pytest.mark.parametrize("mode", MODES)
 def test_multi_round_chat_answers_as_simple_inference(mode, servers, expected, count_tokens):
     client = servers[mode].client()
     [model] = client.models.list().data
@@ -252,7 +255,7 @@ def test_multi_round_chat_answers_as_simple_inference(mode, servers, expected, c
     assert used == reply.usage.model_dump()
 
 
-@pytest.mark.parametrize("mode", ["ct2", "py"])
+@pytest.mark.parametrize("mode", MODES)
 def test_completions_answer_the_raw_prompt(mode, servers, expected, count_tokens):
     client = servers[mode].client()
     model = client.models.list().data[0].id
@@ -310,14 +313,15 @@ def test_oldest_rounds_dropped_to_fit_the_context(servers, count_tokens):
     assert e.value.body["code"] == "context_length_exceeded"
 
 
-@pytest.mark.parametrize("mode", ["ct2", "py"])
+@pytest.mark.parametrize("mode", MODES)
 def test_concurrent_requests_each_get_their_own_answer(mode, servers):
-    """Several clients at once get what each would get alone (ct2: generated together)."""
+    """Several clients at once get what each would get alone (ct2: generated together; py
+    and gguf: one after another)."""
     client = servers[mode].client()
     model = client.models.list().data[0].id
     words = ["cat dog", "sun moon", "red blue green", "one two", "tree frog", "book pen"]
     asks = [([{"role": "user", "content": f"Repeat these words.\n{w}"}], 6 + i)
-            for i, w in enumerate(words)][:6 if mode == "ct2" else 3]  # py: slow and queued
+            for i, w in enumerate(words)][:3 if mode == "py" else 6]  # py: slow and queued
 
     def ask(messages_and_max):
         messages, max_tokens = messages_and_max
@@ -340,7 +344,7 @@ def test_concurrent_requests_each_get_their_own_answer(mode, servers):
         assert max(sizes) > 1, "concurrent requests were not batched"
 
 
-@pytest.mark.parametrize("mode", ["ct2", "py"])
+@pytest.mark.parametrize("mode", MODES)
 def test_an_empty_prompt_among_concurrent_requests_is_refused_and_changes_no_answer(mode,
                                                                                     servers):
     """Answers never depend on what else is in the batch: an empty /v1/completions prompt is a
@@ -475,7 +479,7 @@ def test_other_routes_and_methods_get_json_errors(servers):
 
 
 def test_the_server_still_answers_after_malformed_requests(servers, expected):
-    for mode in ("ct2", "py"):
+    for mode in MODES:
         client = servers[mode].client()
         for body in (b"{", b'{"model": 1}', b"\xff\xfe"):
             requests.post(f"{servers[mode].url}/v1/completions", data=body,
@@ -498,10 +502,12 @@ def sampled(client: openai.OpenAI, seed: int | None, n: int = 1) -> list[str]:
     return [c.message.content for c in reply.choices]
 
 
-def test_a_seed_gives_the_same_sampled_answer_alone_and_beside_others(servers):
-    """py: a seeded sampled answer is the same each time, and the same while unseeded sampled
-    requests are generated before, after and between; another seed gives another answer."""
-    client = servers["py"].client()
+@pytest.mark.parametrize("mode", ["py", "gguf"])
+def test_a_seed_gives_the_same_sampled_answer_alone_and_beside_others(mode, servers):
+    """py and gguf: a seeded sampled answer is the same each time, and the same while unseeded
+    sampled requests are generated before, after and between; another seed gives another
+    answer."""
+    client = servers[mode].client()
     first = sampled(client, 7)
     assert sampled(client, 7) == first
     assert len(set(sampled(client, None, n=4))) > 1, "the requests do not sample"
@@ -532,7 +538,7 @@ def test_a_seed_with_sampling_is_refused_by_name_where_the_mode_cannot_honour_it
     assert greedy.choices[0].message.content == expected["ct2"]["raw"]
 
 
-@pytest.mark.parametrize("mode", ["ct2", "py"])
+@pytest.mark.parametrize("mode", MODES)
 def test_a_system_message_is_left_out_and_counted_by_default(mode, servers, expected):
     client = servers[mode].client()
     raw = client.chat.completions.with_raw_response.create(

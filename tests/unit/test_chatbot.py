@@ -2,7 +2,7 @@
 quantized as the workflow releases it (int8_float16) and the default compute type, on this CPU.
 Its console names the project's flag (--share), not gradio's API; its temperature slider starts
 at 0 (greedy) for greedy options; CTranslate2 picks the compute type the CPU runs without
-warning at every start."""
+warning at every start. In gguf mode (llama.cpp) the page answers what the engine streams."""
 
 from __future__ import annotations
 
@@ -64,3 +64,27 @@ def test_the_chatbot_starts_with_the_projects_hints_and_a_greedy_temperature(int
     console = log.read_text()
     assert "share=True" not in console and "--share" in console, console
     assert "int8_float16" not in console and "efficient" not in console, console
+
+
+def test_the_chatbot_in_gguf_mode_streams_the_engines_answer(tiny_options, tmp_path):
+    """`make chat MODE=gguf`: the page, driven through gradio's own client, answers a message
+    with the gguf engine's answer to the chat prompt, cut at the stop rule as it streams."""
+    from gradio_client import Client
+
+    from vicuna.serve import chat
+
+    message = "Repeat these words.\ncat dog"
+    engine = engines.load("gguf", tiny_options["gguf"])
+    text, _ = chat.build_prompt([], message, engine.count_tokens, 2048, 16)
+    expected = list(engine.stream(text, {"max_length": 16}))[-1]
+    engine.close()
+    for url in serve_chatbot(tiny_options["gguf"], tmp_path / "chatbot.log", mode="gguf"):
+        client = Client(url, verbose=False)
+        # message, temperature, top-k, top-p, max new tokens (the page's inputs; the rounds
+        # are the session's state, not sent)
+        result = client.predict(message, 0.0, 1, 0.0, 16, api_name="/respond")
+        client.close()
+    # outputs: message box, conversation, notice, the last prompt sent
+    assert result[1][-1]["role"] == "assistant" and expected
+    assert result[1][-1]["content"] == [{"type": "text", "text": expected}]
+    assert result[-1] == text

@@ -244,3 +244,26 @@ def test_the_layered_config_validates_and_plans(tmp_path):
     # the recipe's run of its own, beside the tutorial's (runs/llama7B)
     assert "runs/llama7B-vicuna-recipe/dataAI/sharegpt.split.txt" in out
     assert "runs/llama7B-vicuna-recipe/dataAI/alpaca_clean.split.txt" in out
+
+
+def test_a_gguf_type_the_run_does_not_release_is_named_at_parse_time(tmp_path):
+    def edit(c):
+        c["release"]["gguf"] = ["f16", "q4_k_m"]  # inference.gguf_type stays q8_0
+    output = parse_error(tmp_path, edit)
+    assert "inference.gguf_type is q8_0, which release.gguf (f16, q4_k_m) does not write" in output
+
+
+def test_the_gguf_mode_reads_a_released_type_without_beam_search(config):
+    """The gguf mode (llama.cpp) reads one of the GGUF files the run writes, and has no beam
+    search; `release.gguf: []` leaves the mode out, and with it both checks."""
+    ok = {"release": {"gguf": ["f16", "q8_0"]}, "inference": {"gguf_type": "q8_0", "beam_size": 1}}
+    config_check.check_gguf_mode(ok)
+    with pytest.raises(ValueError, match=r"^inference.gguf_type is f32, which release.gguf "
+                                         r"\(f16, q8_0\) does not write"):
+        config_check.check_gguf_mode({**ok, "inference": {"gguf_type": "f32", "beam_size": 1}})
+    with pytest.raises(ValueError, match=r"^inference.beam_size is 4, but the gguf mode .* "
+                                         r"release.gguf: \[\] to leave"):
+        config_check.check_gguf_mode({**ok, "inference": {"gguf_type": "q8_0", "beam_size": 4}})
+    config_check.check_gguf_mode({"release": {"gguf": []},
+                                  "inference": {"gguf_type": "f32", "beam_size": 4}})
+    assert config["inference"]["gguf_type"] in config["release"]["gguf"]  # the tiny default

@@ -1,5 +1,6 @@
 """Decoding options named once (vicuna.serve.decoding): each mode's options file reads only its
-keys, and each option means the same in both engines (OpenNMT-py read as the oracle)."""
+keys, and each option means the same in every engine (OpenNMT-py read as the oracle; the gguf
+engine's own sampling: tests/unit/test_gguf_engine.py)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ def schema_keys() -> set[str]:
 
 def test_every_inference_key_is_read_by_a_mode_or_the_rules():
     read = set().union(*(set(engines.config_keys(mode)) for mode in engines.REGISTRY))
-    assert read | {"input_examples", "references"} == schema_keys()
+    # the rules' own: the prompts, the references, and which GGUF the gguf mode reads
+    assert read | {"input_examples", "references", "gguf_type"} == schema_keys()
 
 
 @pytest.mark.parametrize("mode", sorted(engines.REGISTRY))
@@ -41,8 +43,11 @@ def test_each_mode_is_written_from_its_keys_alone(mode):
 def test_mode_only_keys_reach_their_mode_only():
     py = engines.options_file("py", "m", "t", INFERENCE)
     ct2 = engines.options_file("ct2", "m", "t", INFERENCE)
+    gguf = engines.options_file("gguf", "m", "t", INFERENCE)
     assert "precision" in py and "precision" not in ct2
     assert {"compute_type", "cpu_threads"} <= set(ct2) and not {"compute_type", "cpu_threads"} & set(py)
+    # llama.cpp runs on the CPU: threads, no device, no precision, no compute type
+    assert "cpu_threads" in gguf and not {"device", "precision", "compute_type"} & set(gguf)
     with pytest.raises(ValueError, match="inference mode 'tf'"):
         engines.options_file("tf", "m", "t", INFERENCE)
 
@@ -59,6 +64,20 @@ def test_mode_only_keys_reach_their_mode_only():
 ])
 def test_ct2_arguments_mean_what_the_options_mean_in_opennmt(options, expected):
     args = decoding.ct2_args({"max_length": 8, **options})
+    assert {key: args[key] for key in expected} == expected
+
+
+@pytest.mark.parametrize(("options", "expected"), [
+    ({"random_sampling_topk": 1}, {"greedy": True}),
+    ({"random_sampling_topk": 0}, {"greedy": False, "top_k": 0}),  # every token
+    ({"random_sampling_topk": 5, "random_sampling_temp": 0}, {"greedy": True}),
+    ({"random_sampling_topk": 5, "random_sampling_temp": 0.7}, {"greedy": False, "top_k": 5,
+                                                                "temperature": 0.7}),
+    ({"random_sampling_topp": 0.0}, {"top_p": 0.0}),  # off
+    ({}, {"greedy": False, "top_k": 0, "beam_size": 5}),  # OpenNMT-py's defaults
+])
+def test_gguf_arguments_mean_what_the_options_mean_in_opennmt(options, expected):
+    args = decoding.gguf_args({"max_length": 8, **options})
     assert {key: args[key] for key in expected} == expected
 
 
@@ -148,11 +167,12 @@ def test_chosen_settings_keep_what_the_user_leaves_alone():
     assert set(chosen) <= set(decoding.TRANSLATOR_ATTRS)  # a py engine can set each per call
 
 
-def test_ct2_threads_never_exceed_the_cpus_this_process_may_use(monkeypatch):
-    """CTranslate2's own 0 means 4 threads on any machine: oversubscribed on 2 cores."""
+def test_engine_threads_never_exceed_the_cpus_this_process_may_use(monkeypatch):
+    """CTranslate2's own 0 means 4 threads on any machine: oversubscribed on 2 cores (ct2 and
+    gguf read cpu_threads alike)."""
     import os
 
-    from vicuna.serve.engines.ct2 import cpu_threads
+    from vicuna.serve.engines.base import cpu_threads
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
     assert (cpu_threads(0), cpu_threads(1), cpu_threads(2), cpu_threads(8)) == (2, 1, 2, 2)

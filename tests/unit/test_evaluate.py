@@ -69,13 +69,18 @@ def test_scores_agreement_and_table():
     assert evaluate.agreement(["a", "b", "c"], ["a", "x", "c"]) == pytest.approx(0.6667)
     with pytest.raises(ValueError, match="2 py predictions but 1 ct2"):
         evaluate.agreement(["a", "b"], ["a"])
+    agree = evaluate.agreements({"py": ["a", "b"], "ct2": ["a", "x"], "gguf": ["a", "b"]})
+    assert agree == {"py_ct2_agreement": 0.5, "py_gguf_agreement": 1.0, "ct2_gguf_agreement": 0.5}
+    with pytest.raises(ValueError, match="2 py predictions but 1 gguf"):
+        evaluate.agreements({"py": ["a", "b"], "ct2": ["a", "x"], "gguf": ["a"]})
     result = {"base": {"exact_match": 0.0, "valid_loss": 2.0},
-              "finetuned": {"exact_match": 1.0, "valid_loss": 0.5}, "py_ct2_agreement": 1.0}
+              "finetuned": {"exact_match": 1.0, "valid_loss": 0.5}, **agree}
     rows = evaluate.table_rows(result)
     assert rows == ["metric\tbase\tfinetuned", "exact_match\t0.0\t1.0", "valid_loss\t2.0\t0.5",
-                    "py_ct2_agreement\t\t1.0"]
+                    "py_ct2_agreement\t\t0.5", "py_gguf_agreement\t\t1.0",
+                    "ct2_gguf_agreement\t\t0.5"]
     html = evaluate.html_table(rows)
-    assert html.startswith("<table id='eval'><tr><th>metric</th>") and html.count("<tr>") == 4
+    assert html.startswith("<table id='eval'><tr><th>metric</th>") and html.count("<tr>") == 6
 
 
 def test_a_streamed_model_equals_the_plain_one_and_empties_its_checkpoint(tiny_meta):
@@ -106,3 +111,21 @@ def test_two_models_of_one_checkpoint_share_no_weights(tiny_meta):
     assert all((a != b).all() for a, b in zip(one.parameters(), two.parameters(), strict=True))
     assert not any(p.data_ptr() == t.data_ptr() for p in two.parameters()
                    for t in source["model"].values())
+
+
+def test_evaluation_compares_every_mode_given_and_needs_py(tmp_path):
+    """Without references no model is loaded: the agreement of each pair of modes' files."""
+    files = {}
+    for mode, lines in {"py": "a\nb\nc\n", "ct2": "a\nx\nc\n", "gguf": "a\nb\nc\n"}.items():
+        files[mode] = tmp_path / f"predictions_{mode}.txt"
+        files[mode].write_text(lines)
+    missing = tmp_path / "none"
+    result = evaluate.evaluation(files, base=missing, options_py=missing,
+                                 prompts=files["py"])
+    assert result["py_gguf_agreement"] == 1.0 and result["ct2_gguf_agreement"] == 0.6667
+    with pytest.raises(ValueError, match="the py predictions are needed"):
+        evaluate.evaluation({"ct2": files["ct2"]}, base=missing, options_py=missing,
+                            prompts=files["py"])
+    files["gguf"].write_text("a\n")
+    with pytest.raises(ValueError, match=f"{files['gguf']} 1$"):
+        evaluate.evaluation(files, base=missing, options_py=missing, prompts=files["py"])

@@ -44,7 +44,7 @@ def test_ctranslate2_still_corrupts_a_batch_holding_a_one_token_prompt(options, 
     assert two_tokens[:-1] == alone
 
 
-@pytest.mark.parametrize("mode", ["ct2", "py"])
+@pytest.mark.parametrize("mode", ["ct2", "py", "gguf"])
 def test_an_answer_is_the_same_alone_or_batched_with_any_prompt(mode, options):
     engine = engines.load(mode, options[mode])
     alone = [engine.generate([p])[0].text for p in PROMPTS]
@@ -80,7 +80,7 @@ def mismatched(options: dict, mode: str, tmp_path) -> object:
 
     opts = yaml.safe_load(options[mode].read_text())
     opts["src_subword_model"] = opts["tgt_subword_model"] = str(LLAMA_TOKENIZER)
-    if mode == "ct2":
+    if mode != "py":  # OpenNMT-py's own key
         opts.pop("tgt_subword_model")
     path = tmp_path / f"mismatched_{mode}.yaml"
     path.write_text(yaml.safe_dump(opts))
@@ -92,7 +92,7 @@ needs_llama = pytest.mark.skipif(not LLAMA_TOKENIZER.is_file(),
 
 
 @needs_llama
-@pytest.mark.parametrize("mode", ["ct2", "py"])
+@pytest.mark.parametrize("mode", ["ct2", "py", "gguf"])
 def test_a_tokenizer_that_does_not_fit_the_model_is_refused_by_inference(mode, options,
                                                                           tmp_path):
     inputs = tmp_path / "prompts.txt"

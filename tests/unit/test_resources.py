@@ -61,12 +61,17 @@ def test_each_job_asks_for_at_least_its_measured_memory(plan):
 
 
 def test_a_gpu_exactly_where_a_model_runs_on_cuda(plan):
-    """The 7B config runs inference on `cuda`: both modes ask for a GPU, as training does; the
-    evaluation has no held-out corpus and no references there, loads no model, and asks none."""
+    """The 7B config runs inference on `cuda`: the py and ct2 modes ask for a GPU, as training
+    does; the gguf mode runs on the CPU (llama.cpp, built for it) and asks none; the evaluation
+    has no held-out corpus and no references there, loads no model, and asks none."""
     _, _, jobs = plan
+    modes = {job["wildcards"].get("mode") for job in jobs if job["rule"] == "simple_inference"}
+    assert modes == {"py", "ct2", "gguf"}
     for job in jobs:
         gpu = int(job["resources"].get("gpu", 0))
-        assert gpu == (job["rule"] in DEVICE_RULES | {TRAINING}), job
+        on_device = job["rule"] in DEVICE_RULES | {TRAINING} and \
+            job["wildcards"].get("mode") != "gguf"
+        assert gpu == on_device, job
 
 
 def test_a_small_model_asks_at_least_what_a_job_without_weights_uses(tmp_path):

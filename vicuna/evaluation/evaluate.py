@@ -1,6 +1,6 @@
 """What the finetuning did, measured: held-out loss of an OpenNMT-py model, counted as
 OpenNMT-py's validation does (the model reads <s> + tokens and predicts tokens + </s>; the loss
-is averaged over tokens), exact match of answers, and the agreement of the two modes.
+is averaged over tokens), exact match of answers, and the agreement of the inference modes.
 
 Two jobs use it: `heldout_loss` (the losses, which depend on the checkpoints and corpora only)
 and `evaluate` (answers and agreement, which depend on the decoding options, and the table)."""
@@ -162,11 +162,21 @@ def answer_scores(answers: list[str], references: list[str]) -> dict[str, float]
             "exact_match_eos": round(exact_match(answers, references, until_stop=False), 4)}
 
 
-def agreement(py: list[str], ct2: list[str]) -> float:
-    """The share of prompts whose py and ct2 predictions are the same line."""
-    if len(py) != len(ct2) or not py:
-        raise ValueError(f"{len(py)} py predictions but {len(ct2)} ct2 predictions")
-    return round(sum(x == y for x, y in zip(py, ct2, strict=True)) / len(py), 4)
+def agreement(first: list[str], second: list[str], names: tuple[str, str] = ("py", "ct2")
+              ) -> float:
+    """The share of prompts whose predictions in two modes (`names`) are the same line."""
+    if len(first) != len(second) or not first:
+        raise ValueError(f"{len(first)} {names[0]} predictions but {len(second)} {names[1]} "
+                         f"predictions")
+    return round(sum(x == y for x, y in zip(first, second, strict=True)) / len(first), 4)
+
+
+def agreements(predictions: dict[str, list[str]]) -> dict[str, float]:
+    """<a>_<b>_agreement for each pair of modes, in the order given (py first: py_ct2,
+    py_gguf, ct2_gguf)."""
+    modes = list(predictions)
+    return {f"{a}_{b}_agreement": agreement(predictions[a], predictions[b], (a, b))
+            for i, a in enumerate(modes) for b in modes[i + 1:]}
 
 
 def read_heldout(path: Path) -> dict:
@@ -181,16 +191,21 @@ def read_heldout(path: Path) -> dict:
     return result
 
 
-def evaluation(predictions_py: Path, predictions_ct2: Path, *, base: Path, options_py: Path,
+def evaluation(predictions: dict[str, Path], *, base: Path, options_py: Path,
                prompts: Path, references: Path | None = None,
                heldout: Path | None = None, mmlu: Path | None = None) -> dict:
-    """eval.json: the held-out losses and MMLU scores (when given), py/ct2 agreement, and,
+    """eval.json: the held-out losses and MMLU scores (when given), the agreement of each pair
+    of modes' predictions ({mode: file}, py's among them: the finetuned model's answers), and,
     where there are references, both models' answer scores (the base's answers generated with
     the py options; without references no model is loaded)."""
-    py = read_lines(predictions_py, "py predictions")
-    ct2 = read_lines(predictions_ct2, "ct2 predictions")
-    if len(py) != len(ct2):
-        raise ValueError(f"{predictions_py} has {len(py)} lines, {predictions_ct2} {len(ct2)}")
+    if "py" not in predictions:
+        raise ValueError("the py predictions are needed: they are the finetuned model's answers")
+    answers = {mode: read_lines(path, f"{mode} predictions") for mode, path in predictions.items()}
+    py = answers["py"]
+    for mode, lines in answers.items():
+        if len(lines) != len(py):
+            raise ValueError(f"{predictions['py']} has {len(py)} lines, {predictions[mode]} "
+                             f"{len(lines)}")
     refs: list[str] = []
     if references:
         refs = read_lines(references, "references")
@@ -201,10 +216,10 @@ def evaluation(predictions_py: Path, predictions_ct2: Path, *, base: Path, optio
     result: dict = read_heldout(heldout) if heldout else {name: {} for name in MODELS}
     if mmlu:
         join_mmlu(result, json.loads(require_file(mmlu, "MMLU scores").read_text()))
-    result["py_ct2_agreement"] = agreement(py, ct2)
+    result.update(agreements(answers))
     if refs:
-        answers = {"base": greedy_answers(base, options_py, questions), "finetuned": py}
-        for name, model_answers in answers.items():
+        by_model = {"base": greedy_answers(base, options_py, questions), "finetuned": py}
+        for name, model_answers in by_model.items():
             result[name].update(answer_scores(model_answers, refs))
     else:
         print("no references: no model loaded, no answer scored")
@@ -223,11 +238,12 @@ def join_mmlu(result: dict, mmlu: dict) -> None:
 
 
 def table_rows(result: dict) -> list[str]:
-    """eval.tsv's rows: each metric for base and finetuned, then the agreement."""
+    """eval.tsv's rows: each metric for base and finetuned, then each pair of modes'
+    agreement."""
     metrics = sorted({k for name in MODELS for k in result[name]})
     return ["metric\tbase\tfinetuned"] + [
         f"{m}\t{result['base'].get(m, '')}\t{result['finetuned'].get(m, '')}" for m in metrics
-    ] + [f"py_ct2_agreement\t\t{result['py_ct2_agreement']}"]
+    ] + [f"{key}\t\t{value}" for key, value in result.items() if key.endswith("_agreement")]
 
 
 def html_table(rows: list[str]) -> str:

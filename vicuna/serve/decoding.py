@@ -1,4 +1,4 @@
-"""Decoding options, named once, and what each means for both engines; the options file of
+"""Decoding options, named once, and what each means for every engine; the options file of
 each mode (translate_opts_<mode>.yaml) is written by vicuna.serve.engines.options_file from each
 mode's keys.
 
@@ -7,13 +7,14 @@ files (translate_opts_<mode>.yaml), the chatbot's sliders and the API's requests
 
 - max_length: the most tokens generated per answer;
 - random_sampling_topk: sample from the k most likely tokens; 1 is greedy; 0 sets no limit
-  (every token of the vocabulary), in both modes;
+  (every token of the vocabulary), in every mode;
 - random_sampling_topp: sample from the most likely tokens whose probabilities add up to p;
   0 turns it off;
-- random_sampling_temp: the sampling temperature; 0 is greedy, in both modes.
+- random_sampling_temp: the sampling temperature; 0 is greedy, in every mode.
 
 OpenNMT-py reads these meanings as they are; CTranslate2's generate arguments are mapped here
-(`ct2_args`), so that the same options file decodes the same way in `py` and `ct2`.
+(`ct2_args`), and so is the `gguf` engine's own choice of the next token (`gguf_args`), so that
+the same options file decodes the same way in `py`, `ct2` and `gguf`.
 """
 
 from __future__ import annotations
@@ -98,4 +99,25 @@ def ct2_args(opts: dict) -> dict:
         "sampling_temperature": temperature or 1.0,
         "include_prompt_in_result": False,
         "return_scores": True,
+    }
+
+
+def gguf_args(opts: dict) -> dict:
+    """Options-file decoding -> the gguf engine's choice of each next token
+    (vicuna/serve/engines/gguf.py `pick`), with the meanings above: greedy (the most likely
+    token) for top-k 1 or temperature 0; else the logits divided by the temperature, the k most
+    likely tokens kept (0: every token), then the most likely of those whose probabilities add
+    up to top-p (0: off), and one drawn; the end token is never chosen before `min_length`
+    tokens. llama.cpp has no beam search here: `beam_size` is returned for the engine to
+    refuse anything but 1."""
+    o = {**ONMT_DEFAULTS, **opts}
+    temperature = o["random_sampling_temp"]
+    return {
+        "max_length": o["max_length"],
+        "min_length": o["min_length"],
+        "beam_size": o["beam_size"],
+        "greedy": temperature == 0 or o["random_sampling_topk"] == GREEDY,
+        "top_k": o["random_sampling_topk"],
+        "top_p": o["random_sampling_topp"],
+        "temperature": temperature,
     }

@@ -191,17 +191,18 @@ def prepare(workdir: Path, base_url: str, corpora: dict[str, Path], n_layers: in
 
 
 def run_locally(root: Path, work: Path, n_examples: int = 24, env: dict[str, str] | None = None,
+                targets: tuple[str, ...] = ("all",),
                 **prepare_args: Any) -> subprocess.CompletedProcess:
     """The rehearsal through profiles/local in a new clone `work`, its corpora served from
     root/www for the run (benchmarks/job_memory.py and gpu_check.py); `env`: Snakemake's
-    environment (this one's by default); `prepare_args` go to `prepare` (n_layers, heldout,
-    changes)."""
+    environment (this one's by default); `targets`: what Snakemake makes (`all`);
+    `prepare_args` go to `prepare` (n_layers, heldout, changes)."""
     corpora = flattened_corpora(root / "www", n=n_examples)
     work.mkdir()
     with serve(root / "www") as url:
         prepare(work, url, corpora, **prepare_args)
         cmd = [str(REPO / ".venv" / "bin" / "snakemake"), "--profile", "profiles/local",
-               "--configfile", CONFIG, OVERRIDE, "--", "all"]
+               "--configfile", CONFIG, OVERRIDE, "--", *targets]
         return subprocess.run(cmd, cwd=work, capture_output=True, text=True, env=env)
 
 

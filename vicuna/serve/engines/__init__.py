@@ -4,7 +4,8 @@ the mode's engine and uses the same interface (vicuna.serve.engines.base.Engine)
 stream one answer, score token sequences.
 
 - `py`: OpenNMT-py on the merged checkpoint (vicuna/serve/engines/py.py);
-- `ct2`: CTranslate2 on the released model (vicuna/serve/engines/ct2.py).
+- `ct2`: CTranslate2 on the released model (vicuna/serve/engines/ct2.py);
+- `gguf`: llama.cpp on a GGUF release, on the CPU (vicuna/serve/engines/gguf.py).
 
 A mode also says which config keys its options file (translate_opts_<mode>.yaml) takes, so
 `options_file` writes each file from its own keys and a key one mode reads reruns that mode only.
@@ -18,11 +19,12 @@ from pathlib import Path
 from vicuna.serve import decoding, options
 from vicuna.serve.engines.base import Answer, Engine, Watcher
 from vicuna.serve.engines.ct2 import Ct2Engine
+from vicuna.serve.engines.gguf import GgufEngine
 from vicuna.serve.engines.py import PyEngine
 
 __all__ = ["Answer", "Engine", "Watcher", "REGISTRY", "load", "options_file", "config_keys"]
 
-REGISTRY: dict[str, type[Engine]] = {"py": PyEngine, "ct2": Ct2Engine}
+REGISTRY: dict[str, type[Engine]] = {"py": PyEngine, "ct2": Ct2Engine, "gguf": GgufEngine}
 
 
 def engine_class(mode: str) -> type[Engine]:

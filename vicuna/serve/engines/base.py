@@ -9,6 +9,7 @@ every mode (`prompt_ids`).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,14 @@ from vicuna.serve import decoding, stops
 def prompt_pieces(sp, text: str) -> list[str]:
     """What the model reads for a prompt text, in every mode: <s> + sentencepiece pieces."""
     return [tokenizer.BOS, *sp.encode(text, out_type=str)]
+
+
+def cpu_threads(wanted: int) -> int:
+    """An engine's CPU threads (ct2, gguf): as configured, never more than this process may
+    use (a SLURM job's CPUs, a laptop's cores); 0 means all of those. CTranslate2's own 0
+    means 4 threads whatever the machine has, oversubscribed (and slower) on 2 cores."""
+    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return min(wanted, available or 1) if wanted > 0 else (available or 1)
 
 
 def count_tokens(sp, text: str) -> int:
@@ -44,7 +53,8 @@ class Watcher(Protocol):
 
 
 class Engine:
-    """The interface; vicuna/serve/engines/py.py and ct2.py implement it, registered by `mode`."""
+    """The interface; vicuna/serve/engines/py.py, ct2.py and gguf.py implement it, registered by
+    `mode`."""
 
     mode: ClassVar[str]
     # config.yaml `inference` keys this mode's options file takes besides decoding.KEYS

@@ -13,12 +13,11 @@ over a prompt longer than the window (other logits), and its score_batch fails p
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from vicuna.serve import decoding, stops
-from vicuna.serve.engines.base import Answer, Engine, Watcher
+from vicuna.serve.engines.base import Answer, Engine, Watcher, cpu_threads
 
 
 class Ct2Engine(Engine):
@@ -165,12 +164,6 @@ class Ct2Engine(Engine):
         del self.generator
 
 
-def cpu_threads(wanted: int) -> int:
-    """CTranslate2's threads: as configured, never more than this process may use (a SLURM
-    job's CPUs, a laptop's cores); 0 means all of those. CTranslate2's own 0 means 4 threads
-    whatever the machine has, oversubscribed (and slower) on 2 cores."""
-    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return min(wanted, available or 1) if wanted > 0 else (available or 1)
 
 
 def saved_compute_type(model_bin: Path) -> str | None:
