@@ -13,6 +13,7 @@ from pathlib import Path
 from vicuna.files import add_text_output, check_output, gguf_file, require_file, text_file, write_text
 from vicuna.serve import options
 from vicuna.serve.modelfile import modelfile
+from vicuna.weights.gguf_export import sliding_window
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -32,7 +33,7 @@ def main(argv: list[str] | None = None) -> None:
             raise ValueError(f"--gguf {gguf}: must be in the Modelfile's folder "
                              f"({Path(a.output).parent}), which FROM is relative to")
         opts = options.load(a.options)
-        write_text(a.output, modelfile(gguf.name, opts), force=a.force)
+        write_text(a.output, modelfile(gguf.name, opts, sliding_window(gguf)), force=a.force)
     except (OSError, ValueError) as e:
         sys.exit("error: " + " ".join(str(e).split()))
     print(f"wrote {a.output} (FROM ./{gguf.name})")

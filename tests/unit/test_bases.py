@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
+from helpers import run_script
 from test_convert import convert_llama, ct2_logprobs, interleave_rows, meta_state
 from test_hf_export import release_model
 
@@ -502,6 +504,38 @@ def test_the_ct2_engine_generates_past_the_window_and_refuses_longer_prompts(fin
     assert len(eng.logprobs([f["tokens"][0, :WINDOW + 1].tolist()])[0]) == WINDOW
     with pytest.raises(ValueError, match="sequence 0: 39 tokens pass .* score_batch"):
         eng.logprobs([f["tokens"][0].tolist()])
+
+
+def test_the_gguf_engine_answers_within_the_window_and_refuses_past_it(finetuned, tmp_path):
+    """llama.cpp does not keep the window (test_the_gguf_release_is_peft_model): the gguf mode
+    answers as transformers where prompt and answer fit in it, and refuses, naming the window,
+    a prompt and answer or a sequence to score that pass it."""
+    pytest.importorskip("llama_cpp")
+    import sentencepiece as spm
+
+    f = finetuned["mistral-hf"]
+    sp = spm.SentencePieceProcessor(model_file=str(f["tokenizer"]))
+    path = tmp_path / "m-f32.gguf"
+    release_model("--model", f["merged"], "--output", path, "--format", "gguf",
+                  "--gguf_type", "f32", "--tokenizer_model", f["tokenizer"])
+    eng = engine("gguf", path, f["tokenizer"], max_length=6)
+    assert eng.window == WINDOW
+    fits = words(eng, WINDOW - 6)
+    assert eng.generate([fits])[0].text == sp.decode(greedy(f["peft"], eng.prompt_ids(fits), 6))
+    too_long = words(eng, WINDOW - 5)
+    for refused in (lambda: eng.generate([too_long]), lambda: list(eng.stream(too_long)),
+                    lambda: eng.logprobs([f["tokens"][0].tolist()])):
+        with pytest.raises(ValueError, match=f"pass the model's sliding window of {WINDOW}: "
+                                             f"llama.cpp's llama architecture"):
+            refused()
+    assert len(eng.logprobs([f["tokens"][0, :WINDOW].tolist()])[0]) == WINDOW - 1
+    eng.close()
+    # Ollama runs llama.cpp too: the Modelfile's context is the window, not the base's 32
+    options = tmp_path / "translate_opts_gguf.yaml"
+    options.write_text(yaml.safe_dump(eng.opts))
+    run_script("write_modelfile.py", "--gguf", str(path), "--options", str(options),
+               "--output", str(tmp_path / "m.Modelfile"))
+    assert f"PARAMETER num_ctx {WINDOW}\n" in (tmp_path / "m.Modelfile").read_text()
 
 
 def test_code_llamas_rows_need_its_own_tokenizer(bases, tokenizers, tmp_path):

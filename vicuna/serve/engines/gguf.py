@@ -90,6 +90,9 @@ class GgufEngine(Engine):
             self._vocab_model = llamacpp.Model(model, vocab_only=True)
         except ValueError as e:
             raise ValueError(f"{self.source}: {e}") from None
+        from vicuna.weights.gguf_export import sliding_window
+
+        self.window = sliding_window(model)  # llama.cpp's llama architecture ignores it
 
     def vocabulary_size(self) -> int:
         return self._vocab_model.vocab_size
@@ -127,6 +130,8 @@ class GgufEngine(Engine):
         if len(ids) > self.n_ctx:
             raise ValueError(f"a prompt of {len(ids)} tokens: more than the context's "
                              f"{self.n_ctx} (max_context_length): cut it first")
+        self.check_window(f"a prompt of {len(ids)} tokens and max_length {args['max_length']}",
+                          len(ids) + args["max_length"], WINDOW_IGNORED)
         self.model.clear()
         logits = self.model.decode(ids, 0)
         eos = self.sp.eos_id()
@@ -195,6 +200,7 @@ class GgufEngine(Engine):
             if len(seq) > self.n_ctx:
                 raise ValueError(f"sequence {i} has {len(seq)} tokens, more than the context's "
                                  f"{self.n_ctx} (max_context_length)")
+            self.check_window(f"sequence {i}", len(seq), WINDOW_IGNORED)
 
     def logprobs(self, sequences: list[list[int]]) -> list[list[float]]:
         self._check_length(sequences)
@@ -224,6 +230,12 @@ class GgufEngine(Engine):
         if self.model is not None:
             self.model.close()
             self.model = None
+
+
+# why a sequence longer than the model's sliding window is refused in this mode
+WINDOW_IGNORED = ("llama.cpp's llama architecture does not keep a sliding window (its logits past "
+                  "it are those of the model without one): use the py or ct2 mode, or a shorter "
+                  "prompt or max_length")
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
