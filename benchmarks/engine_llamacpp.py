@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Child: llama.cpp through llama-cpp-python on a GGUF file (benchmarks/gguf.py), greedy,
+"""Child: llama.cpp through llama-cpp-python on a GGUF file (the workflow's release), greedy,
 exactly `new_tokens` tokens per prompt (</s> does not stop it).
 
 - batch 1: Llama.generate, the context reset before every prompt, so that it pays the prefill

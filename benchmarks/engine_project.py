@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Child: the project's own engines, `py` or `ct2`, through vicuna.serve.engines (as batch inference,
+"""Child: the project's own engines, `py`, `ct2` or `gguf`, through vicuna.serve.engines (as batch inference,
 the chatbot and the API load them), on options written by vicuna.serve.engines.options_file from
 config.yaml's inference keys (common.greedy), every answer forced to `new_tokens` tokens.
 
@@ -30,13 +30,14 @@ def run(spec: dict) -> dict:
     def generate(batch: int, length: int) -> tuple[float, list]:
         # min_length (n, from the options) keeps </s> out; OpenNMT-py's translator stops at
         # max_length whatever min_length says, CTranslate2 refuses a min_length above it
-        settings = {"max_length": length, **({"min_length": length} if spec["mode"] == "ct2" else {})}
+        exact = spec["mode"] in ("ct2", "gguf")  # they honour min_length
+        settings = {"max_length": length, **({"min_length": length} if exact else {})}
         start = time.perf_counter()
         answers = [a for i in range(0, len(prompts), batch)
                    for a in engine.generate(prompts[i:i + batch], settings)]
         seconds = time.perf_counter() - start
-        # ct2 counts its pieces; py re-encodes its text (about `length` each, not exact)
-        if spec["mode"] == "ct2" and any(a.tokens != length for a in answers):
+        # ct2 and gguf count their pieces; py re-encodes its text (about `length` each, not exact)
+        if exact and any(a.tokens != length for a in answers):
             raise AssertionError(f"answers not of {length} tokens: {[a.tokens for a in answers]}")
         return seconds, answers
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env python
-"""The project's engines against their peers, on one model, in one run: inference (the `py`
-and `ct2` modes through vicuna.serve.engines, transformers, llama.cpp F32 and Q8_0), each engine's
+"""The project's engines against their peers, on one model, in one run: inference (the `py`,
+`ct2` and `gguf` modes through vicuna.serve.engines, transformers, and llama.cpp run directly on
+the same GGUF files: F32, Q8_0, Q4_K_M, as the workflow's release_gguf writes them), each engine's
 tokens/s against the limit this machine's memory bandwidth sets, CTranslate2's options side by
 side, the chat's streaming, and LoRA finetuning against transformers + peft.
 
@@ -13,7 +14,7 @@ and 8, finetuning 2 x 128 tokens a step, the CTranslate2 options; the shape a to
 what it costs in LLaMA-7B's layers (Python and kernel-launch overheads do not decide it).
 
 One random LLaMA (models.py) in every engine's format (peers_prepare.py: the workflow's
-conversion, llama.cpp's own converter, gguf.py); each engine in its own process
+conversion and releases); each engine in its own process
 (engine_*.py, finetune_*.py; peak RSS from wait4), with --threads threads; the machine's
 memory-read bandwidth measured in the same run (cpu_probe.py). peft and llama-cpp-python come
 from benchmarks/requirements-peers.txt; without them their parts are skipped, saying why.
@@ -22,6 +23,7 @@ from benchmarks/requirements-peers.txt; without them their parts are skipped, sa
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import json
 import os
@@ -43,7 +45,9 @@ Q8_0 = 34 / 32  # llama.cpp's Q8_0: 32 int8 weights and one float16 scale a bloc
 class Engine:
     driver: str  # benchmarks/<driver>.py, run as a child
     model: str  # its model's key in the manifest
-    bytes_per_weight: float  # what a weight of the layers and the output layer takes there
+    # what a weight of the layers and the output layer takes there (None: its file's size over
+    # the parameters, for the mixed types: Q4_K_M keeps some tensors in 6 bits)
+    bytes_per_weight: float | None
     spec: dict = field(default_factory=dict)
     env: dict = field(default_factory=dict)  # environment variables of its process
     threads: int | None = None  # other than --threads
@@ -57,6 +61,9 @@ INFERENCE = {
     "transformers fp32": Engine("engine_transformers", "hf", 4),
     "llama.cpp F32": Engine("engine_llamacpp", "gguf_f32", 4),
     "llama.cpp Q8_0": Engine("engine_llamacpp", "gguf_q8_0", Q8_0),
+    "gguf Q8_0": Engine("engine_project", "gguf_q8_0", Q8_0, {"mode": "gguf"}),
+    "llama.cpp Q4_K_M": Engine("engine_llamacpp", "gguf_q4_k_m", None),
+    "gguf Q4_K_M": Engine("engine_project", "gguf_q4_k_m", None, {"mode": "gguf"}),
 }
 # CTranslate2's own options on a CPU, each beside "ct2 int8" (the release with compute_type
 # default); what its 4.8.5 library reads (CT2_USE_MKL, CT2_PACKED_GEMM) and the config's keys
@@ -126,8 +133,6 @@ def parse_args() -> argparse.Namespace:
         p.add_argument(f"--skip_{part}", action="store_true")
     p.add_argument("--more_options", action="store_true", help="also MKL unpacked, float32 and "
                    "int16 (slow on AMD CPUs)")
-    p.add_argument("--gguf_converter", help="llama.cpp's convert_hf_to_gguf.py (default: from the "
-                   "sdist of the installed llama-cpp-python, fetched with pip)")
     p.add_argument("--workdir", type=Path, help="keep the models and logs here (default: a "
                    "temporary folder, deleted)")
     p.add_argument("--reuse", action="store_true", help="with --workdir: the models it holds, if "
@@ -143,8 +148,6 @@ def parse_args() -> argparse.Namespace:
     if 1 not in args.batches:
         p.error("--batches: 1 must be one of them (the goals are at batch 1 and the largest)")
     args.batches = sorted(set(args.batches))
-    if args.gguf_converter:  # the children run in the work folder
-        args.gguf_converter = str(Path(args.gguf_converter).resolve())
     return args
 
 
@@ -165,7 +168,7 @@ def main() -> None:
             "warmup": args.ft_warmup, "steps": args.ft_steps, "learning_rate": args.learning_rate}
         prepare = {"work": str(work), "dim": args.dim, "layers": args.layers, "heads": args.heads,
                    "prompts": args.prompts, "llamacpp": not args.skip_llamacpp,
-                   "gguf_converter": args.gguf_converter, "finetune": finetune}
+                   "finetune": finetune}
         kept = work / "prepare.out.json"
         if args.reuse and kept.is_file() and reusable(json.loads((work / "prepare.spec.json").read_text()),
                                                       prepare):
@@ -185,7 +188,10 @@ def main() -> None:
         if "gguf_skip" in manifest:
             print(f"llama.cpp skipped: {manifest['gguf_skip']}", flush=True)
 
-        engines = {} if args.skip_inference else INFERENCE
+        engines = {} if args.skip_inference else {
+            label: engine if engine.bytes_per_weight else dataclasses.replace(
+                engine, bytes_per_weight=manifest["sizes"].get(engine.model, 0) / manifest["params"])
+            for label, engine in INFERENCE.items()}
         options = {} if args.skip_inference or args.skip_options else {
             **CT2_OPTIONS, **(MORE_OPTIONS if args.more_options else {})}
         results: dict[str, dict | None] = {}

@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Child of peers.py: everything a run needs, in its work folder: the model in every engine's
-format (models.build; GGUF F32 and Q8_0 by llama.cpp's converter, gguf.py), the prompts and
-chat messages, and the finetuning sequences and config (finetune_ours.py).
+format (models.build; GGUF F32, Q8_0 and Q4_K_M by the workflow's own release, release_model.py
+--format gguf, as rule release_gguf writes them), the prompts and chat messages, and the
+finetuning sequences and config (finetune_ours.py).
 
     python benchmarks/peers_prepare.py SPEC.json MANIFEST.json
 """
@@ -12,8 +13,9 @@ from pathlib import Path
 
 import common
 import finetune_ours
-import gguf
 import models
+
+GGUF_TYPES = ("f32", "q8_0", "q4_k_m")
 
 
 def run(spec: dict) -> dict:
@@ -22,11 +24,13 @@ def run(spec: dict) -> dict:
     manifest["sizes"] = {key: models.size_bytes(manifest[key])
                          for key in ("hf", "onmt", "ct2_float32", "ct2_int8")}
     if spec["llamacpp"]:
-        manifest.update(gguf.convert(work, Path(manifest["hf"]),
-                                     {"gguf_f32": "f32", "gguf_q8_0": "q8_0"},
-                                     spec.get("gguf_converter")))
-        manifest["sizes"].update({key: models.size_bytes(manifest[key])
-                                  for key in ("gguf_f32", "gguf_q8_0") if key in manifest})
+        for kind in GGUF_TYPES:  # the workflow's own GGUF release of the converted model
+            path = work / f"model-{kind}.gguf"
+            common.script("release_model.py", "--model", manifest["onmt"], "--output", str(path),
+                          "--format", "gguf", "--gguf_type", kind, "--tokenizer_model",
+                          manifest["tokenizer"], "--force")
+            manifest[f"gguf_{kind}"] = str(path)
+            manifest["sizes"][f"gguf_{kind}"] = models.size_bytes(path)
     manifest["prompts"] = common.prompts(spec["prompts"])
     manifest["messages"] = common.messages(spec["prompts"])
     if spec["finetune"]:
