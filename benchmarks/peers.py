@@ -8,6 +8,7 @@ side, the chat's streaming, and LoRA finetuning against transformers + peft.
     .venv/bin/python benchmarks/peers.py                 # dim 512, 6 layers (53M), about 4 min
     .venv/bin/python benchmarks/peers.py --real_width    # LLaMA-7B's width, 2 layers (667M)
     [--skip_llamacpp] [--skip_finetune] [--skip_chat] [--skip_inference] [--skip_options]
+    [--only LABEL ...]  (some inference engines only)
 
 --real_width: dim 4096, FFN 11008, 32 heads (128 wide), 2 layers, 8 prompts x 32 forced tokens, batches 1
 and 8, finetuning 2 x 128 tokens a step, the CTranslate2 options; the shape a token costs
@@ -131,6 +132,8 @@ def parse_args() -> argparse.Namespace:
                    "matmul GFLOP/s say; without AVX512-BF16 or AMX bfloat16 is emulated, ~100x slower)")
     for part in ("llamacpp", "finetune", "chat", "inference", "options"):
         p.add_argument(f"--skip_{part}", action="store_true")
+    p.add_argument("--only", nargs="+", metavar="LABEL", help="only these inference engines "
+                   "(their labels, e.g. 'llama.cpp Q8_0' 'gguf Q8_0'), side by side")
     p.add_argument("--more_options", action="store_true", help="also MKL unpacked, float32 and "
                    "int16 (slow on AMD CPUs)")
     p.add_argument("--workdir", type=Path, help="keep the models and logs here (default: a "
@@ -148,6 +151,8 @@ def parse_args() -> argparse.Namespace:
     if 1 not in args.batches:
         p.error("--batches: 1 must be one of them (the goals are at batch 1 and the largest)")
     args.batches = sorted(set(args.batches))
+    if args.only and (unknown := set(args.only) - set(INFERENCE)):
+        p.error(f"--only {', '.join(sorted(unknown))}: not an engine of {sorted(INFERENCE)}")
     return args
 
 
@@ -191,7 +196,7 @@ def main() -> None:
         engines = {} if args.skip_inference else {
             label: engine if engine.bytes_per_weight else dataclasses.replace(
                 engine, bytes_per_weight=manifest["sizes"].get(engine.model, 0) / manifest["params"])
-            for label, engine in INFERENCE.items()}
+            for label, engine in INFERENCE.items() if not args.only or label in args.only}
         options = {} if args.skip_inference or args.skip_options else {
             **CT2_OPTIONS, **(MORE_OPTIONS if args.more_options else {})}
         results: dict[str, dict | None] = {}

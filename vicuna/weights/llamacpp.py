@@ -84,7 +84,7 @@ class Model:
                  vocab_only: bool = False, n_batch: int | None = None,
                  n_ubatch: int | None = None):
         lib = library()
-        self.lib, self.n_ctx, self.ctx = lib, n_ctx, None
+        self.lib, self.n_ctx, self.ctx, self._one = lib, n_ctx, None, None
         self.n_batch = min(n_batch or n_ctx, n_ctx)
         mparams = lib.llama_model_default_params()
         mparams.n_gpu_layers = 0
@@ -122,6 +122,9 @@ class Model:
         self.close()
 
     def close(self) -> None:
+        if self._one is not None:
+            self.lib.llama_batch_free(self._one)
+            self._one = None
         if self.ctx is not None:
             self.lib.llama_free(self.ctx)
         if self.model is not None:
@@ -171,7 +174,12 @@ class Model:
                              f"{self.n_ctx}")
         vocab = self.vocab_size
         out = np.empty((n if every else 1, vocab), dtype=np.float32)
-        batch = lib.llama_batch_init(min(n, self.n_batch), 0, 1)
+        if n == 1:  # a generated token: the batch kept for it, not one allocated per token
+            if self._one is None:
+                self._one = lib.llama_batch_init(1, 0, 1)
+            batch = self._one
+        else:
+            batch = lib.llama_batch_init(min(n, self.n_batch), 0, 1)
         try:
             for first in range(0, n, self.n_batch):
                 chunk = tokens[first:first + self.n_batch]
@@ -190,7 +198,8 @@ class Model:
                     out[first + i if every else 0] = np.ctypeslib.as_array(
                         lib.llama_get_logits_ith(self.ctx, i), shape=(vocab,))
         finally:
-            lib.llama_batch_free(batch)
+            if batch is not self._one:
+                lib.llama_batch_free(batch)
         return out if every else out[0]
 
     def logits(self, tokens: list[int]) -> np.ndarray:

@@ -142,7 +142,7 @@ class GgufEngine(Engine):
                 allowed = logits.copy()
                 allowed[eos] = -float("inf")
             token = pick(allowed, args, rng)
-            yield token, float(log_softmax(logits)[token])
+            yield token, token_logprob(logits, token)
             if token == eos or count == args["max_length"] or position >= self.n_ctx:
                 return
             logits = self.model.decode([token], position)
@@ -236,6 +236,15 @@ class GgufEngine(Engine):
 WINDOW_IGNORED = ("llama.cpp's llama architecture does not keep a sliding window (its logits past "
                   "it are those of the model without one): use the py or ct2 mode, or a shorter "
                   "prompt or max_length")
+
+
+def token_logprob(logits: np.ndarray, token: int) -> float:
+    """One token's log-probability from one position's float32 logits: what an answer's score
+    needs, at each generated token, without log_softmax's float64 copy of the vocabulary."""
+    import numpy as np
+
+    top = logits.max()
+    return float(logits[token] - top - np.log(np.exp(logits - top).sum(dtype=np.float64)))
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
