@@ -40,8 +40,8 @@ def main(argv: list[str] | None = None) -> None:
         p.error("--shots must be 0 or more, --batch_size 1 or more")
 
     def load_engine(model: Path) -> engines.Engine:
-        opts = mmlu.engine_options(model, a.tokenizer_model, a.mode, a.device, a.precision,
-                                   a.batch_size)
+        opts = engines.scoring_options(a.mode, model, a.tokenizer_model, a.device, a.precision,
+                                       a.batch_size)
         return engines.load(a.mode, opts, source=str(model))
 
     start = time.perf_counter()

@@ -29,7 +29,7 @@ def test_heldout_losses_hold_one_model_at_a_time(tiny_meta):
     lines = ["Below is a task.｟newline｠Answer it.", "cat dog"]
     alive: list[weakref.ref] = []
 
-    def load(path, tokenizer_model, device, precision):
+    def load(path, tokenizer_model, device, precision, mode):
         gc.collect()
         assert all(ref() is None for ref in alive), "the previous model is still in memory"
         engine = evaluate.load_scorer(path, tokenizer_model, device, precision)

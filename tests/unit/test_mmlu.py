@@ -132,7 +132,7 @@ def oracle(model_dir: Path, sp, prompts: list[str]) -> dict[str, list[str]]:
 
 
 def test_choices_equal_transformers_on_the_same_prompts(data_dir, tiny_meta, exported):
-    opts = mmlu.engine_options(tiny_meta["onmt"], tiny_meta["tokenizer"], "py", "cpu", "fp32",
+    opts = engines.scoring_options("py", tiny_meta["onmt"], tiny_meta["tokenizer"], "cpu", "fp32",
                                batch_size=4, context=CONTEXT)
     engine = engines.load("py", opts, source="test")
     questions = mmlu.items(mmlu.load(data_dir), shots=5)
@@ -152,7 +152,7 @@ def test_one_pass_gives_the_next_token_log_probabilities_transformers_gives(tiny
     """The py engine's one-pass `next_logprobs` (the vocabulary projected at the last position
     only) against transformers' log-softmax after the same ids, and against the generic way
     (each candidate appended and scored): prompts of equal and of different lengths."""
-    opts = mmlu.engine_options(tiny_meta["onmt"], tiny_meta["tokenizer"], "py", "cpu", "fp32",
+    opts = engines.scoring_options("py", tiny_meta["onmt"], tiny_meta["tokenizer"], "cpu", "fp32",
                                batch_size=4, context=CONTEXT)
     engine = engines.load("py", opts, source="test")
     candidates = [ids[-1] for ids in mmlu.letter_ids(engine.sp).values()]  # any token ids will do
@@ -176,7 +176,7 @@ def test_one_token_letters_are_scored_in_one_pass(tiny_meta, monkeypatch):
     """With letters of one token each (LLaMA's "▁A"; the tiny tokenizer's are two), `loglik`
     reads them off one pass per prompt (next_logprobs, not logprobs) and picks the letters the
     four-sequence way picks."""
-    opts = mmlu.engine_options(tiny_meta["onmt"], tiny_meta["tokenizer"], "py", "cpu", "fp32",
+    opts = engines.scoring_options("py", tiny_meta["onmt"], tiny_meta["tokenizer"], "cpu", "fp32",
                                batch_size=4, context=CONTEXT)
     engine = engines.load("py", opts, source="test")
     one_token = {c: [engine.sp.piece_to_id(piece)] for c, piece in zip(mmlu.CHOICES, "abcd", strict=True)}

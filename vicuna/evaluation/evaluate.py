@@ -35,12 +35,12 @@ def read_lines(path: str | Path, what: str) -> list[str]:
 
 
 def load_scorer(path: str | Path, tokenizer_model: str, device: str = "cpu",
-                precision: str = "fp32") -> engines.Engine:
-    """The py engine of a checkpoint, for its log-likelihoods: its model is filled from the
-    checkpoint tensor by tensor as the checkpoint lets them go (one copy of one model)."""
-    opts = {"model": str(path), "src_subword_model": str(tokenizer_model), "max_length": 1,
-            "precision": precision, "gpu": -1 if device == "cpu" else 0}
-    return engines.load("py", opts, source=str(path))
+                precision: str = "fp32", mode: str = "py") -> engines.Engine:
+    """The engine of a model, for its log-likelihoods: py's on a checkpoint (its model filled
+    from the checkpoint tensor by tensor as the checkpoint lets them go: one copy of one
+    model), or another mode's on its release (gguf: a GGUF file)."""
+    opts = engines.scoring_options(mode, path, tokenizer_model, device, precision)
+    return engines.load(mode, opts, source=str(path))
 
 
 def _sequences(engine: engines.Engine, lines: list[str]) -> list[list[int]]:
@@ -104,14 +104,14 @@ def perplexity(loss: float) -> float:
 
 def heldout_losses(models: dict[str, Path], heldout: dict[str, list[str]], tokenizer_model: str,
                    device: str, precision: str, load=load_scorer,
-                   answers_only: bool = False) -> dict[str, dict[str, float]]:
+                   answers_only: bool = False, mode: str = "py") -> dict[str, dict[str, float]]:
     """Loss and perplexity of each model on each held-out corpus: {model: {<corpus>_loss,
     <corpus>_perplexity}}, with `answers_only` also <corpus>_answer_loss and
     <corpus>_answer_perplexity (heldout_scores); one model in memory at a time (`load` is the
     loader, for tests)."""
     result: dict[str, dict[str, float]] = {}
     for name, path in models.items():
-        engine = load(path, tokenizer_model, device, precision)
+        engine = load(path, tokenizer_model, device, precision, mode)
         result[name] = {}
         for corpus, lines in heldout.items():
             loss, answer_loss = heldout_scores(engine, lines, answers_only)

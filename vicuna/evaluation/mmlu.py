@@ -228,18 +228,6 @@ def choose_loglik(engine: engines.Engine, prompts: list[str]) -> list[str]:
 CHOOSE = {"generate": choose_generate, "loglik": choose_loglik}
 
 
-def engine_options(model: str | Path, tokenizer_model: str | Path, mode: str, device: str,
-                   precision: str, batch_size: int, context: int | None = None) -> dict:
-    """The options of an engine that writes one greedy token (vicuna.serve.engines.options_file);
-    `context`: max_context_length (LLaMA's 2048 when None)."""
-    inference_keys = {"batch_size": batch_size, "beam_size": 1, "max_length": 1,
-                      "random_sampling_topk": 1, "random_sampling_topp": 0.0,
-                      "random_sampling_temp": 1.0, "seed": 1234, "device": device,
-                      "precision": precision, "compute_type": "default", "cpu_threads": 0}
-    opts = engines.options_file(mode, str(model), str(tokenizer_model), inference_keys)
-    return opts if context is None else {**opts, "max_context_length": context}
-
-
 def choices(engine: engines.Engine, questions: list[Item], methods: Iterable[str] = METHODS,
             batch_size: int = 64, log: Callable[[str], None] = print) -> dict[str, list[str]]:
     """{method: the model's letter for each question}; prompts cut to the context first."""

@@ -22,7 +22,8 @@ from vicuna.serve.engines.ct2 import Ct2Engine
 from vicuna.serve.engines.gguf import GgufEngine
 from vicuna.serve.engines.py import PyEngine
 
-__all__ = ["Answer", "Engine", "Watcher", "REGISTRY", "load", "options_file", "config_keys"]
+__all__ = ["Answer", "Engine", "Watcher", "REGISTRY", "load", "options_file", "config_keys",
+           "scoring_options"]
 
 REGISTRY: dict[str, type[Engine]] = {"py": PyEngine, "ct2": Ct2Engine, "gguf": GgufEngine}
 
@@ -54,3 +55,17 @@ def options_file(mode: str, model: str, tokenizer_model: str, inference: dict) -
     return {"model": model, "src_subword_model": tokenizer_model,
             **{key: inference[key] for key in decoding.KEYS},
             **cls.file_options({key: inference[key] for key in cls.config_keys}, tokenizer_model)}
+
+
+def scoring_options(mode: str, model: str | Path, tokenizer_model: str | Path, device: str = "cpu",
+                    precision: str = "fp32", batch_size: int = 16,
+                    context: int | None = None) -> dict:
+    """The options of an engine that scores sequences and writes at most one greedy token
+    (MMLU, the held-out losses), in any mode: the one place these are built. `context`:
+    max_context_length (LLaMA's 2048 when None)."""
+    inference_keys = {"batch_size": batch_size, "beam_size": 1, "max_length": 1,
+                      "random_sampling_topk": 1, "random_sampling_topp": 0.0,
+                      "random_sampling_temp": 1.0, "seed": 1234, "device": device,
+                      "precision": precision, "compute_type": "default", "cpu_threads": 0}
+    opts = options_file(mode, str(model), str(tokenizer_model), inference_keys)
+    return opts if context is None else {**opts, "max_context_length": context}
