@@ -46,8 +46,8 @@ def main() -> None:
     a = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="mmlu_speed_") as tmp:
         built = models.build(Path(tmp), a.dim, a.layers, quantizations=(), heads=a.dim // 128)
-        opts = mmlu.engine_options(built["onmt"], built["tokenizer"], "py", "cpu", "fp32",
-                                   batch_size=a.batch_size)
+        opts = engines.scoring_options("py", built["onmt"], built["tokenizer"], "cpu", "fp32",
+                                       batch_size=a.batch_size)
         engine = engines.load("py", opts, source="benchmark")
         items = questions(a.shots, a.questions)
         mmlu.fit(engine, items)

@@ -195,8 +195,9 @@ def test_one_token_letters_are_scored_in_one_pass(tiny_meta, monkeypatch):
 
 def test_scores_and_rows(data_dir, tiny_meta):
     def load_engine(path):
-        return engines.load("py", mmlu.engine_options(path, tiny_meta["tokenizer"], "py", "cpu",
-                                                      "fp32", 8, context=CONTEXT), source=str(path))
+        return engines.load("py", engines.scoring_options("py", path, tiny_meta["tokenizer"], "cpu",
+                                                          "fp32", 8, context=CONTEXT),
+                            source=str(path))
 
     data = mmlu.load(data_dir)
     result, rows = mmlu.evaluate({"base": tiny_meta["onmt"], "finetuned": tiny_meta["onmt"]},
