@@ -15,6 +15,7 @@ from typing import Any
 
 from vicuna import prompt, tokenizer
 from vicuna.files import gguf_file
+from vicuna.publish.run_files import json_object
 
 # Where a card's code says which repository to load: the user's id for it is not known here.
 REPO_ID = "OWNER/NAME"
@@ -53,13 +54,7 @@ def _visible_files(directory: Path) -> list[Path]:
 def _json(path: Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file (the release is incomplete)")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: not a JSON object")
-    return data
+    return json_object(path)
 
 
 def _fields(data: dict, keys: list[str], where: Path) -> list[Any]:

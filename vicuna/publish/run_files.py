@@ -54,7 +54,8 @@ def check_present(files: RunFiles) -> None:
                                 f"model card is written from: run the workflow's `all` first)")
 
 
-def _json_object(path: Path) -> dict:
+def json_object(path: Path) -> dict:
+    """A JSON file that must hold an object; named errors otherwise."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as e:
@@ -100,7 +101,7 @@ def read_sources(paths: list[Path]) -> dict[str, str]:
         else:
             raise ValueError(f"{path}: neither a flatten report (*{FLATTEN}) nor a download "
                              f"manifest (*{MANIFEST})")
-        record = _json_object(path)
+        record = json_object(path)
         if not isinstance(record.get(key), str):
             raise ValueError(f"{path}: no {key!r}: not what the workflow writes")
         sources[name] = record[key]
@@ -109,7 +110,7 @@ def read_sources(paths: list[Path]) -> dict[str, str]:
 
 def read_evaluation(path: Path) -> dict[str, Any]:
     """eval.json: {"base": {metric: value}, "finetuned": {...}, <agreement>: value, ...}."""
-    result = _json_object(path)
+    result = json_object(path)
     for name in ("base", "finetuned"):
         if not isinstance(result.get(name), dict):
             raise ValueError(f"{path}: no {name!r} metrics: not the evaluation evaluate.py writes")
@@ -118,7 +119,7 @@ def read_evaluation(path: Path) -> dict[str, Any]:
 
 def read_mmlu(path: Path) -> dict[str, Any]:
     """mmlu.json: shots, the number of questions, and each model's ACC-all per method."""
-    result = _json_object(path)
+    result = json_object(path)
     if not isinstance(result.get("shots"), int) or not isinstance(result.get("n"), int):
         raise ValueError(f"{path}: no 'shots' or 'n': not the scores mmlu.py writes")
     return result

@@ -54,18 +54,21 @@ def _args(model: str, n_layers: int | None, vocab_size: int) -> tuple[dict, Mode
     return params, ModelArgs.from_params(params, vocab_size=vocab_size)
 
 
+def random_state(shape: ModelArgs | LlamaShape, seed: int, std: float) -> dict[str, torch.Tensor]:
+    """Random float16 weights of this shape under Meta's names, norms at 1 (as trained models
+    have them)."""
+    gen = torch.Generator().manual_seed(seed)
+    return {name: torch.ones(dims, dtype=torch.float16) if name.endswith("norm.weight")
+            else (torch.randn(dims, generator=gen) * std).to(torch.float16)
+            for name, dims in meta_shapes(shape).items()}
+
+
 def write_random(model_dir: str | Path, model: str = "7B", n_layers: int | None = 1,
                  vocab_size: int = LLAMA_VOCAB, seed: int = 0, std: float = 0.02) -> int:
     """A float16 checkpoint of `model`'s shape with `n_layers` layers and random weights
     (norms at 1, as trained models have them), in one shard; returns its size in bytes."""
     params, args = _args(model, n_layers, vocab_size)
-    gen = torch.Generator().manual_seed(seed)
-    state = {}
-    for name, shape in meta_shapes(args).items():
-        if name.endswith("norm.weight"):
-            state[name] = torch.ones(shape, dtype=torch.float16)
-        else:
-            state[name] = (torch.randn(shape, generator=gen) * std).to(torch.float16)
+    state = random_state(args, seed, std)
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     (model_dir / "params.json").write_text(json.dumps(params) + "\n")
@@ -125,14 +128,8 @@ def write_random_hf(model_dir: str | Path, model: str, n_layers: int | None = 1,
 
     config, shape = hf_shape(model, n_layers)
     config["torch_dtype"] = "float16"
-    gen = torch.Generator().manual_seed(seed)
-    state = {}
-    for name, dims in meta_shapes(shape).items():
-        hf = name_maps.rename(name, name_maps.META_TO_HF)
-        if name.endswith("norm.weight"):
-            state[hf] = torch.ones(dims, dtype=torch.float16)
-        else:
-            state[hf] = (torch.randn(dims, generator=gen) * std).to(torch.float16)
+    state = {name_maps.rename(name, name_maps.META_TO_HF): tensor
+             for name, tensor in random_state(shape, seed, std).items()}
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     (model_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")

@@ -126,6 +126,22 @@ class Engine:
         """Let the model go."""
 
     # --- shared ------------------------------------------------------------------------------
+    def shown(self, tokens: Iterator[int]) -> Iterator[str]:
+        """A stream's texts as the chatbot shows them, from the engine's generated token ids:
+        each time the shown text changes, up to the end token or the stop rule (the caller
+        closes its decoding when this ends or is closed)."""
+        cutter = stops.Cutter()
+        ids: list[int] = []
+        for token in tokens:
+            if token == self.sp.eos_id():
+                return
+            ids.append(token)
+            done = cutter.update(self.sp.decode(ids), len(ids))
+            if cutter.changed:
+                yield cutter.shown
+            if done:
+                return
+
     def check_window(self, what: str, tokens: int, why: str) -> None:
         """A ValueError where `tokens` pass the model's sliding window, which this mode does
         not keep there (`why`): refused, never computed as another model."""

@@ -16,7 +16,7 @@ import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from vicuna.serve import decoding, stops
+from vicuna.serve import decoding
 from vicuna.serve.engines.base import Answer, Engine, Watcher, cpu_threads
 
 
@@ -126,18 +126,8 @@ class Ct2Engine(Engine):
             sampling_topk=args["sampling_topk"], sampling_topp=args["sampling_topp"],
             sampling_temperature=args["sampling_temperature"],
         )
-        cutter = stops.Cutter()
-        ids: list[int] = []
         try:
-            for step in steps:
-                if step.token_id == self.sp.eos_id():
-                    break
-                ids.append(step.token_id)
-                done = cutter.update(self.sp.decode(ids), len(ids))
-                if cutter.changed:
-                    yield cutter.shown
-                if done:
-                    break
+            yield from self.shown(step.token_id for step in steps)
         finally:
             steps.close()  # stops CTranslate2's decoding too (Stop button, STOP, end token)
 

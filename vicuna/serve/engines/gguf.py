@@ -21,7 +21,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vicuna.serve import decoding, options, stops
+from vicuna.serve import decoding, options
 from vicuna.serve.engines.base import Answer, Engine, Watcher, cpu_threads
 
 if TYPE_CHECKING:  # numpy and llama.cpp load with the engine (the rules read the registry)
@@ -176,21 +176,11 @@ class GgufEngine(Engine):
     def stream(self, prompt: str, settings: dict | None = None) -> Iterator[str]:
         """Token by token; closing the iterator stops decoding."""
         args = decoding.gguf_args({**self.opts, **(settings or {})})
-        cutter = stops.Cutter()
-        ids: list[int] = []
         with self._lock:
             [rng] = self._rngs(1, settings)
             tokens = self._tokens(self.prompt_ids(prompt), args, rng)
             try:
-                for token, _ in tokens:
-                    if token == self.sp.eos_id():
-                        break
-                    ids.append(token)
-                    done = cutter.update(self.sp.decode(ids), len(ids))
-                    if cutter.changed:
-                        yield cutter.shown
-                    if done:
-                        break
+                yield from self.shown(token for token, _ in tokens)
             finally:
                 tokens.close()
 
