@@ -52,11 +52,14 @@ run: install
 # Debian's Chromium for the browser test, graphviz for the README's rule graph command, and a
 # single-node SLURM cluster for the profile's tests (stopped again afterwards). Elsewhere those
 # tests skip, saying why.
+# The unit tier on both cores (its tests share nothing); the integration tier one test at a time
+# (one tiny run, one SLURM cluster, ports), both always run.
 test: dev
 	@if [ "$$(id -u)" = 0 ]; then $(MAKE) --no-print-directory system-test-deps; fi
-	$(PY) -m pytest -ra --durations=15; status=$$?; \
+	$(PY) -m pytest -ra --durations=10 -n 2 tests/unit; unit=$$?; \
+	$(PY) -m pytest -ra --durations=15 tests/integration; integration=$$?; \
 	if [ "$$(id -u)" = 0 ]; then bash tests/slurm/cluster.sh down >/dev/null 2>&1; fi; \
-	exit $$status
+	[ $$unit = 0 ] && [ $$integration = 0 ]
 
 test-fast: dev
 	$(PY) -m pytest -ra --durations=10 -n 2 tests/unit

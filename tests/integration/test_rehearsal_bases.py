@@ -2,8 +2,9 @@
 as the docs give the command, plus the rehearsal's shrinking override (one layer of random
 weights of the real shape, the real LLaMA tokenizer, a few training steps on the CPU).
 
-- Mistral 7B (Hugging Face's layout, 8 KV heads, FFN 14,336, a 4,096-token window): the whole
-  graph through profiles/slurm on the single-node test cluster, as test_rehearsal.py runs LLaMA;
+- Mistral 7B (Hugging Face's layout, 8 KV heads, FFN 14,336, a 4,096-token window): its
+  releases and predictions in every mode through profiles/slurm on the single-node test cluster
+  (test_rehearsal.py runs LLaMA's whole graph there);
 - Llama 2 7B (Meta's layout, params.json with vocab_size -1 and norm_eps 1e-05): locally, up to
   its releases.
 
@@ -25,14 +26,13 @@ from vicuna.testing import rehearsal
 
 MISTRAL = rehearsal.BASES["mistral-7B"]
 LLAMA2 = rehearsal.BASES["llama2-7B"]
-# LLaMA 7B's graph (test_rehearsal.RULES) less release_hf_base: a Hugging Face base is its own
-# PEFT base; one GGUF type, to keep the rehearsal short
+# The jobs that make and run Mistral's releases (the rest of the graph, the data report, MMLU,
+# the evaluation and the cards, is LLaMA's: test_rehearsal.py runs it): one GGUF type, to keep
+# the rehearsal short, and no release_hf_base, a Hugging Face base being its own PEFT base.
 MISTRAL_RULES = {"download_dataset": 2, "convert_llama": 1, "extract_vocabulary": 1,
-                 "data_report": 1, "finetune_config": 1, "finetune_samples": 1, "finetune": 1,
-                 "training_curves": 1, "merge_lora": 1, "release_ct2": 1, "release_hf": 1,
-                 "release_peft": 1, "release_gguf": 1, "release_modelfile": 1,
-                 "translate_opts": 2, "simple_inference": 2, "evaluate": 1, "mmlu_download": 1,
-                 "mmlu": 1, "publish": 3, "all": 1}
+                 "finetune_config": 1, "finetune": 1, "merge_lora": 1, "release_ct2": 1,
+                 "release_hf": 1, "release_peft": 1, "release_gguf": 1, "translate_opts": 3,
+                 "simple_inference": 3}
 
 
 def step(base: rehearsal.Base) -> str:
@@ -63,8 +63,11 @@ def rehearse(root: Path, base: str, *args: str, changes: dict | None = None) -> 
 
 @pytest.fixture(scope="module")
 def mistral(cluster, tmp_path_factory) -> tuple[Path, str]:
+    s = step(MISTRAL)
+    predictions = [f"{MISTRAL.run}/outputs/predictions_{mode}.txt" for mode in ("py", "ct2", "gguf")]
     return rehearse(tmp_path_factory.mktemp("mistral"), "mistral-7B", "--profile",
-                    "profiles/slurm", *SITE, "--", "all",
+                    "profiles/slurm", *SITE, "--", f"{s}.concat_HF", f"{s}_PEFT",
+                    f"{s}.concat-q8_0.gguf", f"{s}.concat_CT2", *predictions,
                     changes={"release": {"gguf": ["q8_0"]}})
 
 
@@ -98,7 +101,7 @@ def gguf_fields(path: Path, names: tuple[str, ...]) -> dict:
     return {name: reader.fields[name].contents() for name in names if name in reader.fields}
 
 
-def test_mistral_every_rule_of_its_graph_ran_through_slurm(mistral):
+def test_mistral_every_rule_of_its_releases_ran_through_slurm(mistral):
     _, log = mistral
     table = log.split("Job stats:")[1].split("total")[0]
     ran = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
@@ -151,7 +154,7 @@ def test_mistral_gguf_and_ct2_carry_its_shape_and_window(mistral):
 
     assert ct2_release.sliding_window(work / f"{step(MISTRAL)}.concat_CT2") == 4096
     n = len((work / "configs/input_examples.txt").read_text().splitlines())
-    for mode in ("py", "ct2"):
+    for mode in ("py", "ct2", "gguf"):
         predictions = work / f"{MISTRAL.run}/outputs/predictions_{mode}.txt"
         assert len(predictions.read_text().splitlines()) == n
 
