@@ -8,12 +8,10 @@ the engine decodes one sequence at a time."""
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import yaml
-from helpers import call_script, run_script
+from helpers import call_script
 
 from vicuna import prompt, tokenizer
 from vicuna.serve import engines, stops
@@ -278,16 +276,15 @@ def test_beam_search_is_refused_by_name(tiny_options, tmp_path):
 
 
 
-def test_heldout_losses_in_the_gguf_mode_are_the_py_modes(tiny_meta, tiny_options, tmp_path):
-    """heldout_loss.py --mode gguf on the F32 GGUF of the model scores what the py mode scores on
-    its checkpoint (the workflow's rule scores the checkpoints; a GGUF is scored by hand)."""
-    lines = "Below is a task.｟newline｠Answer it.\ncat dog｟newline｠dog cat\n"
-    (tmp_path / "valid.txt").write_text(lines)
-    scores = {}
-    for mode, model in (("py", tiny_meta["onmt"]), ("gguf", tiny_options["gguf_release"])):
-        out = tmp_path / f"{mode}.json"
-        run_script("heldout_loss.py", "--mode", mode, "--base", str(model), "--finetuned",
-                   str(model), "--tokenizer_model", str(tiny_meta["tokenizer"]), "--heldout",
-                   "valid", str(tmp_path / "valid.txt"), "--json", str(out))
-        scores[mode] = json.loads(out.read_text())["finetuned"]["valid_loss"]
+def test_heldout_losses_in_the_gguf_mode_are_the_py_modes(tiny_meta, tiny_options):
+    """The held-out losses (heldout_loss.py --mode) of the F32 GGUF of the model in the gguf
+    mode are the py mode's on its checkpoint (the workflow's rule scores the checkpoints; a
+    GGUF is scored by hand)."""
+    from vicuna.evaluation import evaluate
+
+    lines = ["Below is a task.｟newline｠Answer it.", "cat dog｟newline｠dog cat"]
+    scores = {mode: evaluate.heldout_losses({"finetuned": model}, {"valid": lines},
+                                            str(tiny_meta["tokenizer"]), "cpu", "fp32",
+                                            mode=mode)["finetuned"]["valid_loss"]
+              for mode, model in (("py", tiny_meta["onmt"]), ("gguf", tiny_options["gguf_release"]))}
     assert scores["gguf"] == pytest.approx(scores["py"], abs=1e-3)
