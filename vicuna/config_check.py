@@ -268,8 +268,19 @@ def key_source(key: str, files: list[str]) -> str:
 def report(error: ValueError, files: list[str]) -> str:
     """A config error as the user reads it: one line a fault, each naming the file that set the
     key (`error: config.yaml: train.train_steps: 800.0 is not ...`)."""
+    faults = str(error).split("; ")
+    top = [f.split("'")[1] for f in faults
+           if f.startswith("(the config): '") and f.endswith("is a required property")]
     lines = []
-    for fault in str(error).split("; "):
+    if files and top:
+        # a layered file (a base's, the recipe, a site's override) given without the whole
+        # config it changes: say that, not every required key of each section it touches
+        faults = [f for f in faults if not f.endswith("is a required property")]
+        given = " ".join(files)
+        lines.append(f"error: {given}: not a whole config (no {', '.join(top)}): a file that "
+                     f"changes another goes after it, e.g. --configfile "
+                     f"configs/llama7b-vicuna.yaml {given}")
+    for fault in faults:
         key = fault.split(": ", 1)[0] if ": " in fault else "(the config)"
         lines.append(f"error: {key_source(key, files)}: {fault}")
     return "\n".join(lines)

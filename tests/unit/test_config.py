@@ -267,3 +267,16 @@ def test_the_gguf_mode_reads_a_released_type_without_beam_search(config):
     config_check.check_gguf_mode({"release": {"gguf": []},
                                   "inference": {"gguf_type": "f32", "beam_size": 4}})
     assert config["inference"]["gguf_type"] in config["release"]["gguf"]  # the tiny default
+
+
+@pytest.mark.parametrize("layered", ["llama2-7b", "tinyllama-1.1b", "mistral-7b", "vicuna-recipe"])
+def test_a_layered_file_given_alone_says_what_it_goes_after(layered):
+    """A base's file or the recipe is no whole config: given alone, one line says so and the
+    command that layers it, not every required key of each section it changes."""
+    result = snakemake(REPO, "all", "-n", "--configfile", f"configs/{layered}.yaml", check=False)
+    assert result.returncode == 1
+    errors = [line for line in (result.stdout + result.stderr).splitlines()
+              if line.startswith("error:")]
+    assert len(errors) == 1, errors
+    assert errors[0].startswith(f"error: configs/{layered}.yaml: not a whole config (no ")
+    assert errors[0].endswith(f"--configfile configs/llama7b-vicuna.yaml configs/{layered}.yaml")
